@@ -1,0 +1,3 @@
+"""consultbook's engine: domain, store, services, Shopify trust boundary, tasks and plugins."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,31 @@
+"""Wiring: one place that turns a Config into the objects every entry point needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.clock import Clock, SystemClock
+from engine.config import Config
+from engine.crypto import Keyring, parse_keys
+from engine.services.availability import BusySource, no_busy
+from engine.store import Database
+
+
+@dataclass
+class Context:
+    """What a web process or a worker holds: settings, the database, the clock, the keyring."""
+
+    config: Config
+    db: Database
+    clock: Clock = field(default_factory=SystemClock)
+    # Where availability learns what already claims an expert's time.
+    busy_source: BusySource = no_busy
+    keyring: Keyring = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keyring = Keyring(parse_keys(",".join(self.config.encryption_keys)))
+
+
+def bootstrap(config: Config, *, db: Database | None = None, clock: Clock | None = None) -> Context:
+    return Context(config=config, db=db or Database(config.database_url),
+                   clock=clock or SystemClock())

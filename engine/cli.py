@@ -1,0 +1,190 @@
+"""The `consultbook` command line.
+
+Exit status: 0 on success, 2 on bad usage, 1 on failure, always with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from engine.errors import ConsultbookError
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="consultbook", description="Consultation booking for Shopify stores.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="run the web app (and, with no broker, the worker)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=2)
+
+    sub.add_parser("migrate", help="bring the database schema to head")
+
+    demo = sub.add_parser("demo", help="run the embedded demo shop")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--no-serve", action="store_true",
+                      help="seed the demo shop and print its URLs, but do not start the server")
+
+    shop = sub.add_parser("shop", help="shops").add_subparsers(dest="shop_command",
+                                                              required=True, parser_class=_Parser)
+    install = shop.add_parser("install", help="provision a shop without the OAuth dance")
+    install.add_argument("domain")
+    install.add_argument("--timezone", required=True)
+    install.add_argument("--access-token")
+
+    keys = sub.add_parser("keys", help="encryption keys").add_subparsers(
+        dest="keys_command", required=True, parser_class=_Parser)
+    keys.add_parser("generate", help="print a new encryption key")
+    keys.add_parser("rotate", help="re-encrypt every stored secret with the first key")
+    return p
+
+
+def _config(**kwargs: Any) -> Any:
+    from engine.config import from_env
+
+    return from_env(**kwargs)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from engine.store import Database
+    from engine.store.migrate import current_revision, upgrade
+
+    config = _config(require_secrets=False)
+    db = Database(config.database_url)
+    upgrade(db.engine)
+    print(f"database at revision {current_revision(db.engine)}")
+    return 0
+
+
+def cmd_shop_install(args: argparse.Namespace) -> int:
+    from engine.bootstrap import bootstrap
+    from engine.services.shops import install_shop
+    from engine.store.migrate import check_schema
+
+    ctx = bootstrap(_config())
+    check_schema(ctx.db.engine)
+    shop = install_shop(ctx.db, ctx.clock, ctx.keyring, args.domain, args.timezone,
+                        args.access_token)
+    print(f"installed {shop.domain} ({shop.timezone}) as {shop.id}")
+    return 0
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from engine.crypto import generate_key
+
+    print(generate_key())
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from engine.bootstrap import bootstrap
+    from engine.services.secrets import rotate_all
+    from engine.store.migrate import check_schema
+
+    ctx = bootstrap(_config())
+    check_schema(ctx.db.engine)
+    done, total = rotate_all(ctx.db, ctx.keyring)
+    print(f"re-encrypted {done} of {total} stored secrets with the current key")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from engine.bootstrap import bootstrap
+    from engine.store.migrate import check_schema
+    from web.server import serve
+
+    if args.workers < 1:
+        raise UsageError("consultbook serve: --workers must be at least 1")
+    config = _config()
+    ctx = bootstrap(config)
+    check_schema(ctx.db.engine)
+    ctx.db.dispose()
+    serve(config, host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.bootstrap import bootstrap
+    from engine.demo import sample_availability_url, seed
+    from engine.store.migrate import upgrade
+    from web.server import serve
+
+    config = _config(demo=True)
+    if "CONSULTBOOK_APP_URL" not in os.environ:
+        config = config.with_(app_url=f"http://{args.host}:{args.port}")
+    ctx = bootstrap(config)
+    upgrade(ctx.db.engine)
+    demo = seed(ctx)
+    base = config.app_url
+    print("consultbook demo — embedded default (SQLite, in-process worker, outbox mailer)")
+    print(f"  database:            {config.database_url}")
+    print(f"  demo shop:           {demo.shop.domain} ({demo.shop.timezone})")
+    for title, sid in demo.services.items():
+        print(f"  service:             {sid}  {title}")
+    for name, eid in demo.experts.items():
+        print(f"  expert:              {eid}  {name}")
+    print(f"  health:              {base}/healthz")
+    print(f"  availability (demo): {base}/demo/availability  (signs a fresh App Proxy URL)")
+    print(f"  availability (signed, valid {config.proxy_max_age_seconds}s):")
+    print(f"    {sample_availability_url(ctx, demo)}")
+    sys.stdout.flush()
+    ctx.db.dispose()
+    if args.no_serve:
+        return 0
+    serve(config, host=args.host, port=args.port, workers=1)
+    return 0
+
+
+COMMANDS = {
+    ("serve",): cmd_serve,
+    ("migrate",): cmd_migrate,
+    ("demo",): cmd_demo,
+    ("shop", "install"): cmd_shop_install,
+    ("keys", "generate"): cmd_keys_generate,
+    ("keys", "rotate"): cmd_keys_rotate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    key = tuple(v for v in (args.command, getattr(args, "shop_command", None),
+                            getattr(args, "keys_command", None)) if v)
+    try:
+        return COMMANDS[key](args)
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except ConsultbookError as exc:
+        print(f"consultbook: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the contract: one line, never a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"consultbook: {type(exc).__name__}: {first}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

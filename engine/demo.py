@@ -1,0 +1,78 @@
+"""The demo shop: seeded data for `consultbook demo` (idempotent: safe to run again)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from engine.bootstrap import Context
+from engine.services import catalog, schedules, shops
+from engine.shopify import sign_proxy
+from engine.store.models import Expert, Service
+
+DEMO_SHOP = "consultbook-demo.myshopify.com"
+DEMO_TZ = "Europe/Berlin"
+
+WEEKDAYS_9_TO_5 = {d: [["09:00", "17:00"]] for d in ("mon", "tue", "wed", "thu", "fri")}
+
+
+@dataclass(frozen=True)
+class DemoShop:
+    shop: shops.ShopRef
+    services: dict[str, str]  # title -> id
+    experts: dict[str, str]  # name -> id
+
+
+def seed(ctx: Context) -> DemoShop:
+    """Install the demo shop with two services and two experts in different zones."""
+    shop = shops.install_shop(ctx.db, ctx.clock, ctx.keyring, DEMO_SHOP, DEMO_TZ,
+                              access_token="shpat_demo_token")
+    with ctx.db.read() as session:
+        have_services = {s.title: s.id for s in session.scalars(
+            select(Service).where(Service.shop_id == shop.id, Service.deleted_at.is_(None)))}
+        have_experts = {e.name: e.id for e in session.scalars(
+            select(Expert).where(Expert.shop_id == shop.id, Expert.deleted_at.is_(None)))}
+    services = dict(have_services)
+    for doc in (
+        {"title": "Intro call (30 min)", "duration_minutes": 30, "min_notice_minutes": 60,
+         "max_days_ahead": 60},
+        {"title": "Deep-dive session (60 min)", "duration_minutes": 60, "interval_minutes": 30,
+         "buffer_after_minutes": 15, "min_notice_minutes": 240, "max_days_ahead": 90},
+    ):
+        if doc["title"] not in services:
+            services[str(doc["title"])] = catalog.create_service(
+                ctx.db, ctx.clock, shop.id, doc)["id"]
+    experts = dict(have_experts)
+    for name, email, tz, hours in (
+        ("Anna Berger", "anna@example.com", "Europe/Berlin", WEEKDAYS_9_TO_5),
+        ("Maya Thompson", "maya@example.com", "America/New_York",
+         {**WEEKDAYS_9_TO_5, "sat": [["10:00", "14:00"]]}),
+    ):
+        if name not in experts:
+            expert = catalog.create_expert(ctx.db, ctx.clock, shop.id, {
+                "name": name, "email": email, "timezone": tz,
+                "services": list(services.values())})
+            experts[name] = expert["id"]
+            schedules.put_schedule(ctx.db, shop.id, expert["id"], {"weekly": hours})
+    return DemoShop(shop, services, experts)
+
+
+def signed_proxy_url(ctx: Context, path: str, params: dict[str, str],
+                     shop: str = DEMO_SHOP) -> str:
+    """A URL on this app as Shopify's App Proxy would forward it (valid for the max age)."""
+    signed = {**params, "shop": shop, "path_prefix": "/apps/consult",
+              "timestamp": str(int(time.time()))}
+    signed["signature"] = sign_proxy(signed, ctx.config.api_secret)
+    return f"{ctx.config.app_url}{path}?{urlencode(signed)}"
+
+
+def sample_availability_url(ctx: Context, demo: DemoShop) -> str:
+    today = ctx.clock.now().astimezone(ZoneInfo(DEMO_TZ)).date() + timedelta(days=1)
+    service = next(iter(demo.services.values()))
+    return signed_proxy_url(ctx, "/proxy/availability",
+                            {"service": service, "start": today.isoformat(), "days": "7"})

@@ -1,0 +1,169 @@
+"""Availability: the slots a storefront may offer for a service, over a range of shop dates.
+
+Reads the service, the experts who offer it, their hours and what already claims their
+time, then lets the pure slot engine (engine.domain.slots) do the arithmetic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from engine.clock import Clock
+from engine.domain.schedule import parse_date
+from engine.domain.slots import (
+    ExpertCalendar,
+    Instant,
+    ServiceRules,
+    Slot,
+    merged_slots,
+    wall_to_instant,
+)
+from engine.errors import NotFound, ValidationError
+from engine.services.catalog import live_service
+from engine.services.shops import ShopRef
+from engine.services.validation import timezone as parse_timezone
+from engine.store import Database
+from engine.store.models import DateOverride, Expert, ExpertService, Service, WeeklyHours
+
+MAX_DAYS = 62
+
+# Busy time of experts within [start, end): expert id -> [(start, end)] instants.
+BusySource = Callable[[Session, Sequence[str], Instant, Instant], Mapping[str, list[
+    tuple[Instant, Instant]]]]
+
+
+def no_busy(_s: Session, _ids: Sequence[str], _a: Instant, _b: Instant) -> dict[str, list[
+        tuple[Instant, Instant]]]:
+    return {}
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+@dataclass(frozen=True)
+class AvailabilityQuery:
+    service_id: str
+    start: date
+    days: int
+    expert_id: str | None = None
+    tz: str | None = None
+
+
+def parse_query(params: Mapping[str, str]) -> AvailabilityQuery:
+    """The query string of ``GET /proxy/availability``; ValidationError names the parameter."""
+    service = params.get("service", "").strip()
+    if not service:
+        raise ValidationError("the service parameter is required", field="service")
+    if "start" not in params:
+        raise ValidationError("the start parameter (YYYY-MM-DD) is required", field="start")
+    start = parse_date(params["start"], where="start")
+    raw_days = params.get("days", "").strip()
+    if not raw_days:
+        raise ValidationError("the days parameter (1-62) is required", field="days")
+    if not raw_days.isdigit() or not 1 <= int(raw_days) <= MAX_DAYS:
+        raise ValidationError(f"days must be a whole number from 1 to {MAX_DAYS}", field="days")
+    expert = params.get("expert", "").strip() or None
+    tz = params.get("tz", "").strip() or None
+    if tz is not None:
+        parse_timezone("tz", tz)
+    if start.year < 1970 or start.year > 9000:
+        raise ValidationError("start is out of range", field="start")
+    return AvailabilityQuery(service, start, int(raw_days), expert, tz)
+
+
+def rules_of(service: Service) -> ServiceRules:
+    return ServiceRules(
+        duration=service.duration_minutes,
+        interval=service.interval_minutes or service.duration_minutes,
+        buffer_before=service.buffer_before_minutes,
+        buffer_after=service.buffer_after_minutes,
+        min_notice=service.min_notice_minutes,
+        max_days_ahead=service.max_days_ahead,
+    )
+
+
+def expert_calendars(session: Session, shop: ShopRef, service_id: str,
+                     expert_id: str | None, first: date, last: date) -> list[ExpertCalendar]:
+    """The calendars of the live experts who offer the service (optionally just one).
+
+    Overrides are loaded for local dates first..last (callers widen by a day or two).
+    """
+    q = (select(Expert.id, Expert.timezone)
+         .join(ExpertService, ExpertService.expert_id == Expert.id)
+         .where(ExpertService.service_id == service_id, Expert.shop_id == shop.id,
+                Expert.deleted_at.is_(None)))
+    if expert_id is not None:
+        q = q.where(Expert.id == expert_id)
+    experts = {row.id: row.timezone or shop.timezone for row in session.execute(q)}
+    if expert_id is not None and expert_id not in experts:
+        raise NotFound(f"no expert {expert_id!r} offers this service")
+    if not experts:
+        return []
+    ids = sorted(experts)
+    weekly: dict[str, dict[int, list[tuple[int, int]]]] = {i: {} for i in ids}
+    for w in session.execute(select(WeeklyHours.expert_id, WeeklyHours.weekday,
+                                    WeeklyHours.start_minute, WeeklyHours.end_minute)
+                             .where(WeeklyHours.expert_id.in_(ids))):
+        weekly[w.expert_id].setdefault(w.weekday, []).append((w.start_minute, w.end_minute))
+    overrides: dict[str, dict[date, list[tuple[int, int]]]] = {i: {} for i in ids}
+    for o in session.execute(select(DateOverride.expert_id, DateOverride.date,
+                                    DateOverride.windows)
+                             .where(DateOverride.expert_id.in_(ids),
+                                    DateOverride.date >= first, DateOverride.date <= last)):
+        overrides[o.expert_id][o.date] = [(int(s), int(e)) for s, e in o.windows]
+    return [ExpertCalendar(expert_id=i, tz=zone(experts[i]), weekly=weekly[i],
+                           overrides=overrides[i]) for i in ids]
+
+
+def shop_day_range(tz: ZoneInfo, start: date, days: int) -> tuple[Instant, Instant]:
+    """The instants of local midnight of `start` and of `start + days` in the shop's zone."""
+    return (wall_to_instant(tz, start, 0, edge="start"),
+            wall_to_instant(tz, start + timedelta(days=days), 0, edge="start"))
+
+
+def iso_utc(ts: Instant) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def iso_local(ts: Instant, tz: ZoneInfo) -> str:
+    return datetime.fromtimestamp(ts, tz).isoformat()
+
+
+def render_slots(slots: Sequence[Slot], tz: ZoneInfo) -> list[dict[str, Any]]:
+    return [{"start": iso_utc(s.start), "end": iso_utc(s.end), "expert": s.expert_id,
+             "local": iso_local(s.start, tz)} for s in slots]
+
+
+def availability(db: Database, clock: Clock, shop: ShopRef, query: AvailabilityQuery,
+                 busy_source: BusySource = no_busy) -> dict[str, Any]:
+    """``GET /proxy/availability``: slots whose start lies in the shop-local dates
+    ``[start, start + days)``, sorted by start then expert."""
+    shop_tz = zone(shop.timezone)
+    range_start, range_end = shop_day_range(shop_tz, query.start, query.days)
+    now = int(clock.now().timestamp())
+    with db.read() as session:
+        service = live_service(session, shop.id, query.service_id)
+        rules = rules_of(service)
+        # Expert-local dates can differ from shop-local dates by up to a day either way.
+        first, last = query.start - timedelta(days=2), query.start + timedelta(days=query.days + 2)
+        cals = expert_calendars(session, shop, service.id, query.expert_id, first, last)
+        if cals:
+            pad = (rules.buffer_before + rules.buffer_after + rules.duration) * 60
+            busy = busy_source(session, [c.expert_id for c in cals], range_start - pad,
+                               range_end + pad)
+            if busy:
+                cals = [replace(c, busy=tuple(busy.get(c.expert_id, ()))) for c in cals]
+    slots = merged_slots(cals, rules, now=now, range_start=range_start, range_end=range_end)
+    out_tz = zone(query.tz) if query.tz else shop_tz
+    return {"shop_timezone": shop.timezone, "slots": render_slots(slots, out_tz)}

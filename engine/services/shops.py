@@ -1,0 +1,154 @@
+"""Shops: provisioning, lookup by domain, and the per-shop settings document."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from engine.clock import Clock
+from engine.crypto import Keyring
+from engine.errors import Forbidden, NotFound, ValidationError
+from engine.services.validation import Field, Mode, parse_document, text, timezone
+from engine.shopify import valid_shop_domain
+from engine.store import Database, new_id
+from engine.store.models import Shop, ShopSettings
+
+DEFAULT_REMINDERS = (1440, 60)
+CALENDAR_PROVIDERS = ("local", "google", "outlook")
+VIDEO_PROVIDERS = ("none", "meet", "teams")
+MAIL_PROVIDERS = ("outbox", "smtp")
+
+
+class UnknownShop(NotFound):
+    """The storefront names a shop that is not installed (contract: 404 unknown_shop)."""
+
+    code = "unknown_shop"
+
+
+class ShopNotInstalled(Forbidden):
+    """A valid session token for a shop that is not (or no longer) installed: 403."""
+
+    code = "shop_not_installed"
+
+
+@dataclass(frozen=True, slots=True)
+class ShopRef:
+    id: str
+    domain: str
+    timezone: str
+
+
+def access_token_aad(shop_id: str) -> str:
+    return f"shop:{shop_id}:access_token"
+
+
+def install_shop(db: Database, clock: Clock, keyring: Keyring, domain: str, tz: str,
+                 access_token: str | None = None) -> ShopRef:
+    """Provision (or re-provision) a shop. Idempotent on the domain: a reinstall keeps the
+    shop's data, marks it installed, and replaces the timezone and token."""
+    domain = domain.strip().lower()
+    if not valid_shop_domain(domain):
+        raise ValidationError(f"{domain!r} is not a shop domain like example.myshopify.com",
+                              field="domain")
+    timezone("timezone", tz)
+    with db.write() as session:
+        shop = session.scalars(select(Shop).where(Shop.domain == domain)).one_or_none()
+        if shop is None:
+            shop = Shop(id=new_id("shop"), domain=domain, timezone=tz, installed=True,
+                        installed_at=clock.now())
+            session.add(shop)
+            session.add(ShopSettings(shop_id=shop.id, calendar_provider="local",
+                                     video_provider="none", mail_provider="outbox",
+                                     reminders=list(DEFAULT_REMINDERS)))
+        else:
+            shop.timezone = tz
+            shop.installed = True
+            shop.installed_at = clock.now()
+            shop.uninstalled_at = None
+        if access_token is not None:
+            shop.access_token = keyring.encrypt(access_token, aad=access_token_aad(shop.id))
+        session.flush()
+        return ShopRef(shop.id, shop.domain, shop.timezone)
+
+
+def installed_shop(session: Session, domain: str, *, admin: bool = False) -> ShopRef:
+    """The installed shop with this domain, else UnknownShop (or ShopNotInstalled for admin)."""
+    row = session.execute(
+        select(Shop.id, Shop.domain, Shop.timezone, Shop.installed).where(Shop.domain == domain)
+    ).one_or_none()
+    if row is None or not row.installed:
+        if admin:
+            raise ShopNotInstalled(f"the shop {domain} has not installed consultbook")
+        raise UnknownShop(f"the shop {domain} has not installed consultbook")
+    return ShopRef(row.id, row.domain, row.timezone)
+
+
+def _provider(choices: tuple[str, ...]) -> Any:
+    def parse(name: str, value: Any) -> str:
+        value = text(64)(name, value)
+        if value not in choices:
+            raise ValidationError(f"{name} must be one of {', '.join(choices)}", field=name)
+        return value
+
+    return parse
+
+
+def _reminders(name: str, value: Any) -> list[int]:
+    if not isinstance(value, list) or len(value) > 10:
+        raise ValidationError(f"{name} must be a list of at most 10 minute offsets", field=name)
+    out: set[int] = set()
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 60 * 24 * 60:
+            raise ValidationError(
+                f"{name} must hold whole numbers of minutes between 1 and 86400", field=name)
+        out.add(v)
+    return sorted(out, reverse=True)
+
+
+SETTINGS_FIELDS: dict[str, Field] = {
+    "timezone": Field(timezone, default=None),  # None: keep the shop's current timezone
+    "calendar_provider": Field(_provider(CALENDAR_PROVIDERS), default="local"),
+    "video_provider": Field(_provider(VIDEO_PROVIDERS), default="none"),
+    "mail_provider": Field(_provider(MAIL_PROVIDERS), default="outbox"),
+    "reminders": Field(_reminders, default=lambda: list(DEFAULT_REMINDERS)),
+}
+
+
+def _render_settings(shop: Shop, settings: ShopSettings) -> dict[str, Any]:
+    return {
+        "timezone": shop.timezone,
+        "calendar_provider": settings.calendar_provider,
+        "video_provider": settings.video_provider,
+        "mail_provider": settings.mail_provider,
+        "reminders": list(settings.reminders),
+    }
+
+
+def _load(session: Session, shop_id: str) -> tuple[Shop, ShopSettings]:
+    shop = session.get(Shop, shop_id)
+    settings = session.get(ShopSettings, shop_id)
+    if shop is None or settings is None:
+        raise NotFound("no such shop")
+    return shop, settings
+
+
+def get_settings(db: Database, shop_id: str) -> dict[str, Any]:
+    with db.read() as session:
+        return _render_settings(*_load(session, shop_id))
+
+
+def update_settings(db: Database, shop_id: str, doc: Any, mode: Mode) -> dict[str, Any]:
+    """PUT (``replace``) or PATCH (``update``) the settings document."""
+    values = parse_document(doc, SETTINGS_FIELDS, mode)
+    with db.write() as session:
+        shop, settings = _load(session, shop_id)
+        tz = values.pop("timezone", None)
+        if tz is not None:
+            shop.timezone = tz
+        for name, value in values.items():
+            setattr(settings, name, value)
+        session.flush()
+        return _render_settings(shop, settings)

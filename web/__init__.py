@@ -1,0 +1,1 @@
+"""The HTTP surface (Falcon): storefront proxy, webhooks, embedded admin, auth, health."""

@@ -1,0 +1,34 @@
+"""The WSGI application: ``create_app(ctx)`` for tests, ``get_app()`` for servers.
+
+``gunicorn 'web.app:get_app()'`` serves it; ``consultbook serve`` does exactly that.
+"""
+
+from __future__ import annotations
+
+import falcon
+
+from engine.bootstrap import Context, bootstrap
+from engine.config import Config, from_env
+from engine.store.migrate import check_schema
+from web import admin, demo, errors, health, proxy
+from web.auth import AuthMiddleware
+
+
+def create_app(ctx: Context) -> falcon.App:
+    app = falcon.App(middleware=[AuthMiddleware(ctx)])
+    app.req_options.strip_url_path_trailing_slash = True
+    app.req_options.auto_parse_qs_csv = False
+    errors.install(app)
+    health.register(app, ctx)
+    proxy.register(app, ctx)
+    admin.register(app, ctx)
+    if ctx.config.demo:
+        demo.register(app, ctx)
+    return app
+
+
+def get_app(config: Config | None = None) -> falcon.App:
+    """The app for a server process: configuration from the environment, schema checked."""
+    ctx = bootstrap(config or from_env())
+    check_schema(ctx.db.engine)
+    return create_app(ctx)

@@ -1,0 +1,72 @@
+"""The two request-authentication schemes, as Falcon middleware.
+
+A resource declares ``auth = "proxy"`` (Shopify App Proxy signature; the shop comes only
+from the signed ``shop`` parameter) or ``auth = "admin"`` (App Bridge session token;
+the shop comes only from its ``dest``). Either way the shop lands in ``req.context.shop``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import falcon
+
+from engine.bootstrap import Context
+from engine.services.shops import installed_shop
+from engine.shopify import (
+    SessionTokenError,
+    SignatureError,
+    decode_session_token,
+    verify_proxy,
+)
+from web.errors import ApiError
+
+
+class AuthMiddleware:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         params: dict[str, Any]) -> None:
+        scheme = getattr(resource, "auth", None)
+        if scheme == "proxy":
+            self._proxy(req)
+        elif scheme == "admin":
+            self._admin(req)
+
+    def _now(self) -> int:
+        return int(self.ctx.clock.now().timestamp())
+
+    def _proxy(self, req: falcon.Request) -> None:
+        pairs = parse_qsl(req.query_string, keep_blank_values=True)
+        try:
+            signed = verify_proxy(pairs, self.ctx.config.api_secret, now=self._now(),
+                                  max_age=self.ctx.config.proxy_max_age_seconds)
+        except SignatureError as exc:
+            raise ApiError(falcon.HTTP_401, "invalid_signature", str(exc)) from None
+        domain = signed.get("shop", "")
+        if not domain:
+            raise ApiError(falcon.HTTP_401, "invalid_signature",
+                           "the signed parameters do not name a shop")
+        with self.ctx.db.read() as session:
+            req.context.shop = installed_shop(session, domain)
+        req.context.signed = signed
+
+    def _admin(self, req: falcon.Request) -> None:
+        header = req.get_header("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(falcon.HTTP_401, "unauthorized",
+                           "an App Bridge session token is required (Authorization: Bearer)",
+                           headers={"WWW-Authenticate": "Bearer"})
+        try:
+            claims = decode_session_token(token.strip(), api_key=self.ctx.config.api_key,
+                                          api_secret=self.ctx.config.api_secret,
+                                          now=self._now())
+        except SessionTokenError as exc:
+            raise ApiError(falcon.HTTP_401, "unauthorized", str(exc),
+                           headers={"WWW-Authenticate": "Bearer"}) from None
+        with self.ctx.db.read() as session:
+            req.context.shop = installed_shop(session, claims.shop, admin=True)
+        req.context.session_token = claims

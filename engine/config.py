@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from engine.errors import ConfigError
 
 DEMO_API_KEY = "consultbook-demo-api-key"
-DEMO_API_SECRET = "consultbook-demo-api-secret"
+DEMO_API_SECRET = "shpss_consultbook_demo_secret_not_secret"
 # A fixed, public key: the demo's secrets are not secret. Never used outside `demo`.
 DEMO_ENCRYPTION_KEY = "ZGVtby1rZXktbm90LWEtc2VjcmV0LWRlbW8ta2V5ISE="
 

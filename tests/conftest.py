@@ -32,7 +32,7 @@ POSTGRES_URL = os.environ.get("CONSULTBOOK_TEST_POSTGRES_URL", "")
 REDIS_URL = os.environ.get("CONSULTBOOK_TEST_REDIS_URL", "")
 
 API_KEY = "test-api-key"
-API_SECRET = "test-api-secret"
+API_SECRET = "shpss_0123456789abcdef0123456789abcdef"
 KEY = generate_key()
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)  # a Monday
 

@@ -62,12 +62,12 @@ def _config(**kwargs: Any) -> Any:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from engine.store import Database
-    from engine.store.migrate import current_revision, upgrade
+    from engine.store.migrate import current_revisions, upgrade
 
     config = _config(require_secrets=False)
     db = Database(config.database_url)
     upgrade(db.engine)
-    print(f"database at revision {current_revision(db.engine)}")
+    print(f"database at revision {', '.join(sorted(current_revisions(db.engine)))}")
     return 0
 
 

@@ -21,18 +21,18 @@ def _alembic_config() -> AlembicConfig:
     return cfg
 
 
-def head_revision() -> str:
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
-    assert head is not None
-    return head
+def head_revisions() -> frozenset[str]:
+    """The heads of the migration graph. Feature areas may branch off a common revision
+    (each area owns its own migration file), so there can be more than one head."""
+    return frozenset(ScriptDirectory.from_config(_alembic_config()).get_heads())
 
 
-def current_revision(engine: Engine) -> str | None:
+def current_revisions(engine: Engine) -> frozenset[str]:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return frozenset(MigrationContext.configure(conn).get_current_heads())
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "heads") -> None:
     """Apply every migration up to `revision` in one connection."""
     cfg = _alembic_config()
     with engine.begin() as conn:
@@ -42,9 +42,11 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 def check_schema(engine: Engine) -> None:
     """Raise SchemaOutOfDate unless the database is at head (what `serve` refuses to start on)."""
-    current = current_revision(engine)
-    head = head_revision()
-    if current != head:
-        state = "has no schema" if current is None else f"is at revision {current}"
+    current = current_revisions(engine)
+    heads = head_revisions()
+    if current != heads:
+        state = ("has no schema" if not current
+                 else f"is at revision {', '.join(sorted(current))}")
         raise SchemaOutOfDate(
-            f"the database {state}, the code needs {head}: run `consultbook migrate` first")
+            f"the database {state}, the code needs {', '.join(sorted(heads))}: "
+            "run `consultbook migrate` first")

@@ -127,3 +127,151 @@ class DateOverride(Base):
     windows: Mapped[list[Any]] = mapped_column(JSON)  # [[start_minute, end_minute], ...]
 
 
+
+
+# --------------------------------------------------------------------------- claims
+
+HELD, EXPIRED, RELEASED = "held", "expired", "released"
+PENDING, CONFIRMED, CANCELLED = "pending", "confirmed", "cancelled"
+LIVE_STATUSES = (HELD, PENDING, CONFIRMED)
+BOOKING_STATUSES = (PENDING, CONFIRMED, CANCELLED)
+# The predicate of "this claim holds time": the exclusion constraint (PostgreSQL) and the
+# overlap trigger (SQLite) use exactly this. A held row past its expires_at is still
+# "live" to the database until it is marked expired, which every writer does for the
+# expert's stale holds in the same transaction before it claims (engine.services.claims).
+LIVE_SQL = "status IN ('held', 'pending', 'confirmed')"
+
+
+class Claim(Base):
+    """A hold or a booking on an expert's time. ``[claim_start, claim_end)`` is the
+    meeting plus the service's buffers; two live claims of one expert never overlap."""
+
+    __tablename__ = "claims"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"))
+    expert_id: Mapped[str] = mapped_column(ForeignKey("experts.id", ondelete="CASCADE"))
+    start_at: Mapped[datetime]
+    end_at: Mapped[datetime]
+    claim_start: Mapped[datetime]
+    claim_end: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[datetime | None]
+    visitor: Mapped[str | None] = mapped_column(String(128))
+    customer_tz: Mapped[str | None] = mapped_column(String(64))
+    order_id: Mapped[str | None] = mapped_column(String(64))
+    line_item_id: Mapped[str | None] = mapped_column(String(64))
+    customer_id: Mapped[str | None] = mapped_column(String(64))
+    customer_name: Mapped[str | None] = mapped_column(String(255))
+    customer_email: Mapped[str | None] = mapped_column(String(320))
+    redacted_at: Mapped[datetime | None]
+    meeting_url: Mapped[str | None] = mapped_column(Text)
+    # Provider references (calendar event id, meeting id), written by the worker.
+    external: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    sequence: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    confirmed_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+
+
+class Order(Base):
+    """What consultbook knows of one Shopify order: the furthest state any delivery
+    reported. States only move forward (none < pending < paid < cancelled), which is
+    what makes deliveries in any order converge."""
+
+    __tablename__ = "orders"
+    __table_args__ = (UniqueConstraint("shop_id", "order_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    order_id: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    currency: Mapped[str | None] = mapped_column(String(8))
+    # The newest X-Shopify-Triggered-At / updated_at seen for this order.
+    last_event_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Refund(Base):
+    """The refund log: one entry per line item that could not be honoured."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (UniqueConstraint("shop_id", "order_id", "line_item_id"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    order_id: Mapped[str] = mapped_column(String(64))
+    line_item_id: Mapped[str] = mapped_column(String(64))
+    hold_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[datetime]
+
+
+class WebhookDelivery(Base):
+    """Seen ``X-Shopify-Webhook-Id`` values (no bodies: nothing personal is kept here)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("webhook_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(String(128))
+    shop_domain: Mapped[str] = mapped_column(String(255))
+    topic: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class OutboxItem(Base):
+    """External work recorded in the transaction that caused it; the worker relays it."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    booking_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    available_at: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    done_at: Mapped[datetime | None]
+
+
+class Reminder(Base):
+    """One reminder of one booking; sent at most once (claimed by a conditional update)."""
+
+    __tablename__ = "reminders"
+    __table_args__ = (UniqueConstraint("booking_id", "offset_minutes"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    booking_id: Mapped[str] = mapped_column(ForeignKey("claims.id", ondelete="CASCADE"))
+    offset_minutes: Mapped[int] = mapped_column(Integer)
+    due_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    claimed_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class PrivacyRequest(Base):
+    """A GDPR webhook (customers/data_request, customers/redact) as the merchant sees it."""
+
+    __tablename__ = "privacy_requests"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    topic: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[str | None] = mapped_column(String(64))
+    # Kept for data requests (the merchant must answer the customer); erased on redact.
+    customer_email: Mapped[str | None] = mapped_column(String(320))
+    orders: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    received_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.clock import Clock, SystemClock
@@ -20,6 +21,9 @@ class Context:
     clock: Clock = field(default_factory=SystemClock)
     # Where availability learns what already claims an expert's time.
     busy_source: BusySource = no_busy
+    # Called after a web request committed work for the worker (outbox rows): the worker
+    # wiring sets it to wake the relay; None means the periodic relay picks it up.
+    after_commit: Callable[[], None] | None = None
     keyring: Keyring = field(init=False)
 
     def __post_init__(self) -> None:

@@ -170,3 +170,92 @@ def admin(client: falcon.testing.TestClient, ctx: Context, shop: ShopRef) -> Adm
 @pytest.fixture
 def other_admin(client: falcon.testing.TestClient, ctx: Context, other_shop: ShopRef) -> Admin:
     return Admin(client, ctx, other_shop.domain)
+
+
+# --------------------------------------------------------------------------- bookings
+
+
+class Storefront:
+    """The storefront side of one shop: signed App Proxy calls and Shopify's webhooks."""
+
+    def __init__(self, client: falcon.testing.TestClient, ctx: Context, domain: str) -> None:
+        self.client, self.ctx, self.domain = client, ctx, domain
+        self._webhook_n = 0
+
+    def get(self, path: str, params: dict[str, str], **extra: str) -> falcon.testing.Result:
+        return self.client.simulate_get("/proxy" + path,
+                                        query_string=proxy_query(self.ctx, self.domain, params,
+                                                                 **extra))
+
+    def hold(self, service: str, expert: str, start: str, *, customer: str | None = None,
+             ip: str = "203.0.113.7", **body: Any) -> falcon.testing.Result:
+        extra = {"logged_in_customer_id": customer} if customer else {}
+        return self.client.simulate_post(
+            "/proxy/holds", query_string=proxy_query(self.ctx, self.domain, {}, **extra),
+            json={"service": service, "expert": expert, "start": start, **body},
+            headers={"X-Forwarded-For": ip})
+
+    def release(self, hold: str) -> falcon.testing.Result:
+        return self.client.simulate_delete(f"/proxy/holds/{hold}",
+                                           query_string=proxy_query(self.ctx, self.domain, {}))
+
+    def webhook(self, topic: str, payload: Any, *, webhook_id: str | None = None,
+                triggered_at: str | None = None, secret: str = API_SECRET,
+                domain: str | None = None) -> falcon.testing.Result:
+        import json as _json
+
+        from engine.shopify import webhook_hmac
+
+        if webhook_id is None:
+            self._webhook_n += 1
+            webhook_id = f"wh-{uuid.uuid4().hex}"
+        body = _json.dumps(payload).encode()
+        headers = {"X-Shopify-Topic": topic, "X-Shopify-Shop-Domain": domain or self.domain,
+                   "X-Shopify-Hmac-Sha256": webhook_hmac(body, secret),
+                   "X-Shopify-Webhook-Id": webhook_id, "Content-Type": "application/json"}
+        if triggered_at:
+            headers["X-Shopify-Triggered-At"] = triggered_at
+        return self.client.simulate_post("/webhooks", body=body, headers=headers)
+
+
+@pytest.fixture
+def store(client: falcon.testing.TestClient, ctx: Context, shop: ShopRef) -> Storefront:
+    return Storefront(client, ctx, shop.domain)
+
+
+WEEKDAYS_9_17 = {d: [["09:00", "17:00"]] for d in ("mon", "tue", "wed", "thu", "fri")}
+
+
+def make_catalog(admin: Admin, *, duration: int = 30, buffer_before: int = 0,
+                 buffer_after: int = 0, experts: int = 1, title: str = "Consultation",
+                 price_variant: int = 4242) -> dict[str, Any]:
+    """A service and `experts` experts working Mon–Fri 09:00–17:00 in the shop's zone."""
+    svc = admin("POST", "/services", {"title": title, "duration_minutes": duration,
+                                      "buffer_before_minutes": buffer_before,
+                                      "buffer_after_minutes": buffer_after,
+                                      "variant_id": price_variant}).json
+    ids = []
+    for n in range(experts):
+        e = admin("POST", "/experts", {"name": f"Expert {n}", "email": f"e{n}@example.com",
+                                       "services": [svc["id"]]}).json
+        admin("PUT", f"/experts/{e['id']}/schedule", {"weekly": WEEKDAYS_9_17, "overrides": []})
+        ids.append(e["id"])
+    return {"service": svc["id"], "experts": ids, "expert": ids[0]}
+
+
+def order_payload(order_id: int, holds: list[str], *, financial_status: str = "paid",
+                  price: str = "50.00", email: str = "jon@example.com",
+                  first_name: str = "Jon", last_name: str = "Snow", customer_id: int = 77,
+                  updated_at: str = "2026-11-30T12:00:00Z", currency: str = "EUR",
+                  cancelled: bool = False) -> dict[str, Any]:
+    return {
+        "id": order_id, "email": email, "financial_status": financial_status,
+        "currency": currency, "updated_at": updated_at,
+        "cancelled_at": updated_at if cancelled else None,
+        "customer": {"id": customer_id, "first_name": first_name, "last_name": last_name,
+                     "email": email},
+        "line_items": [{"id": order_id * 100 + n, "price": price, "quantity": 1,
+                        "properties": [{"name": "_hold", "value": h},
+                                       {"name": "Appointment", "value": "x"}]}
+                       for n, h in enumerate(holds)],
+    }

@@ -5,8 +5,9 @@ from __future__ import annotations
 import falcon
 
 from engine.bootstrap import Context
-from engine.services import catalog, schedules, shops
-from web.common import read_json
+from engine.errors import ValidationError
+from engine.services import bookings, catalog, export, privacy, schedules, shops
+from web.common import query_params, read_json
 
 
 class _Resource:
@@ -94,6 +95,61 @@ class Settings(_Resource):
                                            "update")
 
 
+class Bookings(_Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        lo, hi = bookings.parse_range(query_params(req))
+        resp.media = {"bookings": bookings.list_bookings(self.ctx.db, req.context.shop.id,
+                                                         lo, hi)}
+
+
+class Booking(_Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:
+        resp.media = bookings.get_booking(self.ctx.db, req.context.shop.id, item_id)
+
+
+class BookingCancel(_Resource):
+    def on_post(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:
+        resp.media = bookings.merchant_cancel(self.ctx.db, self.ctx.clock,
+                                              req.context.shop.id, item_id)
+        if self.ctx.after_commit is not None:
+            self.ctx.after_commit()
+
+
+class Refunds(_Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"refunds": bookings.list_refunds(self.ctx.db, req.context.shop.id)}
+
+
+class Export(_Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        params = query_params(req)
+        fmt = params.get("format", "csv")
+        lo, hi = bookings.parse_range(params)
+        shop = req.context.shop
+        stem = f"bookings-{shop.domain.split('.')[0]}"
+        if fmt == "csv":
+            resp.content_type = "text/csv; charset=utf-8"
+            resp.text = export.export_csv(self.ctx.db, shop.id, lo, hi)
+            resp.downloadable_as = f"{stem}.csv"
+        elif fmt == "ics":
+            resp.content_type = "text/calendar; charset=utf-8"
+            resp.data = export.export_ics(self.ctx.db, shop.id, lo, hi)
+            resp.downloadable_as = f"{stem}.ics"
+        else:
+            raise ValidationError("format must be csv or ics", field="format")
+        resp.cache_control = ["no-store"]
+
+
+class PrivacyRequests(_Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"requests": privacy.list_requests(self.ctx.db, req.context.shop.id)}
+
+
+class PrivacyExport(_Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:
+        resp.media = privacy.export_request(self.ctx.db, req.context.shop.id, item_id)
+
+
 def register(app: falcon.App, ctx: Context) -> None:
     app.add_route("/admin/api/services", Services(ctx))
     app.add_route("/admin/api/services/{item_id}", Service(ctx))
@@ -101,3 +157,10 @@ def register(app: falcon.App, ctx: Context) -> None:
     app.add_route("/admin/api/experts/{item_id}", Expert(ctx))
     app.add_route("/admin/api/experts/{item_id}/schedule", Schedule(ctx))
     app.add_route("/admin/api/settings", Settings(ctx))
+    app.add_route("/admin/api/bookings", Bookings(ctx))
+    app.add_route("/admin/api/bookings/{item_id}", Booking(ctx))
+    app.add_route("/admin/api/bookings/{item_id}/cancel", BookingCancel(ctx))
+    app.add_route("/admin/api/refunds", Refunds(ctx))
+    app.add_route("/admin/api/export", Export(ctx))
+    app.add_route("/admin/api/privacy-requests", PrivacyRequests(ctx))
+    app.add_route("/admin/api/privacy-requests/{item_id}/export", PrivacyExport(ctx))

@@ -29,6 +29,7 @@ from engine.domain.slots import (
 )
 from engine.errors import NotFound, ValidationError
 from engine.services.catalog import live_service
+from engine.services.claims import busy_from_claims
 from engine.services.shops import ShopRef
 from engine.services.validation import timezone as parse_timezone
 from engine.store import Database
@@ -160,10 +161,15 @@ def availability(db: Database, clock: Clock, shop: ShopRef, query: AvailabilityQ
         cals = expert_calendars(session, shop, service.id, query.expert_id, first, last)
         if cals:
             pad = (rules.buffer_before + rules.buffer_after + rules.duration) * 60
-            busy = busy_source(session, [c.expert_id for c in cals], range_start - pad,
-                               range_end + pad)
-            if busy:
-                cals = [replace(c, busy=tuple(busy.get(c.expert_id, ()))) for c in cals]
+            ids = [c.expert_id for c in cals]
+            # What is already claimed here (holds, bookings) and what the shop's calendar
+            # provider says is busy both take time away.
+            claimed = busy_from_claims(session, ids, range_start - pad, range_end + pad,
+                                       clock.now())
+            external = busy_source(session, ids, range_start - pad, range_end + pad)
+            if claimed or external:
+                cals = [replace(c, busy=(*claimed.get(c.expert_id, ()),
+                                         *external.get(c.expert_id, ()))) for c in cals]
     slots = merged_slots(cals, rules, now=now, range_start=range_start, range_end=range_end)
     out_tz = zone(query.tz) if query.tz else shop_tz
     return {"shop_timezone": shop.timezone, "slots": render_slots(slots, out_tz)}

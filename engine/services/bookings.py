@@ -1,0 +1,101 @@
+"""The merchant's bookings: list, cancel, and the refund log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from engine.clock import Clock
+from engine.errors import NotFound, ValidationError
+from engine.services.holds import parse_instant
+from engine.services.orders import cancel_booking
+from engine.store import Database
+from engine.store.models import BOOKING_STATUSES, Claim, Expert, Refund, Service
+
+ISO = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def parse_range(params: dict[str, str]) -> tuple[datetime | None, datetime | None]:
+    """``from``/``to`` query parameters: instants, both optional, ``from < to``."""
+    lo = parse_instant("from", params["from"]) if params.get("from") else None
+    hi = parse_instant("to", params["to"]) if params.get("to") else None
+    if lo is not None and hi is not None and lo >= hi:
+        raise ValidationError("from must be before to", field="from")
+    return lo, hi
+
+
+def render_booking(session: Session, c: Claim) -> dict[str, Any]:
+    service = session.get(Service, c.service_id)
+    expert = session.get(Expert, c.expert_id)
+    return {
+        "id": c.id,
+        "service": c.service_id,
+        "service_title": service.title if service else None,
+        "expert": c.expert_id,
+        "expert_name": expert.name if expert else None,
+        "start": c.start_at.strftime(ISO),
+        "end": c.end_at.strftime(ISO),
+        "status": c.status,
+        "order_id": c.order_id,
+        "line_item_id": c.line_item_id,
+        "customer": {"name": c.customer_name, "email": c.customer_email},
+        "meeting_url": c.meeting_url,
+    }
+
+
+def booking_rows(session: Session, shop_id: str, lo: datetime | None,
+                 hi: datetime | None) -> list[Claim]:
+    q = (select(Claim).where(Claim.shop_id == shop_id, Claim.status.in_(BOOKING_STATUSES),
+                             Claim.order_id.is_not(None))
+         .order_by(Claim.start_at, Claim.id))
+    if lo is not None:
+        q = q.where(Claim.start_at >= lo)
+    if hi is not None:
+        q = q.where(Claim.start_at < hi)
+    return list(session.scalars(q))
+
+
+def list_bookings(db: Database, shop_id: str, lo: datetime | None,
+                  hi: datetime | None) -> list[dict[str, Any]]:
+    with db.read() as session:
+        return [render_booking(session, c) for c in booking_rows(session, shop_id, lo, hi)]
+
+
+def _booking(session: Session, shop_id: str, booking_id: str) -> Claim:
+    c = session.get(Claim, booking_id)
+    if c is None or c.shop_id != shop_id or c.order_id is None \
+            or c.status not in BOOKING_STATUSES:
+        raise NotFound(f"no booking {booking_id!r}")
+    return c
+
+
+def get_booking(db: Database, shop_id: str, booking_id: str) -> dict[str, Any]:
+    with db.read() as session:
+        return render_booking(session, _booking(session, shop_id, booking_id))
+
+
+def merchant_cancel(db: Database, clock: Clock, shop_id: str, booking_id: str
+                    ) -> dict[str, Any]:
+    """Cancel a booking from the admin: frees the slot, cancels the event, mails the
+    customer (through the outbox). Cancelling twice is fine."""
+    now = clock.now()
+    with db.write() as session:
+        c = session.scalar(select(Claim).where(Claim.id == booking_id).with_for_update())
+        if c is None or c.shop_id != shop_id or c.order_id is None \
+                or c.status not in BOOKING_STATUSES:
+            raise NotFound(f"no booking {booking_id!r}")
+        cancel_booking(session, c, now)
+        return render_booking(session, c)
+
+
+def list_refunds(db: Database, shop_id: str) -> list[dict[str, Any]]:
+    with db.read() as session:
+        rows = session.scalars(select(Refund).where(Refund.shop_id == shop_id)
+                               .order_by(Refund.created_at, Refund.id))
+        return [{"id": r.id, "order_id": r.order_id, "line_item_id": r.line_item_id,
+                 "hold": r.hold_id, "reason": r.reason, "amount": r.amount,
+                 "currency": r.currency, "created_at": r.created_at.strftime(ISO)}
+                for r in rows]

@@ -1,0 +1,110 @@
+"""Claims: the rows that hold an expert's time (holds and bookings), and the few
+primitives every writer of them uses.
+
+The guarantee that two live claims of one expert never overlap is the database's:
+PostgreSQL's exclusion constraint ``claims_no_overlap`` (SQLSTATE 23P01) and, on SQLite,
+the ``claims_no_overlap_*`` triggers, with every writer under ``BEGIN IMMEDIATE``. Code
+here never decides "free" by itself before writing; it writes and maps the refusal to
+:class:`SlotUnavailable`.
+
+An expired hold never blocks: before a claim is written, the stale holds of that expert
+overlapping the range are marked ``expired`` in the same transaction, whether or not the
+sweeper has run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from engine.domain.slots import Instant
+from engine.errors import Conflict
+from engine.store.models import EXPIRED, HELD, LIVE_STATUSES, Claim
+
+HOLD_RETENTION = timedelta(days=30)  # expired/released holds are kept this long (>= 7 days)
+
+
+class SlotUnavailable(Conflict):
+    code = "slot_unavailable"
+
+    def __init__(self, message: str = "this time was just taken; please choose another") -> None:
+        super().__init__(message)
+
+
+def is_overlap(exc: IntegrityError) -> bool:
+    """Whether the database refused a write because two live claims would overlap."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == "23P01":
+        return True
+    return "claims_no_overlap" in str(orig)
+
+
+def live_clause(now: datetime) -> object:
+    """SQL: the claim holds time at ``now`` (a held row counts only until it expires)."""
+    return or_(Claim.status.in_((LIVE_STATUSES[1], LIVE_STATUSES[2])),
+               and_(Claim.status == HELD, Claim.expires_at > now))
+
+
+def expire_stale_holds(session: Session, now: datetime, *, expert_id: str | None = None,
+                       start: datetime | None = None, end: datetime | None = None) -> int:
+    """Mark holds past their ``expires_at`` as expired (of one expert and range, or all)."""
+    stmt = (update(Claim)
+            .where(Claim.status == HELD, Claim.expires_at <= now)
+            .values(status=EXPIRED, updated_at=now)
+            .execution_options(synchronize_session=False))
+    if expert_id is not None:
+        stmt = stmt.where(Claim.expert_id == expert_id)
+    if start is not None and end is not None:
+        stmt = stmt.where(Claim.claim_start < end, Claim.claim_end > start)
+    return session.execute(stmt).rowcount or 0
+
+
+def write_claim(session: Session, claim: Claim) -> None:
+    """Flush a new or changed claim inside a savepoint; an overlap raises SlotUnavailable
+    and leaves the surrounding transaction usable."""
+    try:
+        with session.begin_nested():
+            session.add(claim)
+            session.flush()
+    except IntegrityError as exc:
+        if is_overlap(exc):
+            raise SlotUnavailable() from None
+        raise
+
+
+def busy_from_claims(session: Session, expert_ids: Sequence[str], start: Instant, end: Instant,
+                     now: datetime) -> dict[str, list[tuple[Instant, Instant]]]:
+    """The claimed ranges of live claims overlapping ``[start, end)``, per expert."""
+    if not expert_ids:
+        return {}
+    lo = datetime.fromtimestamp(start, tz=now.tzinfo)
+    hi = datetime.fromtimestamp(end, tz=now.tzinfo)
+    rows = session.execute(
+        select(Claim.expert_id, Claim.claim_start, Claim.claim_end)
+        .where(Claim.expert_id.in_(list(expert_ids)), Claim.claim_start < hi,
+               Claim.claim_end > lo, live_clause(now)))
+    out: dict[str, list[tuple[Instant, Instant]]] = {}
+    for r in rows:
+        out.setdefault(r.expert_id, []).append(
+            (int(r.claim_start.timestamp()), int(r.claim_end.timestamp())))
+    return out
+
+
+def sweep(session: Session, now: datetime) -> tuple[int, int]:
+    """One sweeper pass: expire stale holds; delete expired/released holds older than
+    the retention period. Returns (expired, deleted)."""
+    from sqlalchemy import delete
+
+    from engine.store.models import RELEASED
+
+    expired = expire_stale_holds(session, now)
+    deleted = session.execute(
+        delete(Claim)
+        .where(Claim.status.in_((EXPIRED, RELEASED)), Claim.order_id.is_(None),
+               Claim.updated_at < now - HOLD_RETENTION)
+        .execution_options(synchronize_session=False)).rowcount or 0
+    return expired, deleted

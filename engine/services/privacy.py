@@ -1,0 +1,124 @@
+"""Privacy and lifecycle topics: app/uninstalled, customers/data_request,
+customers/redact, shop/redact — and the merchant's view of data requests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from engine.errors import NotFound
+from engine.services.orders import _clean, _id
+from engine.store import Database, new_id
+from engine.store.models import Claim, PrivacyRequest, Shop
+
+
+def uninstall(session: Session, shop: Shop, now: datetime) -> None:
+    """Mark the shop uninstalled and drop its tokens (admin: 403, storefront: 404)."""
+    shop.installed = False
+    shop.uninstalled_at = now
+    shop.access_token = None
+    for column in ("refresh_token", "access_token_expires_at", "refresh_token_expires_at"):
+        if hasattr(shop, column):
+            setattr(shop, column, None)
+    session.flush()
+
+
+def _customer(payload: Any) -> tuple[str | None, str | None, list[str]]:
+    if not isinstance(payload, dict):
+        return None, None, []
+    customer = payload.get("customer") if isinstance(payload.get("customer"), dict) else {}
+    orders: list[str] = []
+    for key in ("orders_requested", "orders_to_redact"):
+        raw = payload.get(key)
+        if isinstance(raw, list):
+            orders.extend(o for o in (_id(x) for x in raw[:1000]) if o)
+    email = _clean(customer.get("email"), 320)
+    return _id(customer.get("id")), email.lower() if email else None, orders
+
+
+def _matching(shop_id: str, customer_id: str | None, email: str | None,
+              orders: list[str]) -> Any:
+    terms = []
+    if customer_id:
+        terms.append(Claim.customer_id == customer_id)
+    if email:
+        from sqlalchemy import func
+
+        terms.append(func.lower(Claim.customer_email) == email)
+    if orders:
+        terms.append(Claim.order_id.in_(orders))
+    if not terms:
+        return None
+    return (Claim.shop_id == shop_id) & or_(*terms)
+
+
+def data_request(session: Session, shop: Shop, payload: Any, now: datetime) -> None:
+    customer_id, email, orders = _customer(payload)
+    session.add(PrivacyRequest(id=new_id("prv"), shop_id=shop.id,
+                               topic="customers/data_request", customer_id=customer_id,
+                               customer_email=email, orders=orders, received_at=now))
+
+
+def redact_customer(session: Session, shop: Shop, payload: Any, now: datetime) -> None:
+    """Erase the customer's name and email from bookings; the bookings keep their slots."""
+    customer_id, email, orders = _customer(payload)
+    where = _matching(shop.id, customer_id, email, orders)
+    if where is not None:
+        session.execute(update(Claim).where(where)
+                        .values(customer_name=None, customer_email=None, redacted_at=now)
+                        .execution_options(synchronize_session=False))
+    # Earlier data requests of this customer held the email: erase it there too.
+    terms = []
+    if customer_id:
+        terms.append(PrivacyRequest.customer_id == customer_id)
+    if email:
+        terms.append(PrivacyRequest.customer_email == email)
+    if terms:
+        session.execute(update(PrivacyRequest)
+                        .where(PrivacyRequest.shop_id == shop.id, or_(*terms))
+                        .values(customer_email=None))
+    session.add(PrivacyRequest(id=new_id("prv"), shop_id=shop.id, topic="customers/redact",
+                               customer_id=customer_id, customer_email=None, orders=orders,
+                               received_at=now, completed_at=now))
+
+
+def redact_shop(session: Session, shop: Shop) -> None:
+    """Delete everything stored for the shop (rows cascade from the shop)."""
+    session.execute(delete(Shop).where(Shop.id == shop.id))
+
+
+# --------------------------------------------------------------------------- merchant view
+
+
+def _render_request(r: PrivacyRequest) -> dict[str, Any]:
+    return {"id": r.id, "topic": r.topic, "customer_id": r.customer_id,
+            "customer_email": r.customer_email, "orders": list(r.orders or []),
+            "received_at": r.received_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "completed_at": r.completed_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            if r.completed_at else None}
+
+
+def list_requests(db: Database, shop_id: str) -> list[dict[str, Any]]:
+    with db.read() as session:
+        rows = session.scalars(select(PrivacyRequest).where(PrivacyRequest.shop_id == shop_id)
+                               .order_by(PrivacyRequest.received_at.desc()))
+        return [_render_request(r) for r in rows]
+
+
+def export_request(db: Database, shop_id: str, request_id: str) -> dict[str, Any]:
+    """The customer's data for a data request: the request and every matching booking."""
+    from engine.services.bookings import render_booking
+
+    with db.read() as session:
+        req = session.get(PrivacyRequest, request_id)
+        if req is None or req.shop_id != shop_id or req.topic != "customers/data_request":
+            raise NotFound(f"no data request {request_id!r}")
+        where = _matching(shop_id, req.customer_id, req.customer_email, list(req.orders or []))
+        bookings = [] if where is None else [
+            render_booking(session, c) for c in session.scalars(
+                select(Claim).where(where, Claim.order_id.is_not(None))
+                .order_by(Claim.start_at))]
+        return {"request": _render_request(req), "bookings": bookings}

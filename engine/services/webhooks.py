@@ -1,0 +1,101 @@
+"""Shopify webhook intake: dedup on ``X-Shopify-Webhook-Id``, then one transaction.
+
+The HMAC is verified by the caller (``web/webhooks.py``) over the raw body before
+anything here runs. Everything a delivery changes — the delivery record, the order, its
+bookings, refunds, outbox rows — commits together or not at all, so a crash mid-way
+leaves Shopify's retry to do the whole thing again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from engine.clock import Clock
+from engine.services import privacy
+from engine.services.orders import BadPayload, apply_order, parse_order
+from engine.store import Database
+from engine.store.models import Shop, WebhookDelivery
+
+log = logging.getLogger("consultbook.webhooks")
+
+ORDER_TOPICS = frozenset({"orders/create", "orders/paid", "orders/cancelled"})
+TOPICS = ORDER_TOPICS | {"app/uninstalled", "customers/data_request", "customers/redact",
+                         "shop/redact"}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    topic: str
+    shop_domain: str
+    webhook_id: str | None
+    triggered_at: datetime | None
+    payload: Any
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # processed | duplicate | ignored
+    detail: str = ""
+
+
+def parse_triggered_at(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _first_time(session: Session, d: Delivery, now: datetime) -> bool:
+    """Record the webhook id; False if it was seen before (or is being processed by a
+    concurrent request, which then decides)."""
+    if not d.webhook_id:
+        return True
+    values = {"webhook_id": d.webhook_id[:128], "shop_domain": d.shop_domain[:255],
+              "topic": d.topic[:64], "received_at": now}
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(WebhookDelivery).values(**values).on_conflict_do_nothing(
+        index_elements=["webhook_id"]).returning(WebhookDelivery.id)
+    return session.execute(stmt).first() is not None
+
+
+def handle(db: Database, clock: Clock, d: Delivery) -> Outcome:
+    now = clock.now()
+    if d.topic not in TOPICS:
+        return Outcome("ignored", f"topic {d.topic!r} is not handled")
+    with db.write() as session:
+        if not _first_time(session, d, now):
+            return Outcome("duplicate")
+        shop = session.scalar(select(Shop).where(Shop.domain == d.shop_domain))
+        if shop is None:
+            # Nothing of this shop is stored (never installed, or already redacted).
+            log.info("webhook %s for unknown shop %s ignored", d.topic, d.shop_domain)
+            return Outcome("ignored", "unknown shop")
+        if d.topic in ORDER_TOPICS:
+            try:
+                event = parse_order(d.topic, d.payload, d.triggered_at)
+            except BadPayload as exc:
+                log.warning("webhook %s for %s: %s", d.topic, d.shop_domain, exc)
+                return Outcome("ignored", str(exc))
+            state = apply_order(session, shop, event, now)
+            return Outcome("processed", state)
+        if d.topic == "app/uninstalled":
+            privacy.uninstall(session, shop, now)
+        elif d.topic == "customers/data_request":
+            privacy.data_request(session, shop, d.payload, now)
+        elif d.topic == "customers/redact":
+            privacy.redact_customer(session, shop, d.payload, now)
+        elif d.topic == "shop/redact":
+            privacy.redact_shop(session, shop)
+        return Outcome("processed")

@@ -10,7 +10,7 @@ import falcon
 from engine.bootstrap import Context, bootstrap
 from engine.config import Config, from_env
 from engine.store.migrate import check_schema
-from web import admin, demo, errors, health, proxy
+from web import admin, demo, errors, health, proxy, webhooks
 from web.auth import AuthMiddleware
 
 
@@ -22,6 +22,7 @@ def create_app(ctx: Context) -> falcon.App:
     health.register(app, ctx)
     proxy.register(app, ctx)
     admin.register(app, ctx)
+    webhooks.register(app, ctx)
     if ctx.config.demo:
         demo.register(app, ctx)
     return app

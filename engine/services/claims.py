@@ -63,11 +63,15 @@ def expire_stale_holds(session: Session, now: datetime, *, expert_id: str | None
     return session.execute(stmt).rowcount or 0
 
 
-def write_claim(session: Session, claim: Claim) -> None:
-    """Flush a new or changed claim inside a savepoint; an overlap raises SlotUnavailable
-    and leaves the surrounding transaction usable."""
+def write_claim(session: Session, claim: Claim, **changes: object) -> None:
+    """Add a new claim, or apply ``changes`` to an existing one, and flush it inside a
+    savepoint; an overlap raises SlotUnavailable and leaves the surrounding transaction
+    usable. (The changes are made inside the savepoint because ``begin_nested`` first
+    flushes whatever is pending outside it.)"""
     try:
         with session.begin_nested():
+            for name, value in changes.items():
+                setattr(claim, name, value)
             session.add(claim)
             session.flush()
     except IntegrityError as exc:

@@ -270,16 +270,11 @@ def _book_line(session: Session, shop: Shop, event: OrderEvent, line: LineItem, 
         expire_stale_holds(session, now, expert_id=hold.expert_id, start=hold.claim_start,
                            end=hold.claim_end)
         session.refresh(hold)
-    hold.order_id = event.order_id
-    hold.line_item_id = line.id
-    hold.customer_id = event.customer_id
-    hold.customer_name = event.customer_name
-    hold.customer_email = event.customer_email
-    hold.expires_at = None
-    hold.status = PENDING
-    hold.updated_at = now
     try:
-        write_claim(session, hold)
+        write_claim(session, hold, order_id=event.order_id, line_item_id=line.id,
+                    customer_id=event.customer_id, customer_name=event.customer_name,
+                    customer_email=event.customer_email, expires_at=None, status=PENDING,
+                    updated_at=now)
     except SlotUnavailable:
         session.refresh(hold)
         _refund(session, shop.id, event, line, "slot_taken", now)

@@ -10,6 +10,7 @@ live claims.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import random
 from datetime import UTC, datetime
@@ -59,7 +60,7 @@ def _fight(db_url: str, domain: str, services: list[str], expert: str, seed: int
 
 def _overlaps(claims: list[tuple[datetime, datetime]]) -> list[Any]:
     claims = sorted(claims)
-    return [(a, b) for a, b in zip(claims, claims[1:], strict=False) if b[0] < a[1]]
+    return [(a, b) for a, b in itertools.pairwise(claims) if b[0] < a[1]]
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ and always: no two live claims overlap, at most one refund per line item.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import tempfile
@@ -211,7 +212,7 @@ class WebhookMachine(RuleBasedStateMachine):
             live = sorted((c.claim_start, c.claim_end) for c in s.scalars(select(Claim)).all()
                           if c.status in LIVE_STATUSES and not (
                               c.status == "held" and c.expires_at <= now))
-        for a, b in zip(live, live[1:], strict=False):
+        for a, b in itertools.pairwise(live):
             assert b[0] >= a[1], (a, b)
 
 

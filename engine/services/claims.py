@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,7 +43,11 @@ def is_overlap(exc: IntegrityError) -> bool:
     return "claims_no_overlap" in str(orig)
 
 
-def live_clause(now: datetime) -> object:
+def _rowcount(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def live_clause(now: datetime) -> ColumnElement[bool]:
     """SQL: the claim holds time at ``now`` (a held row counts only until it expires)."""
     return or_(Claim.status.in_((LIVE_STATUSES[1], LIVE_STATUSES[2])),
                and_(Claim.status == HELD, Claim.expires_at > now))
@@ -60,7 +64,7 @@ def expire_stale_holds(session: Session, now: datetime, *, expert_id: str | None
         stmt = stmt.where(Claim.expert_id == expert_id)
     if start is not None and end is not None:
         stmt = stmt.where(Claim.claim_start < end, Claim.claim_end > start)
-    return session.execute(stmt).rowcount or 0
+    return _rowcount(session.execute(stmt))
 
 
 def write_claim(session: Session, claim: Claim, **changes: object) -> None:
@@ -106,9 +110,9 @@ def sweep(session: Session, now: datetime) -> tuple[int, int]:
     from engine.store.models import RELEASED
 
     expired = expire_stale_holds(session, now)
-    deleted = session.execute(
+    deleted = _rowcount(session.execute(
         delete(Claim)
         .where(Claim.status.in_((EXPIRED, RELEASED)), Claim.order_id.is_(None),
                Claim.updated_at < now - HOLD_RETENTION)
-        .execution_options(synchronize_session=False)).rowcount or 0
+        .execution_options(synchronize_session=False)))
     return expired, deleted

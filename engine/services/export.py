@@ -76,4 +76,4 @@ def export_ics(db: Database, shop_id: str, lo: datetime | None, hi: datetime | N
                 ev.add("location", safe_text(c.meeting_url))
             ev.add("description", "\n".join(lines))
             cal.add_component(ev)
-    return cal.to_ical()
+    return bytes(cal.to_ical())

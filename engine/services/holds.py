@@ -79,7 +79,7 @@ def parse_hold(doc: Any) -> HoldRequest:
 def _describe(start: datetime, end: datetime, tz: ZoneInfo) -> str:
     a, b = start.astimezone(tz), end.astimezone(tz)
     day = f"{a:%a} {a.day} {a:%b %Y}"
-    return f"{day}, {a:%H:%M}–{b:%H:%M} ({tz.key})"
+    return f"{day}, {a:%H:%M}–{b:%H:%M} ({tz.key})"  # noqa: RUF001 (an en dash, on purpose)
 
 
 def appointment_text(start: datetime, end: datetime, shop_tz: str, customer_tz: str | None

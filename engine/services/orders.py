@@ -130,7 +130,8 @@ def parse_order(topic: str, payload: Any, triggered_at: datetime | None) -> Orde
         state = "paid"
     else:
         state = "pending"
-    customer = payload.get("customer") if isinstance(payload.get("customer"), dict) else {}
+    raw_customer = payload.get("customer")
+    customer: dict[str, Any] = raw_customer if isinstance(raw_customer, dict) else {}
     names = [_clean(customer.get("first_name"), 100), _clean(customer.get("last_name"), 100)]
     name = " ".join(n for n in names if n) or None
     if name is None and isinstance(payload.get("billing_address"), dict):

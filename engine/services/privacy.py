@@ -29,7 +29,8 @@ def uninstall(session: Session, shop: Shop, now: datetime) -> None:
 def _customer(payload: Any) -> tuple[str | None, str | None, list[str]]:
     if not isinstance(payload, dict):
         return None, None, []
-    customer = payload.get("customer") if isinstance(payload.get("customer"), dict) else {}
+    raw_customer = payload.get("customer")
+    customer: dict[str, Any] = raw_customer if isinstance(raw_customer, dict) else {}
     orders: list[str] = []
     for key in ("orders_requested", "orders_to_redact"):
         raw = payload.get(key)

@@ -335,3 +335,27 @@ def test_shop_redact_deletes_the_shops_data(store: Storefront, admin: Admin, ctx
         assert s.scalar(select(Shop).where(Shop.domain == store.domain)) is None
         assert s.scalar(select(Shop).where(Shop.domain == other_shop.domain)) is not None
     assert count(ctx, Claim) == 0
+
+
+def test_concurrent_duplicates_and_sibling_topics_book_once(store: Storefront, ctx: Any,
+                                                            cat: dict[str, Any],
+                                                            admin: Admin) -> None:
+    """Twenty deliveries at once: the same webhook id ten times, and the order's other
+    topics under fresh ids. One booking, one outbox row, every answer 200."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    h = hold(store, cat)
+    calls = [("orders/paid", "same-id")] * 10 + [("orders/create", None)] * 5 + \
+        [("orders/paid", None)] * 5
+
+    def send(call: tuple[str, str | None]) -> int:
+        topic, wid = call
+        return store.webhook(topic, order_payload(90, [h]), webhook_id=wid).status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        codes = list(pool.map(send, calls))
+    assert codes == [200] * len(calls)
+    assert [b["status"] for b in bookings(admin)] == ["confirmed"]
+    assert count(ctx, OutboxItem, OutboxItem.kind == "booking.confirmed") == 1
+    assert count(ctx, WebhookDelivery, WebhookDelivery.webhook_id == "same-id") == 1
+    assert count(ctx, Refund) == 0

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from engine.clock import Clock, SystemClock
 from engine.config import Config
 from engine.crypto import Keyring, parse_keys
+from engine.plugins import Plugins
 from engine.services.availability import BusySource, no_busy
+from engine.services.freebusy import FreeBusy
 from engine.store import Database
 
 
@@ -25,11 +27,23 @@ class Context:
     # wiring sets it to wake the relay; None means the periodic relay picks it up.
     after_commit: Callable[[], None] | None = None
     keyring: Keyring = field(init=False)
+    # Provider plugins (engine.plugins): calendar_for / video_for / mailer_for.
+    plugins: Plugins = field(init=False)
 
     def __post_init__(self) -> None:
         self.keyring = Keyring(parse_keys(",".join(self.config.encryption_keys)))
+        self.plugins = Plugins.load(self.config, self.db, self.keyring, self.clock)
 
 
 def bootstrap(config: Config, *, db: Database | None = None, clock: Clock | None = None) -> Context:
-    return Context(config=config, db=db or Database(config.database_url),
-                   clock=clock or SystemClock())
+    ctx = Context(config=config, db=db or Database(config.database_url),
+                  clock=clock or SystemClock())
+    # Busy time from each shop's calendar provider (cached, fail closed); availability
+    # combines it with the database's claims.
+    ctx.busy_source = FreeBusy(ctx.plugins)
+    # After a commit that wrote outbox rows: kick the Celery relay, or wake this
+    # process's embedded worker (engine.tasks.kick); best effort either way.
+    from engine.tasks.kick import kicker
+
+    ctx.after_commit = kicker(config)
+    return ctx

@@ -51,6 +51,22 @@ def _parser() -> argparse.ArgumentParser:
         dest="keys_command", required=True, parser_class=_Parser)
     keys.add_parser("generate", help="print a new encryption key")
     keys.add_parser("rotate", help="re-encrypt every stored secret with the first key")
+
+    worker = sub.add_parser("worker", help="run the Celery worker against the broker URL")
+    worker.add_argument("--concurrency", type=int, default=4,
+                        help="worker processes (default 4)")
+    worker.add_argument("--loglevel", default="info")
+    worker.add_argument("--beat", action="store_true",
+                        help="also run the scheduler in this worker (small deployments)")
+    beat = sub.add_parser("beat", help="run the Celery scheduler (beat) against the broker URL")
+    beat.add_argument("--loglevel", default="info")
+    beat.add_argument("--schedule", default=None,
+                      help="beat's state file (default: celerybeat-schedule here)")
+    sub.add_parser("sweep", help="one pass of the hold sweeper")
+    reminders = sub.add_parser("reminders", help="reminders").add_subparsers(
+        dest="reminders_command", required=True, parser_class=_Parser)
+    run = reminders.add_parser("run", help="one pass of the reminder scan")
+    run.add_argument("--limit", type=int, default=500, help="most reminders to send")
     return p
 
 
@@ -120,7 +136,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine.bootstrap import bootstrap
-    from engine.demo import sample_availability_url, seed
+    from engine.demo import demo_urls, sample_availability_url, seed
     from engine.store.migrate import upgrade
     from web.server import serve
 
@@ -138,6 +154,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  service:             {sid}  {title}")
     for name, eid in demo.experts.items():
         print(f"  expert:              {eid}  {name}")
+    print("  open in a browser:")
+    for label, url in demo_urls(base, demo):
+        print(f"    {label + ':':<32} {url}")
+    print(f"  outbox folder:       {os.path.abspath(config.outbox_dir)}")
     print(f"  health:              {base}/healthz")
     print(f"  availability (demo): {base}/demo/availability  (signs a fresh App Proxy URL)")
     print(f"  availability (signed, valid {config.proxy_max_age_seconds}s):")
@@ -150,6 +170,67 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_deps() -> Any:
+    from engine.bootstrap import bootstrap
+    from engine.store.migrate import check_schema
+    from engine.tasks.jobs import Deps
+
+    ctx = bootstrap(_config())
+    check_schema(ctx.db.engine)
+    return Deps(config=ctx.config, db=ctx.db, clock=ctx.clock, plugins=ctx.plugins)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from engine.store import Database
+    from engine.store.migrate import check_schema
+    from engine.tasks import QUEUE, make_celery
+
+    if args.concurrency < 1:
+        raise UsageError("consultbook worker: --concurrency must be at least 1")
+    config = _config()
+    app = make_celery(config)
+    db = Database(config.database_url)
+    check_schema(db.engine)
+    db.dispose()
+    argv = ["worker", "--pool=prefork", f"--concurrency={args.concurrency}",
+            f"--loglevel={args.loglevel}", "-Q", QUEUE, "--without-gossip", "--without-mingle"]
+    if args.beat:
+        argv.append("--beat")
+    code = app.worker_main(argv)
+    return int(code or 0)
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    from engine.tasks import make_celery
+
+    app = make_celery(_config())
+    argv = ["beat", f"--loglevel={args.loglevel}"]
+    if args.schedule:
+        argv += ["--schedule", args.schedule]
+    code = app.start(argv)
+    return int(code or 0)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from engine.tasks.jobs import sweep_holds
+
+    result = sweep_holds(_worker_deps())
+    print(f"expired {result['expired']} holds, deleted {result['deleted']} old holds, "
+          f"closed {result['stuck_reminders']} interrupted reminders")
+    return 0
+
+
+def cmd_reminders_run(args: argparse.Namespace) -> int:
+    from engine.tasks.jobs import send_reminders
+
+    if args.limit < 1:
+        raise UsageError("consultbook reminders run: --limit must be at least 1")
+    r = send_reminders(_worker_deps(), args.limit)
+    print(f"{r.claimed} due: {len(r.sent)} sent, {len(r.skipped)} skipped, "
+          f"{len(r.retried)} to retry, {len(r.failed)} failed")
+    return 1 if r.failed and not r.sent else 0
+
+
 COMMANDS = {
     ("serve",): cmd_serve,
     ("migrate",): cmd_migrate,
@@ -157,6 +238,10 @@ COMMANDS = {
     ("shop", "install"): cmd_shop_install,
     ("keys", "generate"): cmd_keys_generate,
     ("keys", "rotate"): cmd_keys_rotate,
+    ("worker",): cmd_worker,
+    ("beat",): cmd_beat,
+    ("sweep",): cmd_sweep,
+    ("reminders", "run"): cmd_reminders_run,
 }
 
 
@@ -169,7 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     key = tuple(v for v in (args.command, getattr(args, "shop_command", None),
-                            getattr(args, "keys_command", None)) if v)
+                            getattr(args, "keys_command", None),
+                            getattr(args, "reminders_command", None)) if v)
     try:
         return COMMANDS[key](args)
     except UsageError as exc:

@@ -37,8 +37,35 @@ class Config:
     smtp_url: str | None = None
     outbox_dir: str = "outbox"
     demo: bool = False
+    # Shopify Admin API version and the scopes the install asks for (engine/services/install.py).
+    shopify_api_version: str = "2026-10"
+    shopify_scopes: str = "read_orders,write_orders,read_products"
     # Outbound provider origins, overridable so tests run real clients against local servers.
     origins: Mapping[str, str] = field(default_factory=dict)
+    # Provider plugins (issue 4): app credentials, HTTP behaviour, free/busy caching.
+    google_client_id: str | None = None
+    google_client_secret: str | None = None
+    microsoft_client_id: str | None = None
+    microsoft_client_secret: str | None = None
+    provider_ca_bundle: str | None = None  # CA file for provider TLS (tests: a trustme CA)
+    provider_timeout_seconds: float = 10.0
+    provider_attempts: int = 5
+    provider_backoff_seconds: float = 0.5
+    provider_max_backoff_seconds: float = 30.0
+    provider_max_retry_after_seconds: float = 60.0
+    freebusy_ttl_seconds: int = 120
+    freebusy_max_stale_seconds: int = 900  # older than this and unfetchable: fail closed
+    redis_url: str | None = None  # free/busy cache; unset: the broker if it is Redis, else DB
+    disabled_plugins: tuple[str, ...] = ()
+    trace_plugins: bool = False
+    ics_allow_private_hosts: bool = False  # ICS feed URLs may point at private addresses
+    # The worker (issue 5, docs/operations.md "Workers").
+    outbox_lease_seconds: int = 300  # how long a claimed outbox item is held by its task
+    outbox_max_attempts: int = 10  # then the item is failed and shown to the merchant
+    outbox_retry_seconds: float = 30.0  # first retry delay; doubles, jittered
+    outbox_retry_max_seconds: float = 3600.0
+    broker_visibility_timeout: int = 3600  # Redis: unacked tasks come back after this
+    embedded_worker: bool = True  # serve with no broker runs the worker in-process
 
     def with_(self, **changes: object) -> Config:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -68,6 +95,28 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise ConfigError(f"{name} must be a finite number of at least {minimum}, got {raw}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in {"", "0", "false", "no", "off"}:
+        return False
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
 def _url(env: Mapping[str, str], name: str, default: str | None,
@@ -163,4 +212,80 @@ def from_env(env: Mapping[str, str] | None = None, *, demo: bool = False,
         outbox_dir=outbox,
         demo=demo,
         origins=origins,
+        **_provider_settings(env),  # type: ignore[arg-type]
+        **_worker_settings(env),  # type: ignore[arg-type]
+        shopify_api_version=_shopify_api_version(env),
+        shopify_scopes=_shopify_scopes(env),
     )
+
+
+def _shopify_api_version(env: Mapping[str, str]) -> str:
+    import re
+
+    raw = env.get("CONSULTBOOK_SHOPIFY_API_VERSION", "").strip() or "2026-10"
+    if not re.fullmatch(r"20[0-9]{2}-(01|04|07|10)|unstable", raw):
+        raise ConfigError(f"CONSULTBOOK_SHOPIFY_API_VERSION must look like 2026-10, got {raw!r}")
+    return raw
+
+
+def _shopify_scopes(env: Mapping[str, str]) -> str:
+    import re
+
+    raw = env.get("CONSULTBOOK_SHOPIFY_SCOPES", "").strip()
+    if not raw:
+        return "read_orders,write_orders,read_products"
+    scopes = [s.strip() for s in raw.split(",") if s.strip()]
+    if not scopes or not all(re.fullmatch(r"[a-z_]{1,64}", s) for s in scopes):
+        raise ConfigError("CONSULTBOOK_SHOPIFY_SCOPES must be a comma-separated list of "
+                          f"scopes such as read_orders,write_orders, got {raw!r}")
+    return ",".join(scopes)
+
+
+def _provider_settings(env: Mapping[str, str]) -> dict[str, object]:
+    """The settings of provider plugins (issue 4; documented in docs/plugins.md)."""
+    def opt(name: str) -> str | None:
+        return env.get(name, "").strip() or None
+
+    ca = opt("CONSULTBOOK_PROVIDER_CA_BUNDLE")
+    if ca is not None and not Path(ca).is_file():
+        raise ConfigError(f"CONSULTBOOK_PROVIDER_CA_BUNDLE must name a file, got {ca!r}")
+    disabled = tuple(n.strip() for n in env.get("CONSULTBOOK_DISABLE_PLUGINS", "").split(",")
+                     if n.strip())
+    return {
+        "google_client_id": opt("CONSULTBOOK_GOOGLE_CLIENT_ID"),
+        "google_client_secret": opt("CONSULTBOOK_GOOGLE_CLIENT_SECRET"),
+        "microsoft_client_id": opt("CONSULTBOOK_MICROSOFT_CLIENT_ID"),
+        "microsoft_client_secret": opt("CONSULTBOOK_MICROSOFT_CLIENT_SECRET"),
+        "provider_ca_bundle": ca,
+        "provider_timeout_seconds": _float(env, "CONSULTBOOK_PROVIDER_TIMEOUT_SECONDS", 10.0,
+                                           minimum=0.01),
+        "provider_attempts": _int(env, "CONSULTBOOK_PROVIDER_ATTEMPTS", 5, minimum=1),
+        "provider_backoff_seconds": _float(env, "CONSULTBOOK_PROVIDER_BACKOFF_SECONDS", 0.5,
+                                           minimum=0),
+        "provider_max_backoff_seconds": _float(env, "CONSULTBOOK_PROVIDER_MAX_BACKOFF_SECONDS",
+                                               30.0, minimum=0),
+        "provider_max_retry_after_seconds": _float(
+            env, "CONSULTBOOK_PROVIDER_MAX_RETRY_AFTER_SECONDS", 60.0, minimum=0),
+        "freebusy_ttl_seconds": _int(env, "CONSULTBOOK_FREEBUSY_TTL_SECONDS", 120, minimum=1),
+        "freebusy_max_stale_seconds": _int(env, "CONSULTBOOK_FREEBUSY_MAX_STALE_SECONDS", 900,
+                                           minimum=0),
+        "redis_url": _url(env, "CONSULTBOOK_REDIS_URL", None, ("redis", "rediss")),
+        "disabled_plugins": disabled,
+        "trace_plugins": _flag(env, "CONSULTBOOK_TRACE_PLUGINS"),
+        "ics_allow_private_hosts": _flag(env, "CONSULTBOOK_ICS_ALLOW_PRIVATE_HOSTS"),
+    }
+
+
+def _worker_settings(env: Mapping[str, str]) -> dict[str, object]:
+    """The worker's settings (issue 5; documented in docs/operations.md)."""
+    return {
+        "outbox_lease_seconds": _int(env, "CONSULTBOOK_OUTBOX_LEASE_SECONDS", 300, minimum=1),
+        "outbox_max_attempts": _int(env, "CONSULTBOOK_OUTBOX_MAX_ATTEMPTS", 10, minimum=1),
+        "outbox_retry_seconds": _float(env, "CONSULTBOOK_OUTBOX_RETRY_SECONDS", 30.0,
+                                       minimum=0),
+        "outbox_retry_max_seconds": _float(env, "CONSULTBOOK_OUTBOX_RETRY_MAX_SECONDS",
+                                           3600.0, minimum=0),
+        "broker_visibility_timeout": _int(env, "CONSULTBOOK_BROKER_VISIBILITY_TIMEOUT", 3600,
+                                          minimum=1),
+        "embedded_worker": not _flag(env, "CONSULTBOOK_NO_EMBEDDED_WORKER"),
+    }

@@ -19,6 +19,16 @@ DEMO_SHOP = "consultbook-demo.myshopify.com"
 DEMO_TZ = "Europe/Berlin"
 
 WEEKDAYS_9_TO_5 = {d: [["09:00", "17:00"]] for d in ("mon", "tue", "wed", "thu", "fri")}
+DEMO_CURRENCY = "EUR"
+
+# The simulated storefront's products: one per seeded service (title -> product).
+DEMO_PRODUCTS: dict[str, dict[str, str]] = {
+    "Intro call (30 min)": {"product_id": "7100000000001", "variant_id": "4100000000001",
+                            "price": "49.00"},
+    "Deep-dive session (60 min)": {"product_id": "7100000000002",
+                                   "variant_id": "4100000000002", "price": "120.00"},
+}
+DEFAULT_PRICE = "75.00"
 
 
 @dataclass(frozen=True)
@@ -44,9 +54,15 @@ def seed(ctx: Context) -> DemoShop:
         {"title": "Deep-dive session (60 min)", "duration_minutes": 60, "interval_minutes": 30,
          "buffer_after_minutes": 15, "min_notice_minutes": 240, "max_days_ahead": 90},
     ):
-        if doc["title"] not in services:
-            services[str(doc["title"])] = catalog.create_service(
-                ctx.db, ctx.clock, shop.id, doc)["id"]
+        title = str(doc["title"])
+        product = DEMO_PRODUCTS[title]
+        ids = {"product_id": product["product_id"], "variant_id": product["variant_id"]}
+        if title not in services:
+            services[title] = catalog.create_service(
+                ctx.db, ctx.clock, shop.id, {**doc, **ids})["id"]
+        elif catalog.get_service(ctx.db, shop.id, services[title])["variant_id"] is None:
+            # A demo database from before the storefront existed: link it to its product.
+            catalog.update_service(ctx.db, shop.id, services[title], ids, "update")
     experts = dict(have_experts)
     for name, email, tz, hours in (
         ("Anna Berger", "anna@example.com", "Europe/Berlin", WEEKDAYS_9_TO_5),
@@ -76,3 +92,16 @@ def sample_availability_url(ctx: Context, demo: DemoShop) -> str:
     service = next(iter(demo.services.values()))
     return signed_proxy_url(ctx, "/proxy/availability",
                             {"service": service, "start": today.isoformat(), "days": "7"})
+
+
+def demo_urls(base: str, demo: DemoShop) -> list[tuple[str, str]]:
+    """What `consultbook demo` tells a newcomer to open, as (label, URL)."""
+    urls = [("storefront", f"{base}/demo/store")]
+    for title, sid in demo.services.items():
+        urls.append((f"  book: {title}", f"{base}/demo/store/products/{sid}"))
+    urls += [
+        ("admin (embedded)", f"{base}/demo/admin"),
+        ("outbox (sent mail)", f"{base}/demo/outbox"),
+        ("all demo pages", f"{base}/demo"),
+    ]
+    return urls

@@ -10,8 +10,9 @@ import falcon
 from engine.bootstrap import Context, bootstrap
 from engine.config import Config, from_env
 from engine.store.migrate import check_schema
-from web import admin, demo, errors, health, proxy, webhooks
+from web import admin, connections, demo, errors, health, pages, proxy, webhooks
 from web.auth import AuthMiddleware
+from web.install import register as register_install
 
 
 def create_app(ctx: Context) -> falcon.App:
@@ -22,7 +23,10 @@ def create_app(ctx: Context) -> falcon.App:
     health.register(app, ctx)
     proxy.register(app, ctx)
     admin.register(app, ctx)
+    pages.register(app, ctx)
     webhooks.register(app, ctx)
+    register_install(app, ctx)
+    connections.register(app, ctx)
     if ctx.config.demo:
         demo.register(app, ctx)
     return app

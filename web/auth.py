@@ -49,7 +49,7 @@ class AuthMiddleware:
         if not domain:
             raise ApiError(falcon.HTTP_401, "invalid_signature",
                            "the signed parameters do not name a shop")
-        with self.ctx.db.read() as session:
+        with self.ctx.db.lookup() as session:
             req.context.shop = installed_shop(session, domain)
         req.context.signed = signed
 

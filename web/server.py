@@ -22,7 +22,21 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         from web.app import get_app
 
-        return get_app(self.config_)
+        app = get_app(self.config_)
+        if not self.config_.broker_url and self.config_.embedded_worker:
+            # No broker: this process also runs the worker and the scheduler (a thread;
+            # every gunicorn worker runs one, the database claims keep work single).
+            from engine import embedded
+
+            embedded.start(self.config_)
+        return app
+
+
+def _stop_embedded_worker(server: Any, worker: Any) -> None:
+    """Let the embedded worker finish the job it is on before the process goes."""
+    from engine import embedded
+
+    embedded.stop(timeout=5.0)
 
 
 def serve(config: Config, *, host: str, port: int, workers: int) -> None:
@@ -39,5 +53,6 @@ def serve(config: Config, *, host: str, port: int, workers: int) -> None:
         "graceful_timeout": 10,
         "keepalive": 5,
         "proc_name": "consultbook",
+        "worker_exit": _stop_embedded_worker,
     }
     _Gunicorn(config, options).run()

@@ -153,7 +153,7 @@ def availability(db: Database, clock: Clock, shop: ShopRef, query: AvailabilityQ
     shop_tz = zone(shop.timezone)
     range_start, range_end = shop_day_range(shop_tz, query.start, query.days)
     now = int(clock.now().timestamp())
-    with db.read() as session:
+    with db.lookup() as session:  # reads only: no BEGIN/ROLLBACK round trips
         service = live_service(session, shop.id, query.service_id)
         rules = rules_of(service)
         # Expert-local dates can differ from shop-local dates by up to a day either way.

@@ -12,6 +12,7 @@ from engine.clock import Clock
 from engine.errors import NotFound, ValidationError
 from engine.services.holds import parse_instant
 from engine.services.orders import cancel_booking
+from engine.services.outbox import delivery_status
 from engine.store import Database
 from engine.store.models import BOOKING_STATUSES, Claim, Expert, Refund, Service
 
@@ -43,6 +44,8 @@ def render_booking(session: Session, c: Claim) -> dict[str, Any]:
         "line_item_id": c.line_item_id,
         "customer": {"name": c.customer_name, "email": c.customer_email},
         "meeting_url": c.meeting_url,
+        # What happened to the calendar event and the messages (engine/services/outbox.py).
+        "delivery": delivery_status(session, c.id),
     }
 
 

@@ -107,8 +107,13 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
         expert = live_expert(session, shop.id, req.expert_id)
         rules = rules_of(service)
         local_day = req.start.date()
-        cals = expert_calendars(session, shop, service.id, None, local_day - timedelta(days=2),
-                                local_day + timedelta(days=2))
+        # Only this expert's calendar (not every expert of the service): same answer,
+        # a fraction of the rows.
+        try:
+            cals = expert_calendars(session, shop, service.id, expert.id,
+                                    local_day - timedelta(days=2), local_day + timedelta(days=2))
+        except NotFound:
+            cals = []
         cal = next((c for c in cals if c.expert_id == expert.id), None)
         if cal is None:
             raise NotFound(f"expert {expert.id!r} does not offer this service")

@@ -17,13 +17,13 @@ from engine.store.models import Claim, PrivacyRequest, Shop
 
 def uninstall(session: Session, shop: Shop, now: datetime) -> None:
     """Mark the shop uninstalled and drop its tokens (admin: 403, storefront: 404)."""
+    from engine.services.install import forget_tokens
+
     shop.installed = False
     shop.uninstalled_at = now
-    shop.access_token = None
-    for column in ("refresh_token", "access_token_expires_at", "refresh_token_expires_at"):
-        if hasattr(shop, column):
-            setattr(shop, column, None)
     session.flush()
+    forget_tokens(session, shop.id)
+    session.expire(shop)
 
 
 def _customer(payload: Any) -> tuple[str | None, str | None, list[str]]:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from engine.crypto import Keyring
+from engine.services.install import refresh_token_aad
 from engine.services.shops import access_token_aad
 from engine.store import Database
 from engine.store.models import Shop
@@ -28,7 +29,25 @@ class EncryptedColumn:
 # Later features append their columns here (provider refresh tokens, msal caches, ...).
 ENCRYPTED_COLUMNS: list[EncryptedColumn] = [
     EncryptedColumn(Shop, "access_token", lambda row: access_token_aad(row.id)),
+    EncryptedColumn(Shop, "refresh_token", lambda row: refresh_token_aad(row.id)),
 ]
+
+
+def _provider_columns() -> list[EncryptedColumn]:
+    """Provider plugins' secrets: connection credentials (refresh tokens, msal token
+    caches), pending OAuth flows, and private ICS feed URLs."""
+    from engine.services.connections import credentials_aad, flow_aad
+    from engine.store.providers_models import IcsFeed, OAuthState, ProviderConnection
+    from plugins.calendar_local.service import feed_url_aad
+
+    return [
+        EncryptedColumn(ProviderConnection, "credentials", lambda row: credentials_aad(row.id)),
+        EncryptedColumn(OAuthState, "flow", lambda row: flow_aad(row.state_hash)),
+        EncryptedColumn(IcsFeed, "url", lambda row: feed_url_aad(row.id)),
+    ]
+
+
+ENCRYPTED_COLUMNS.extend(_provider_columns())
 
 BATCH = 200
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,10 +45,39 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    ping_when_idle = "pool_pre_ping" not in kwargs
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if ping_when_idle:
+        _ping_idle_connections(engine)
+    return engine
+
+
+# A pooled connection unused for this long is pinged before it is handed out (a database
+# restart or an idle timeout may have closed it). Pinging on every checkout, as
+# ``pool_pre_ping`` does, costs a round trip per unit of work -- several per request.
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    def _fresh(_dbapi_connection: Any, record: Any) -> None:
+        record.info["consultbook_idle_since"] = time.monotonic()
+
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("consultbook_idle_since")
+        if since is not None and time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:  # e.g. AdminShutdown: the server closed it
+            raise exc.DisconnectionError("the pooled connection is gone") from error
+        if not alive:
+            raise exc.DisconnectionError("the pooled connection is gone")  # pool retries
+
+    event.listen(engine, "connect", _fresh)
+    event.listen(engine, "checkin", _fresh)
+    event.listen(engine, "checkout", _checkout)
 
 
 class Database:
@@ -60,11 +90,27 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(
             self.engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False)
+        self._lookup_sessions = sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+            expire_on_commit=False)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A read-only unit of work (rolled back at the end)."""
         with self._sessions() as session:
+            yield session
+
+    @contextmanager
+    def lookup(self) -> Iterator[Session]:
+        """Like :meth:`read`, for reads only, without the BEGIN/ROLLBACK round trips on
+        PostgreSQL: the connection runs in autocommit, so each statement sees its own
+        snapshot -- what READ COMMITTED gives a read transaction anyway. Never write in it.
+        On SQLite it is :meth:`read`."""
+        if self.dialect != "postgresql":
+            with self.read() as session:
+                yield session
+            return
+        with self._lookup_sessions() as session:
             yield session
 
     @contextmanager

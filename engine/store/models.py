@@ -48,6 +48,17 @@ class Shop(Base):
     installed: Mapped[bool] = mapped_column(Boolean, default=True)
     installed_at: Mapped[datetime]
     uninstalled_at: Mapped[datetime | None]
+    # Expiring offline tokens (engine/services/install.py); None: a non-expiring token.
+    access_token_expires_at: Mapped[datetime | None]
+    # AES-256-GCM ciphertext like access_token; single-use, replaced on every refresh.
+    refresh_token: Mapped[str | None] = mapped_column(Text)
+    refresh_token_expires_at: Mapped[datetime | None]
+    # Set when the Shopify connection needs the merchant to authorize the app again.
+    auth_error: Mapped[str | None] = mapped_column(Text)
+    auth_error_at: Mapped[datetime | None]
+    # The refresh lease: who is refreshing the token, until when (a conditional update).
+    token_lease: Mapped[str | None] = mapped_column(String(32))
+    token_lease_until: Mapped[datetime | None]
 
 
 class ShopSettings(Base):
@@ -242,6 +253,24 @@ class OutboxItem(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     done_at: Mapped[datetime | None]
+    # Who holds locked_until: a Celery task id (a redelivered task takes it back at once)
+    # or an embedded worker's token (migration 0005, engine/services/outbox.py).
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+
+
+class OutboxStep(Base):
+    """One step of one outbox item, recorded right after it succeeded; a mail step is
+    inserted as ``sending`` before the message goes out, so it is never sent twice."""
+
+    __tablename__ = "outbox_steps"
+
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    step: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # sending | done | unknown | skipped
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
 
 
 class Reminder(Base):
@@ -259,6 +288,8 @@ class Reminder(Base):
     claimed_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Transient send failures so far (migration 0005); a few put the reminder back.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class PrivacyRequest(Base):
@@ -275,3 +306,7 @@ class PrivacyRequest(Base):
     orders: Mapped[list[Any]] = mapped_column(JSON, default=list)
     received_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]
+
+
+from engine.store import install_models as _install_models  # noqa: E402,F401
+from engine.store import providers_models as _providers_models  # noqa: E402,F401

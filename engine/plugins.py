@@ -1,0 +1,434 @@
+"""The plugin manager, the provider registry, and the typed facade the engine calls.
+
+Loading (:meth:`Plugins.load`): every ``consultbook.plugins`` entry point, then any
+built-in not already loaded that way (so a source checkout without installed entry
+points still works) -- both through ``pm.register`` exactly like third-party plugins.
+Names listed in ``CONSULTBOOK_DISABLE_PLUGINS`` are blocked first; an implementation of
+an unknown hook fails loading; ``CONSULTBOOK_TRACE_PLUGINS`` logs every hook call.
+
+Then ``consultbook_register_providers`` fills a :class:`ProviderRegistry`, and the engine
+asks the facade for the provider each shop chose::
+
+    plugins.calendar_for(shop).create_event(details, meeting)
+    plugins.video_for(shop).create_meeting(details)
+    plugins.mailer_for(shop).send(message)
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pluggy
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from engine import hookspecs
+from engine.errors import ConfigError, NotFound
+from engine.hookspecs import hookimpl
+from engine.providers.base import (
+    CalendarProvider,
+    Connector,
+    MailProvider,
+    Provider,
+    ProviderChoice,
+    ProviderContext,
+    VideoProvider,
+)
+from engine.providers.errors import ProviderNotConfigured
+from engine.providers.retry import RetryPolicy
+from engine.providers.types import BookingDetails, MailMessage, Meeting
+
+if TYPE_CHECKING:
+    from engine.clock import Clock
+    from engine.config import Config
+    from engine.crypto import Keyring
+    from engine.services.shops import ShopRef
+    from engine.store import Database
+
+log = logging.getLogger("consultbook.plugins")
+
+ENTRY_POINT_GROUP = "consultbook.plugins"
+
+#: Built-in plugins: (name, module). Registered like third-party plugins; the names are
+#: the entry-point names in pyproject.toml, so each loads once either way.
+DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("calendar_local", "plugins.calendar_local"),
+    ("mail_outbox", "plugins.mail_outbox"),
+    ("mail_smtp", "plugins.mail_smtp"),
+    ("calendar_google", "plugins.calendar_google"),
+    ("video_meet", "plugins.video_meet"),
+    ("calendar_outlook", "plugins.calendar_outlook"),
+)
+
+KINDS = ("calendar", "video", "mail")
+_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+P = TypeVar("P", bound=Provider)
+
+
+class PluginError(ConfigError):
+    """A plugin failed to load or registered something invalid (stops start-up)."""
+
+    code = "plugin_error"
+
+
+class ProviderRegistry:
+    """Named providers and connectors. Plugins add to it in
+    ``consultbook_register_providers``; the engine looks them up by name."""
+
+    _bases: Mapping[str, type[Provider]] = {
+        "calendar": CalendarProvider, "video": VideoProvider, "mail": MailProvider}
+
+    def __init__(self) -> None:
+        self._providers: dict[str, dict[str, type[Provider]]] = {k: {} for k in KINDS}
+        self._connectors: dict[str, type[Connector]] = {}
+        self._owner: dict[tuple[str, str], str] = {}
+        self.current_plugin = ""
+
+    def _add(self, kind: str, cls: type[Provider]) -> type[Provider]:
+        base = self._bases[kind]
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise PluginError(f"{self.current_plugin or 'a plugin'} registered {cls!r} as a "
+                              f"{kind} provider, but it is not a {base.__name__}")
+        name = cls.name
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise PluginError(f"{cls.__qualname__} needs a name like 'my_calendar' "
+                              f"(lower case letters, digits, _ and -), got {name!r}")
+        if name in self._providers[kind]:
+            raise PluginError(f"two plugins register a {kind} provider named {name!r}: "
+                              f"{self._owner[(kind, name)]} and {self.current_plugin}")
+        self._providers[kind][name] = cls
+        self._owner[(kind, name)] = self.current_plugin
+        return cls
+
+    def add_calendar(self, cls: type[CalendarProvider]) -> type[CalendarProvider]:
+        """Register a calendar provider class under ``cls.name``."""
+        self._add("calendar", cls)
+        return cls
+
+    def add_video(self, cls: type[VideoProvider]) -> type[VideoProvider]:
+        """Register a video provider class under ``cls.name``."""
+        self._add("video", cls)
+        return cls
+
+    def add_mail(self, cls: type[MailProvider]) -> type[MailProvider]:
+        """Register a mail provider class under ``cls.name``."""
+        self._add("mail", cls)
+        return cls
+
+    def add_connector(self, cls: type[Connector]) -> type[Connector]:
+        """Register an OAuth connector served at ``/auth/<cls.name>/start|callback``."""
+        if not (isinstance(cls, type) and issubclass(cls, Connector)):
+            raise PluginError(f"{cls!r} is not a Connector")
+        if not _NAME.fullmatch(cls.name or ""):
+            raise PluginError(f"{cls.__qualname__} needs a name, got {cls.name!r}")
+        if cls.name in self._connectors:
+            raise PluginError(f"two plugins register a connector named {cls.name!r}")
+        self._connectors[cls.name] = cls
+        return cls
+
+    def names(self, kind: str) -> list[str]:
+        """The registered provider names of one kind, sorted."""
+        return sorted(self._providers[kind])
+
+    def get(self, kind: str, name: str) -> type[Provider] | None:
+        return self._providers[kind].get(name)
+
+    def owner(self, kind: str, name: str) -> str | None:
+        """The plugin that registered a provider."""
+        return self._owner.get((kind, name))
+
+    def connector_names(self) -> list[str]:
+        return sorted(self._connectors)
+
+    def connector(self, name: str) -> type[Connector] | None:
+        return self._connectors.get(name)
+
+
+class _Core:
+    """The engine's own providers: ``none`` (no video)."""
+
+    @hookimpl
+    def consultbook_register_providers(self, registry: ProviderRegistry) -> None:
+        registry.add_video(NoVideo)
+
+
+class NoVideo(VideoProvider):
+    """No video meeting (the default)."""
+
+    name = "none"
+    label = "No video"
+
+    def create_meeting(self, booking: BookingDetails) -> Meeting | None:
+        return None
+
+
+def retry_policy(config: Config) -> RetryPolicy:
+    """The retry policy every provider call uses, from the configuration."""
+    return RetryPolicy(attempts=config.provider_attempts, base=config.provider_backoff_seconds,
+                       cap=config.provider_max_backoff_seconds,
+                       max_retry_after=config.provider_max_retry_after_seconds,
+                       timeout=config.provider_timeout_seconds)
+
+
+def make_plugin_manager(config: Config, *, entrypoints: bool = True, builtins: bool = True,
+                        extra: Iterable[tuple[str, object]] = ()) -> pluggy.PluginManager:
+    """A plugin manager with the hookspecs, the blocked names, and every plugin loaded.
+
+    ``extra`` registers more ``(name, plugin)`` pairs (tests, embedding apps).
+    Raises :class:`PluginError` with one line naming the plugin that failed.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for name in config.disabled_plugins:
+        pm.set_blocked(name)
+    if config.trace_plugins:
+        pm.trace.root.setwriter(log.info)
+        pm.enable_tracing()
+
+    def register(name: str, load: Any) -> None:
+        """Load and register one plugin unless blocked or already there."""
+        if pm.is_blocked(name) or pm.get_plugin(name) is not None:
+            return
+        try:
+            plugin = load()
+            pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {name!r} is invalid: {exc}") from None
+        except Exception as exc:
+            raise PluginError(f"plugin {name!r} failed to load: "
+                              f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+
+    register("core", lambda: _Core())
+    if entrypoints:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            register(ep.name, ep.load)
+    if builtins:
+        for name, module in DEFAULT_PLUGINS:
+            register(name, lambda module=module: importlib.import_module(module))
+    for name, plugin in extra:
+        register(name, lambda plugin=plugin: plugin)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}") from None
+    return pm
+
+
+def build_registry(pm: pluggy.PluginManager) -> ProviderRegistry:
+    registry = ProviderRegistry()
+    # Called per plugin so the registry can say who registered what.
+    for impl in reversed(pm.hook.consultbook_register_providers.get_hookimpls()):
+        registry.current_plugin = impl.plugin_name
+        impl.function(registry=registry)
+    registry.current_plugin = ""
+    return registry
+
+
+@dataclass(frozen=True)
+class ShopProviders:
+    shop: ShopRef
+    choice: ProviderChoice
+
+
+class VideoFacade:
+    """What ``video_for`` returns: ``create_meeting`` remembered per booking.
+
+    ``provider`` is ``None`` when the shop has no video, or when its calendar makes the
+    meeting inside the event (``embedded``); ``create_meeting`` then returns ``None``.
+    """
+
+    def __init__(self, plugins: Plugins, shop: ShopRef, name: str,
+                 provider: VideoProvider | None, *, embedded: bool) -> None:
+        self._plugins, self.shop, self.name = plugins, shop, name
+        self.provider, self.embedded = provider, embedded
+
+    def create_meeting(self, booking: BookingDetails) -> Meeting | None:
+        if self.provider is None:
+            return None
+        from engine.store.providers_models import ProviderMeeting
+
+        db, clock = self._plugins.db, self._plugins.clock
+        with db.read() as session:
+            row = session.get(ProviderMeeting, (booking.booking_id, self.name))
+            if row is not None:
+                return Meeting(url=row.url, id=row.meeting_id, provider=self.name)
+        meeting = self.provider.create_meeting(booking)
+        if meeting is None:
+            return None
+        try:
+            with db.write() as session:
+                session.add(ProviderMeeting(booking_id=booking.booking_id, provider=self.name,
+                                            shop_id=self.shop.id, meeting_id=meeting.id,
+                                            url=meeting.url, created_at=clock.now()))
+        except IntegrityError:
+            # Another attempt won the race; use its meeting so both agree.
+            with db.read() as session:
+                row = session.get(ProviderMeeting, (booking.booking_id, self.name))
+                assert row is not None
+                return Meeting(url=row.url, id=row.meeting_id, provider=self.name)
+        return meeting
+
+    def delete_meeting(self, meeting: Meeting) -> None:
+        if self.provider is not None:
+            self.provider.delete_meeting(meeting)
+
+
+class Mailer:
+    """What ``mailer_for`` returns: hook headers added, sends deduplicated by
+    ``MailMessage.idempotency_key``."""
+
+    def __init__(self, plugins: Plugins, shop: ShopRef, provider: MailProvider) -> None:
+        self._plugins, self.shop, self.provider = plugins, shop, provider
+
+    def send(self, message: MailMessage) -> str:
+        from engine.store.providers_models import SentMessage
+
+        extra: dict[str, str] = {}
+        for headers in reversed(self._plugins.pm.hook.consultbook_mail_headers(
+                message=message, shop_domain=self.shop.domain)):
+            extra.update(headers or {})
+        if extra:
+            message = replace(message, headers={**message.headers, **extra})
+        db = self._plugins.db
+        key = message.idempotency_key
+        if key:
+            with db.read() as session:
+                sent = session.get(SentMessage, f"{self.shop.id}:{key}")
+                if sent is not None:
+                    return sent.message_id
+        message_id = self.provider.send(message)
+        if key:
+            try:
+                with db.write() as session:
+                    session.add(SentMessage(key=f"{self.shop.id}:{key}", shop_id=self.shop.id,
+                                            provider=self.provider.name, message_id=message_id,
+                                            sent_at=self._plugins.clock.now()))
+            except IntegrityError:
+                pass
+        return message_id
+
+
+class Plugins:
+    """The typed facade over the plugin manager. One per process (see ``bootstrap``)."""
+
+    def __init__(self, pm: pluggy.PluginManager, registry: ProviderRegistry, *, config: Config,
+                 db: Database, keyring: Keyring, clock: Clock) -> None:
+        self.pm, self.registry = pm, registry
+        self.config, self.db, self.keyring, self.clock = config, db, keyring, clock
+        self.retry = retry_policy(config)
+
+    @classmethod
+    def load(cls, config: Config, db: Database, keyring: Keyring, clock: Clock, *,
+             entrypoints: bool = True, builtins: bool = True,
+             extra: Iterable[tuple[str, object]] = ()) -> Plugins:
+        pm = make_plugin_manager(config, entrypoints=entrypoints, builtins=builtins,
+                                 extra=extra)
+        return cls(pm, build_registry(pm), config=config, db=db, keyring=keyring, clock=clock)
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    def plugin_names(self) -> list[str]:
+        """The loaded plugins (blocked names are listed by pluggy with no plugin)."""
+        return sorted(name for name, plugin in self.pm.list_name_plugin() if plugin is not None)
+
+    # --- per-shop lookup ------------------------------------------------------------
+
+    def shop_providers(self, shop: ShopRef | str) -> ShopProviders:
+        """The shop (by ``ShopRef``, id or domain) and the providers its settings name."""
+        from engine.services.shops import ShopRef as _ShopRef
+        from engine.store.models import Shop, ShopSettings
+
+        key = shop.id if isinstance(shop, _ShopRef) else shop
+        with self.db.read() as session:
+            column = Shop.domain if "." in key else Shop.id
+            row = session.execute(
+                select(Shop.id, Shop.domain, Shop.timezone, ShopSettings.calendar_provider,
+                       ShopSettings.video_provider, ShopSettings.mail_provider)
+                .join(ShopSettings, ShopSettings.shop_id == Shop.id)
+                .where(column == key)).one_or_none()
+        if row is None:
+            raise NotFound(f"no shop {key!r}")
+        return ShopProviders(_ShopRef(row.id, row.domain, row.timezone),
+                             ProviderChoice(row.calendar_provider, row.video_provider,
+                                            row.mail_provider))
+
+    def _class(self, kind: str, name: str) -> type[Provider]:
+        cls = self.registry.get(kind, name)
+        if cls is None:
+            known = ", ".join(self.registry.names(kind)) or "none"
+            raise ProviderNotConfigured(
+                f"the shop's {kind} provider {name!r} is not installed (installed: {known})")
+        return cls
+
+    def instantiate(self, cls: type[P], sp: ShopProviders) -> P:
+        """An instance of provider class ``cls`` for the shop, with its connection."""
+        reason = cls.check_config(self.config)
+        if reason:
+            raise ProviderNotConfigured(f"the {cls.name} {cls.kind} provider is not "
+                                        f"configured: {reason}")
+        connection = None
+        if cls.connection:
+            from engine.services.connections import open_connection
+
+            connection = open_connection(self, sp.shop, cls.connection)
+        ctx = ProviderContext(shop=sp.shop, choice=sp.choice, config=self.config,
+                              clock=self.clock, db=self.db, retry=self.retry,
+                              connection=connection)
+        return cls(ctx)
+
+    def calendar_for(self, shop: ShopRef | str) -> CalendarProvider:
+        """The calendar provider the shop chose. Raises ProviderNotConfigured (missing
+        plugin, no connection) or ConnectionBroken (the merchant must reconnect)."""
+        sp = self.shop_providers(shop)
+        cls = self._class("calendar", sp.choice.calendar)
+        return self.instantiate(cls, sp)  # type: ignore[return-value]
+
+    def video_for(self, shop: ShopRef | str) -> VideoFacade:
+        """The video provider the shop chose, behind a facade that makes at most one
+        meeting per booking. When the shop's calendar embeds this video provider (Meet in
+        Google Calendar, Teams in Outlook) there is nothing to make beforehand."""
+        sp = self.shop_providers(shop)
+        name = sp.choice.video
+        calendar = self.registry.get("calendar", sp.choice.calendar)
+        if name == "none" or (calendar is not None and name in
+                              getattr(calendar, "embeds_video", frozenset())):
+            return VideoFacade(self, sp.shop, name, None, embedded=name != "none")
+        cls = self._class("video", name)
+        return VideoFacade(self, sp.shop, name, self.instantiate(cls, sp),  # type: ignore[arg-type]
+                           embedded=False)
+
+    def mailer_for(self, shop: ShopRef | str) -> Mailer:
+        """The mail provider the shop chose, behind a facade that adds plugin headers and
+        sends each ``idempotency_key`` once."""
+        sp = self.shop_providers(shop)
+        cls = self._class("mail", sp.choice.mail)
+        return Mailer(self, sp.shop, self.instantiate(cls, sp))  # type: ignore[arg-type]
+
+    def connector(self, name: str) -> Connector:
+        cls = self.registry.connector(name)
+        if cls is None:
+            raise NotFound(f"no account provider {name!r} (known: "
+                           f"{', '.join(self.registry.connector_names()) or 'none'})")
+        reason = cls.check_config(self.config)
+        if reason:
+            raise ProviderNotConfigured(f"{cls.label or cls.name} is not configured: {reason}")
+        return cls(self.config, self.retry)
+
+    def connection_changed(self, shop_domain: str, provider: str, status: str,
+                           reason: str | None) -> None:
+        """Tell plugins a connection changed; their failures are logged, never raised."""
+        for impl in self.pm.hook.consultbook_connection_changed.get_hookimpls():
+            try:
+                impl.function(shop_domain=shop_domain, provider=provider, status=status,
+                              reason=reason)
+            except Exception:
+                log.exception("plugin %s failed in consultbook_connection_changed",
+                              impl.plugin_name)

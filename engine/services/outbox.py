@@ -1,0 +1,527 @@
+"""The outbox relay: external work recorded in a booking's transaction, done exactly once.
+
+The webhook (or the merchant's cancel) writes an ``outbox`` row in the same transaction
+as the booking change; after commit it kicks the relay. The relay never loses a row and
+never does a step twice:
+
+* **Claim with a lease.** A conditional ``UPDATE`` takes a pending, available row whose
+  lease (``locked_until``) is free -- or already held by the same ``owner``: a Celery
+  task redelivered after its worker died carries the same task id and takes its lease
+  back at once. Rows of one booking run in order (a cancellation waits for the
+  confirmation before it). A worker that dies without a redelivery just lets the lease
+  run out; the periodic relay picks the row up again.
+* **Steps with done-markers** (``outbox_steps``). A confirmation is: video meeting ->
+  calendar event -> customer mail -> expert mail; a cancellation: cancel the event ->
+  customer mail -> expert mail. Each step is recorded right after it succeeds. Meeting
+  and event are idempotent at the provider (the booking id is the client-chosen key),
+  so repeating them after a crash is harmless. A mail step is *claimed* (its row
+  inserted as ``sending``) before the message goes out; a redelivered task finds the
+  claim and does not send again. A send that the provider reports as not accepted
+  (:class:`ProviderUnavailable`) gives the claim back for the retry. A worker that died
+  in the middle of a send leaves ``sending`` behind: after the lease that step becomes
+  ``unknown`` -- it is never sent twice, and the merchant sees the doubt.
+* **Retries.** Provider 429/5xx/timeouts (:class:`ProviderUnavailable`), a broken
+  connection (the merchant must reconnect) and database hiccups put the row back with
+  exponential backoff and jitter (honouring ``Retry-After``), up to
+  ``CONSULTBOOK_OUTBOX_MAX_ATTEMPTS``. A permanent refusal
+  (:class:`ProviderRejected`, a provider that is not configured) fails the row at once.
+  Failures are kept in ``last_error`` and shown in ``GET /admin/api/bookings/ID``
+  (``delivery``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from engine.errors import ConsultbookError
+from engine.providers.errors import (
+    ConnectionBroken,
+    ProviderNotConfigured,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from engine.providers.types import EventRef, MailMessage
+from engine.services import notify
+from engine.store.models import CONFIRMED, Claim, OutboxItem, OutboxStep
+
+if TYPE_CHECKING:
+    from engine.clock import Clock
+    from engine.config import Config
+    from engine.plugins import Plugins
+    from engine.store import Database
+
+log = logging.getLogger("consultbook.outbox")
+
+CONFIRMED_KIND, CANCELLED_KIND = "booking.confirmed", "booking.cancelled"
+PENDING, DONE, FAILED = "pending", "done", "failed"
+SENDING, STEP_DONE, UNKNOWN, SKIPPED = "sending", "done", "unknown", "skipped"
+# A broken connection waits for the merchant: retry slowly.
+BROKEN_MIN_DELAY = 900.0
+_ADDRESS = re.compile(r"[^\s<>@,;:\"']+@[^\s<>@,;:\"']+")
+
+
+class StepBusy(Exception):
+    """Another execution is sending this step right now; try again after its lease."""
+
+
+@dataclass
+class Outcome:
+    """What one delivery attempt did. ``retry_in`` is set when the row was put back."""
+
+    item_id: int
+    status: str  # done | retry | failed | skipped
+    retry_in: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class RelayResult:
+    outcomes: list[Outcome] = field(default_factory=list)
+    next_due: datetime | None = None
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for ``last_error``: what the merchant reads. Addresses are masked (the
+    error text of a mail server may quote the customer's), so redaction reaches it."""
+    text = exc.message if isinstance(exc, ConsultbookError) else str(exc)
+    text = " ".join((text or type(exc).__name__).split())
+    return _ADDRESS.sub("[address]", text)[:500]
+
+
+# --------------------------------------------------------------------------- claiming
+
+
+def _claimable(now: datetime, owner: str | None) -> Any:
+    earlier = aliased(OutboxItem)
+    lease_free = or_(OutboxItem.locked_until.is_(None), OutboxItem.locked_until <= now)
+    if owner is not None:
+        lease_free = or_(lease_free, OutboxItem.lease_owner == owner)
+    return and_(
+        OutboxItem.status == PENDING,
+        OutboxItem.available_at <= now,
+        lease_free,
+        # One booking's work runs in order: a cancellation waits for its confirmation.
+        ~exists().where(earlier.booking_id == OutboxItem.booking_id,
+                        earlier.id < OutboxItem.id, earlier.status == PENDING),
+    )
+
+
+def due_ids(db: Database, now: datetime, limit: int = 100) -> list[int]:
+    """Rows the relay could take now (for the dispatcher; claiming decides)."""
+    with db.read() as session:
+        return list(session.scalars(
+            select(OutboxItem.id).where(_claimable(now, None))
+            .order_by(OutboxItem.available_at, OutboxItem.id).limit(limit)))
+
+
+def next_due(db: Database) -> datetime | None:
+    """When the earliest pending row becomes available (the embedded worker sleeps
+    until then)."""
+    with db.read() as session:
+        rows = session.execute(select(OutboxItem.available_at, OutboxItem.locked_until)
+                               .where(OutboxItem.status == PENDING)
+                               .order_by(OutboxItem.available_at).limit(50)).all()
+    # A leased row is someone else's until its lease runs out.
+    times = [max(a, locked) if locked is not None else a for a, locked in rows]
+    return min(times) if times else None
+
+
+def claim(db: Database, item_id: int, owner: str, now: datetime, lease_seconds: float) -> bool:
+    """Take row ``item_id`` for ``owner`` until ``now + lease``; False if someone else
+    holds it, it is done, not yet due, or waits behind an earlier row of its booking."""
+    with db.write() as session:
+        result = session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id == item_id, _claimable(now, owner))
+            .values(locked_until=now + timedelta(seconds=lease_seconds), lease_owner=owner,
+                    attempts=OutboxItem.attempts + 1)
+            .execution_options(synchronize_session=False))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _release(db: Database, item_id: int, owner: str, **values: Any) -> None:
+    with db.write() as session:
+        session.execute(update(OutboxItem)
+                        .where(OutboxItem.id == item_id, OutboxItem.status == PENDING,
+                               OutboxItem.lease_owner == owner)
+                        .values(locked_until=None, lease_owner=None, **values)
+                        .execution_options(synchronize_session=False))
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _steps(db: Database, item_id: int) -> dict[str, OutboxStep]:
+    with db.read() as session:
+        return {s.step: s for s in session.scalars(
+            select(OutboxStep).where(OutboxStep.outbox_id == item_id))}
+
+
+def _record_step(db: Database, item_id: int, step: str, status: str, now: datetime,
+                 detail: str | None = None) -> None:
+    with db.write() as session:
+        row = session.get(OutboxStep, (item_id, step))
+        if row is None:
+            session.add(OutboxStep(outbox_id=item_id, step=step, status=status, detail=detail,
+                                   created_at=now, updated_at=now))
+        else:
+            row.status, row.detail, row.updated_at = status, detail, now
+
+
+def _claim_step(db: Database, item_id: int, step: str, now: datetime) -> bool:
+    """Insert the step as ``sending``; False when it already exists (sent, being sent,
+    or in doubt). The primary key makes this a claim on SQLite and PostgreSQL alike."""
+    try:
+        with db.write() as session:
+            session.add(OutboxStep(outbox_id=item_id, step=step, status=SENDING,
+                                   created_at=now, updated_at=now))
+        return True
+    except IntegrityError:
+        return False
+
+
+def _unclaim_step(db: Database, item_id: int, step: str) -> None:
+    with db.write() as session:
+        session.execute(delete(OutboxStep).where(OutboxStep.outbox_id == item_id,
+                                                 OutboxStep.step == step,
+                                                 OutboxStep.status == SENDING))
+
+
+@dataclass
+class _Job:
+    db: Database
+    clock: Clock
+    plugins: Plugins
+    item: OutboxItem
+    lease_seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def done(self, step: str) -> bool:
+        row = _steps(self.db, self.item.id).get(step)
+        return row is not None and row.status in (STEP_DONE, SKIPPED, UNKNOWN)
+
+    def mark(self, step: str, status: str = STEP_DONE, detail: str | None = None) -> None:
+        _record_step(self.db, self.item.id, step, status, self.now, detail)
+
+    def send_once(self, step: str, build: Callable[[], MailMessage | None]) -> None:
+        """Send the message of ``step`` at most once (claimed before it goes out)."""
+        existing = _steps(self.db, self.item.id).get(step)
+        if existing is not None:
+            if existing.status != SENDING:
+                return
+            age = (self.now - existing.updated_at).total_seconds()
+            if age < self.lease_seconds:
+                raise StepBusy(f"{step} is being sent by another worker")
+            # The worker that claimed it died mid-send: we cannot know whether the
+            # message left. Never send twice; say so.
+            detail = "the worker stopped while sending; the message may not have arrived"
+            self.mark(step, UNKNOWN, detail)
+            self.notes.append(f"{step}: {detail}")
+            return
+        message = build()
+        if message is None:
+            self.mark(step, SKIPPED, "no valid address")
+            return
+        if not _claim_step(self.db, self.item.id, step, self.now):
+            return self.send_once(step, build)
+        try:
+            self.plugins.mailer_for(self.item.shop_id).send(message)
+        except (ProviderUnavailable, ProviderNotConfigured, ConnectionBroken):
+            # Not accepted by the provider: the retry may send it.
+            _unclaim_step(self.db, self.item.id, step)
+            raise
+        except (ProviderRejected, ValueError) as exc:
+            self.mark(step, FAILED, error_text(exc))
+            raise
+        except Exception as exc:
+            # Whether the message left is unknown: never send it again.
+            self.mark(step, UNKNOWN, error_text(exc))
+            self.notes.append(f"{step}: {error_text(exc)}")
+            raise
+        self.mark(step, STEP_DONE)
+
+
+def _view(job: _Job) -> notify.BookingView | None:
+    with job.db.read() as session:
+        return notify.load_view(session, job.item.booking_id or "")
+
+
+def _save_refs(db: Database, booking_id: str, *, meeting: dict[str, Any] | None = None,
+               event: dict[str, Any] | None = None, meeting_url: str | None = None,
+               now: datetime) -> None:
+    """Remember provider references on the booking (the cancellation needs the event)."""
+    with db.write() as session:
+        claim_row = session.get(Claim, booking_id)
+        if claim_row is None:
+            return
+        external = dict(claim_row.external or {})
+        if meeting is not None:
+            external["meeting"] = meeting
+        if event is not None:
+            external["event"] = event
+        claim_row.external = external
+        if meeting_url and not claim_row.meeting_url:
+            claim_row.meeting_url = meeting_url
+        claim_row.updated_at = now
+
+
+def _sequence(item: OutboxItem, view: notify.BookingView) -> int:
+    payload = item.payload or {}
+    try:
+        return int(payload.get("sequence", view.details.sequence))
+    except (TypeError, ValueError):
+        return view.details.sequence
+
+
+def _calendar_is_remote(job: _Job) -> bool:
+    sp = job.plugins.shop_providers(job.item.shop_id)
+    cls = job.plugins.registry.get("calendar", sp.choice.calendar)
+    return bool(getattr(cls, "remote", True))
+
+
+def _confirm(job: _Job) -> None:
+    view = _view(job)
+    if view is None:
+        job.notes.append("the booking no longer exists")
+        return
+    if view.details.status != CONFIRMED:
+        # Cancelled before the relay got here: its cancellation follows; nothing to make.
+        for step in ("meeting", "event", "customer_mail", "expert_mail"):
+            if not job.done(step):
+                job.mark(step, SKIPPED, "the booking was cancelled first")
+        return
+    sequence = _sequence(job.item, view)
+    details = view.details
+    booking_id = details.booking_id
+    if not job.done("event"):
+        meeting = None
+        if not job.done("meeting"):
+            meeting = job.plugins.video_for(job.item.shop_id).create_meeting(details)
+            if meeting is not None:
+                _save_refs(job.db, booking_id, meeting={"provider": meeting.provider,
+                                                        "id": meeting.id},
+                           meeting_url=meeting.url, now=job.now)
+            job.mark("meeting")
+        else:
+            meeting = job.plugins.video_for(job.item.shop_id).create_meeting(details)
+        if meeting is not None:
+            details = replace(details, meeting_url=meeting.url)
+        ref = job.plugins.calendar_for(job.item.shop_id).create_event(details, meeting)
+        _save_refs(job.db, booking_id,
+                   event={"provider": ref.provider, "id": ref.id,
+                          "calendar_id": ref.calendar_id},
+                   meeting_url=ref.meeting_url or (meeting.url if meeting else None),
+                   now=job.now)
+        job.mark("event")
+        view = _view(job) or view
+    attach = not _calendar_is_remote(job)
+    job.send_once("customer_mail", lambda: notify.customer_confirmation(
+        view, sequence=sequence, now=job.now))
+    job.send_once("expert_mail", lambda: notify.expert_notification(
+        view, sequence=sequence, now=job.now, attach_ics=attach))
+
+
+def _cancel(job: _Job) -> None:
+    view = _view(job)
+    if view is None:
+        job.notes.append("the booking no longer exists")
+        return
+    sequence = _sequence(job.item, view)
+    event = view.external.get("event")
+    if not job.done("event_cancel"):
+        if isinstance(event, dict) and event.get("id"):
+            ref = EventRef(provider=str(event.get("provider", "")), id=str(event["id"]),
+                           calendar_id=str(event.get("calendar_id", "")))
+            plugins = job.plugins
+            sp = plugins.shop_providers(job.item.shop_id)
+            cls = plugins.registry.get("calendar", ref.provider)
+            if cls is None:
+                raise ProviderNotConfigured(
+                    f"the calendar provider {ref.provider!r} that holds the event is not "
+                    "installed any more")
+            details = replace(view.details, sequence=sequence, status="cancelled")
+            plugins.instantiate(cls, sp).cancel_event(ref, details)  # type: ignore[attr-defined]
+            job.mark("event_cancel")
+        else:
+            job.mark("event_cancel", SKIPPED, "no calendar event was made")
+    attach = not _calendar_is_remote(job)
+    job.send_once("customer_mail", lambda: notify.customer_cancellation(
+        view, sequence=sequence, now=job.now))
+    job.send_once("expert_mail", lambda: notify.expert_cancellation(
+        view, sequence=sequence, now=job.now, attach_ics=attach))
+
+
+HANDLERS: dict[str, Callable[[_Job], None]] = {
+    CONFIRMED_KIND: _confirm,
+    CANCELLED_KIND: _cancel,
+}
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+def backoff(config: Config, attempts: int, retry_after: float | None = None) -> float:
+    """Seconds until the next attempt: exponential from ``outbox_retry_seconds``, capped,
+    with "equal jitter" (half fixed, half random) so a burst of failures spreads out;
+    never sooner than the provider's ``Retry-After``."""
+    base = float(config.outbox_retry_seconds)
+    cap = float(config.outbox_retry_max_seconds)
+    delay: float = min(cap, base * (2 ** max(0, attempts - 1)))
+    delay = delay / 2 + random.uniform(0, delay / 2)
+    if retry_after is not None:
+        delay = max(delay, min(float(retry_after), cap or float(retry_after)))
+    return delay
+
+
+def deliver(db: Database, clock: Clock, plugins: Plugins, item_id: int, owner: str) -> Outcome:
+    """Claim row ``item_id`` for ``owner`` and do its work. Never raises for the work's
+    failures: they are recorded on the row (retry or failed)."""
+    config = plugins.config
+    lease = float(config.outbox_lease_seconds)
+    now = clock.now()
+    if not claim(db, item_id, owner, now, lease):
+        return Outcome(item_id, "skipped")
+    with db.read() as session:
+        item = session.get(OutboxItem, item_id)
+        assert item is not None
+        session.expunge(item)
+    handler = HANDLERS.get(item.kind)
+    if handler is None:
+        return _fail(db, clock, item, owner, f"unknown outbox kind {item.kind!r}")
+    job = _Job(db=db, clock=clock, plugins=plugins, item=item, lease_seconds=lease)
+    try:
+        handler(job)
+    except ProviderUnavailable as exc:
+        return _retry(db, clock, config, item, owner, error_text(exc), exc.retry_after)
+    except ConnectionBroken as exc:
+        return _retry(db, clock, config, item, owner,
+                      f"{error_text(exc)} (reconnect the account in the app)", BROKEN_MIN_DELAY)
+    except StepBusy as exc:
+        return _retry(db, clock, config, item, owner, error_text(exc), lease)
+    except (ProviderRejected, ProviderNotConfigured, ValueError) as exc:
+        return _fail(db, clock, item, owner, error_text(exc))
+    except DBAPIError as exc:
+        log.warning("outbox item %s: database error, will retry: %s", item_id, exc)
+        return _retry(db, clock, config, item, owner, "a database error interrupted the work",
+                      None)
+    except Exception as exc:
+        log.exception("outbox item %s (%s) failed unexpectedly", item_id, item.kind)
+        return _retry(db, clock, config, item, owner, error_text(exc), None)
+    finished = clock.now()
+    with db.write() as session:
+        session.execute(update(OutboxItem)
+                        .where(OutboxItem.id == item_id, OutboxItem.status == PENDING)
+                        .values(status=DONE, done_at=finished, locked_until=None,
+                                lease_owner=None,
+                                last_error="; ".join(job.notes)[:500] or None)
+                        .execution_options(synchronize_session=False))
+    return Outcome(item_id, "done")
+
+
+def _retry(db: Database, clock: Clock, config: Config, item: OutboxItem, owner: str, error: str,
+           retry_after: float | None) -> Outcome:
+    with db.read() as session:
+        attempts = session.scalar(select(OutboxItem.attempts).where(OutboxItem.id == item.id))
+    attempts = int(attempts or item.attempts or 1)
+    if attempts >= config.outbox_max_attempts:
+        return _fail(db, clock, item, owner, f"gave up after {attempts} attempts: {error}")
+    delay = backoff(config, attempts, retry_after)
+    log.info("outbox item %s: attempt %s failed (%s); retry in %.1fs", item.id, attempts,
+             error, delay)
+    _release(db, item.id, owner, available_at=clock.now() + timedelta(seconds=delay),
+             last_error=error)
+    return Outcome(item.id, "retry", retry_in=delay, error=error)
+
+
+def _fail(db: Database, clock: Clock, item: OutboxItem, owner: str, error: str) -> Outcome:
+    log.warning("outbox item %s (%s, booking %s) failed: %s", item.id, item.kind,
+                item.booking_id, error)
+    with db.write() as session:
+        session.execute(update(OutboxItem)
+                        .where(OutboxItem.id == item.id, OutboxItem.status == PENDING)
+                        .values(status=FAILED, done_at=clock.now(), locked_until=None,
+                                lease_owner=None, last_error=error)
+                        .execution_options(synchronize_session=False))
+    return Outcome(item.id, "failed", error=error)
+
+
+def relay(db: Database, clock: Clock, plugins: Plugins, owner: str, limit: int = 100
+          ) -> RelayResult:
+    """Deliver what is due now, one row at a time, as ``owner`` (the embedded worker and
+    ``consultbook`` commands; Celery dispatches rows to separate tasks instead)."""
+    result = RelayResult()
+    seen: set[int] = set()
+    while len(result.outcomes) < limit:
+        ids = [i for i in due_ids(db, clock.now(), limit) if i not in seen]
+        if not ids:
+            break
+        for item_id in ids:
+            seen.add(item_id)
+            result.outcomes.append(deliver(db, clock, plugins, item_id, owner))
+            if len(result.outcomes) >= limit:
+                break
+    result.next_due = next_due(db)
+    return result
+
+
+def recover_stuck_steps(db: Database, now: datetime, lease_seconds: float) -> int:
+    """Mail steps left ``sending`` by a worker that died become ``unknown`` (never resent),
+    so the merchant sees them; returns how many."""
+    cutoff = now - timedelta(seconds=lease_seconds)
+    with db.write() as session:
+        result = session.execute(
+            update(OutboxStep)
+            .where(OutboxStep.status == SENDING, OutboxStep.updated_at < cutoff)
+            .values(status=UNKNOWN, updated_at=now,
+                    detail="the worker stopped while sending; the message may not have "
+                           "arrived")
+            .execution_options(synchronize_session=False))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- merchant view
+
+
+def delivery_status(session: Session, booking_id: str) -> dict[str, Any] | None:
+    """What the merchant sees of a booking's external work (``delivery`` in the admin):
+    ``status`` ``pending`` | ``retrying`` | ``done`` | ``failed``, the last error, and
+    messages whose delivery is in doubt. ``None`` when there was no work."""
+    items = list(session.scalars(select(OutboxItem).where(OutboxItem.booking_id == booking_id)
+                                 .order_by(OutboxItem.id)))
+    if not items:
+        return None
+    if any(i.status == FAILED for i in items):
+        status = "failed"
+    elif any(i.status == PENDING for i in items):
+        status = "retrying" if any(i.status == PENDING and i.last_error for i in items) \
+            else "pending"
+    else:
+        status = "done"
+    errors = [i for i in items if i.last_error]
+    last = errors[-1] if errors else None
+    doubtful = list(session.scalars(
+        select(OutboxStep.step).join(OutboxItem, OutboxItem.id == OutboxStep.outbox_id)
+        .where(OutboxItem.booking_id == booking_id, OutboxStep.status == UNKNOWN)))
+    pending = [i for i in items if i.status == PENDING]
+    return {
+        "status": status,
+        "last_error": last.last_error if last else None,
+        "attempts": sum(i.attempts for i in items),
+        "next_attempt_at": pending[0].available_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if pending else None,
+        "unconfirmed_messages": sorted(set(doubtful)),
+    }

@@ -1,0 +1,160 @@
+"""Tables of the provider plugins: account connections, OAuth states, the local calendar,
+idempotency records for meetings and mail, and the free/busy cache and health.
+
+Every secret column holds an ``engine.crypto`` token bound to its row and purpose
+(see the ``*_aad`` functions in :mod:`engine.services.connections`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from engine.store.models import ID, Base
+
+
+class ProviderConnection(Base):
+    """A shop's connection to an account (one per shop and connector)."""
+
+    __tablename__ = "provider_connections"
+    __table_args__ = (UniqueConstraint("shop_id", "provider"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(64))
+    account: Mapped[str | None] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(16))  # connected | broken
+    # Encrypted JSON document (refresh token, msal cache...): aad connection:<id>:credentials
+    credentials: Mapped[str | None] = mapped_column(Text)
+    scopes: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    connected_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    broken_at: Mapped[datetime | None]
+
+
+class OAuthState(Base):
+    """A pending OAuth flow. Single use; keyed by the SHA-256 of the state parameter."""
+
+    __tablename__ = "provider_oauth_states"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(64))
+    # Encrypted JSON flow data (PKCE verifier, msal flow): aad oauth_state:<hash>:flow
+    flow: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class IcsFeed(Base):
+    """An iCalendar feed (URL or uploaded file) whose events block an expert's time."""
+
+    __tablename__ = "ics_feeds"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"),
+                                         index=True)
+    expert_id: Mapped[str] = mapped_column(ForeignKey("experts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    # Private feed URLs embed a secret: encrypted, aad ics_feed:<id>:url. None = uploaded.
+    url: Mapped[str | None] = mapped_column(Text)
+    events: Mapped[int] = mapped_column(Integer, default=0)
+    last_fetched_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class LocalBusyBlock(Base):
+    """Time an expert is not available, kept in the database (entered or imported)."""
+
+    __tablename__ = "local_busy_blocks"
+    __table_args__ = (Index("ix_local_busy_blocks_expert_id_start", "expert_id", "start"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    expert_id: Mapped[str] = mapped_column(ForeignKey("experts.id", ondelete="CASCADE"))
+    start: Mapped[datetime]
+    end: Mapped[datetime]
+    summary: Mapped[str | None] = mapped_column(String(255))
+    feed_id: Mapped[str | None] = mapped_column(
+        ForeignKey("ics_feeds.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+
+
+class LocalCalendarEvent(Base):
+    """A booking's event in the built-in local calendar (one per booking)."""
+
+    __tablename__ = "local_calendar_events"
+
+    booking_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"),
+                                         index=True)
+    expert_id: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(String(512))
+    start: Mapped[datetime]
+    end: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16))
+    sequence: Mapped[int] = mapped_column(Integer, default=0)
+    meeting_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ProviderMeeting(Base):
+    """The video meeting made for a booking, so a retried task reuses it."""
+
+    __tablename__ = "provider_meetings"
+
+    booking_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"),
+                                         index=True)
+    meeting_id: Mapped[str] = mapped_column(Text)
+    url: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class SentMessage(Base):
+    """A message sent under an idempotency key (a repeat with the same key is a no-op)."""
+
+    __tablename__ = "sent_messages"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"),
+                                         index=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str] = mapped_column(String(255))
+    sent_at: Mapped[datetime]
+
+
+class BusyCacheEntry(Base):
+    """Free/busy cache when no Redis is configured: one row per expert and range chunk."""
+
+    __tablename__ = "busy_cache"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"),
+                                         index=True)
+    fetched_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    intervals: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class FreeBusyHealth(Base):
+    """Whether an expert's busy time can currently be read (what the merchant sees)."""
+
+    __tablename__ = "freebusy_health"
+
+    expert_id: Mapped[str] = mapped_column(ForeignKey("experts.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"),
+                                         index=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # ok | stale | hidden
+    reason: Mapped[str | None] = mapped_column(Text)
+    last_success_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]

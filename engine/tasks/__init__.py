@@ -1,0 +1,130 @@
+"""Celery on Redis: the app, its thin tasks and the beat schedule.
+
+``make_celery(config)`` builds the app for ``CONSULTBOOK_BROKER_URL``. Delivery is
+at-least-once at the broker (``task_acks_late``, ``task_reject_on_worker_lost``: a task
+whose worker dies is delivered again) and exactly-once where it matters thanks to the
+database (claims, leases and step markers in :mod:`engine.services.outbox` and
+:mod:`engine.services.reminders`). Periodic work is a beat scan over the database, never
+per-booking ETA tasks (Redis would redeliver those after the visibility timeout).
+
+Tasks:
+
+``consultbook.relay_outbox``      kick after a commit, and every 30 s: hand due outbox rows
+                                  to ``deliver_outbox`` (picks up rows whose kick was lost)
+``consultbook.deliver_outbox``    do one outbox row (lease owned by the task id)
+``consultbook.send_reminders``    every minute: the reminder scan
+``consultbook.sweep``             every minute: expire stale holds, purge old ones
+``consultbook.refresh_freebusy``  every free/busy TTL: warm the busy-time cache
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from engine.tasks import jobs
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from engine.clock import Clock
+    from engine.config import Config
+
+log = logging.getLogger("consultbook.worker")
+
+QUEUE = "consultbook"
+#: Retries shorter than this are scheduled as a countdown task; longer ones wait for
+#: the periodic relay (keeps ETA messages well inside the visibility timeout).
+MAX_COUNTDOWN = 300.0
+
+
+def celery_settings(config: Config) -> dict[str, Any]:
+    """The Celery configuration for ``config`` (a function so tests can read it)."""
+    every = jobs.schedule(config)
+    beat = {
+        name: {"task": f"consultbook.{name}", "schedule": timedelta(seconds=seconds),
+               # A beat tick nobody ran before the next one is useless: let it expire.
+               "options": {"expires": seconds}}
+        for name, seconds in every.items()
+    }
+    return {
+        "broker_url": config.broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 4,
+        # Redis: a task not acknowledged within this is delivered again. Longer than the
+        # longest task (a delivery with all provider retries), shorter than forever.
+        "broker_transport_options": {"visibility_timeout": config.broker_visibility_timeout},
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_default_queue": QUEUE,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0,
+                                      "interval_step": 0.2, "interval_max": 0.5},
+        "timezone": "UTC",
+        "enable_utc": True,
+        "beat_schedule": beat,
+        "worker_hijack_root_logger": False,
+    }
+
+
+def make_celery(config: Config, *, extra_plugins: Iterable[tuple[str, object]] = (),
+                clock: Clock | None = None) -> Celery:
+    """The Celery app with consultbook's tasks, for ``config.broker_url``.
+
+    ``extra_plugins`` are registered next to the installed plugins (tests, embedding
+    applications); ``clock`` replaces the system clock (tests).
+    """
+    if not config.broker_url:
+        from engine.errors import ConfigError
+
+        raise ConfigError("CONSULTBOOK_BROKER_URL is required for the Celery worker and beat "
+                          "(without it, `consultbook serve` runs the worker in-process)")
+    from celery import Celery  # here, not at import: web processes only need the kick
+
+    app = Celery("consultbook", set_as_current=False)
+    app.conf.update(celery_settings(config))
+    runtime = jobs.Runtime(config, extra_plugins=extra_plugins, clock=clock)
+    app.consultbook_runtime = runtime
+
+    @app.task(name="consultbook.relay_outbox", bind=True)  # type: ignore[untyped-decorator]
+    def relay_outbox(self: Any) -> int:
+        ids = jobs.due_outbox(runtime.deps())
+        for item_id in ids:
+            deliver_outbox.delay(item_id)
+        return len(ids)
+
+    @app.task(name="consultbook.deliver_outbox", bind=True)  # type: ignore[untyped-decorator]
+    def deliver_outbox(self: Any, item_id: int) -> str:
+        # The task id owns the row's lease: a redelivery of this very message (its worker
+        # died) takes the lease back at once.
+        outcome = jobs.deliver(runtime.deps(), int(item_id), owner=str(self.request.id))
+        if outcome.status == "retry" and outcome.retry_in is not None \
+                and outcome.retry_in <= MAX_COUNTDOWN:
+            deliver_outbox.apply_async((item_id,), countdown=outcome.retry_in)
+        return outcome.status
+
+    @app.task(name="consultbook.send_reminders")  # type: ignore[untyped-decorator]
+    def send_reminders() -> dict[str, int]:
+        r = jobs.send_reminders(runtime.deps())
+        return {"claimed": r.claimed, "sent": len(r.sent), "skipped": len(r.skipped),
+                "retried": len(r.retried), "failed": len(r.failed)}
+
+    @app.task(name="consultbook.sweep")  # type: ignore[untyped-decorator]
+    def sweep() -> dict[str, int]:
+        return jobs.sweep_holds(runtime.deps())
+
+    @app.task(name="consultbook.refresh_freebusy")  # type: ignore[untyped-decorator]
+    def refresh_freebusy() -> dict[str, int]:
+        return jobs.refresh_freebusy(runtime.deps())
+
+    return app

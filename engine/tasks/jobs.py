@@ -1,0 +1,170 @@
+"""The periodic and triggered work, shared by Celery tasks and the embedded worker.
+
+Each job is a few lines over a service. :class:`Deps` is what a worker process holds:
+settings, its own database engine, the clock and the plugins. A Celery prefork child
+builds its own (``Runtime.deps`` checks the pid), so no connection crosses a fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from engine.services import outbox, reminders
+from engine.services.claims import sweep
+
+if TYPE_CHECKING:
+    from engine.clock import Clock
+    from engine.config import Config
+    from engine.plugins import Plugins
+    from engine.store import Database
+
+log = logging.getLogger("consultbook.worker")
+
+#: Seconds between runs of each periodic job (beat and the embedded scheduler alike).
+RELAY_EVERY = 30.0
+REMINDERS_EVERY = 60.0
+SWEEP_EVERY = 60.0
+FREEBUSY_DAYS = 14
+
+
+def schedule(config: Config) -> dict[str, float]:
+    """Job name -> interval in seconds."""
+    return {
+        "relay_outbox": RELAY_EVERY,
+        "send_reminders": REMINDERS_EVERY,
+        "sweep": SWEEP_EVERY,
+        "refresh_freebusy": float(max(30, config.freebusy_ttl_seconds)),
+    }
+
+
+@dataclass
+class Deps:
+    config: Config
+    db: Database
+    clock: Clock
+    plugins: Plugins
+
+
+def build_deps(config: Config, *, clock: Clock | None = None, db: Database | None = None,
+               extra_plugins: Iterable[tuple[str, object]] = ()) -> Deps:
+    from engine.clock import SystemClock
+    from engine.crypto import Keyring, parse_keys
+    from engine.plugins import Plugins
+    from engine.store import Database as _Database
+
+    database = db or _Database(config.database_url)
+    clk = clock or SystemClock()
+    keyring = Keyring(parse_keys(",".join(config.encryption_keys)))
+    plugins = Plugins.load(config, database, keyring, clk, extra=list(extra_plugins))
+    return Deps(config=config, db=database, clock=clk, plugins=plugins)
+
+
+class Runtime:
+    """Lazily built :class:`Deps`, one per process (safe across prefork's fork)."""
+
+    def __init__(self, config: Config, *, extra_plugins: Iterable[tuple[str, object]] = (),
+                 clock: Clock | None = None) -> None:
+        self.config = config
+        self.extra_plugins = list(extra_plugins)
+        self.clock = clock
+        self._deps: Deps | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def deps(self) -> Deps:
+        with self._lock:
+            if self._deps is None or self._pid != os.getpid():
+                self._deps = build_deps(self.config, clock=self.clock,
+                                        extra_plugins=self.extra_plugins)
+                self._pid = os.getpid()
+            return self._deps
+
+    def close(self) -> None:
+        """Release this process's database connections (worker shutdown, tests)."""
+        with self._lock:
+            deps, self._deps = self._deps, None
+        if deps is not None and self._pid == os.getpid():
+            deps.db.dispose()
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def relay_outbox(deps: Deps, owner: str, limit: int = 100) -> outbox.RelayResult:
+    """Deliver every due outbox row in this process (embedded mode, CLI)."""
+    outbox.recover_stuck_steps(deps.db, deps.clock.now(), deps.config.outbox_lease_seconds)
+    return outbox.relay(deps.db, deps.clock, deps.plugins, owner, limit)
+
+
+def due_outbox(deps: Deps, limit: int = 200) -> list[int]:
+    """Outbox rows to hand to delivery tasks (Celery's dispatcher)."""
+    outbox.recover_stuck_steps(deps.db, deps.clock.now(), deps.config.outbox_lease_seconds)
+    return outbox.due_ids(deps.db, deps.clock.now(), limit)
+
+
+def deliver(deps: Deps, item_id: int, owner: str) -> outbox.Outcome:
+    return outbox.deliver(deps.db, deps.clock, deps.plugins, item_id, owner)
+
+
+def send_reminders(deps: Deps, limit: int = 500) -> reminders.ScanResult:
+    return reminders.run_due(deps.db, deps.clock, deps.plugins, limit)
+
+
+def sweep_holds(deps: Deps) -> dict[str, int]:
+    """Expire stale holds, purge old ones, and close reminders a dead scan left behind."""
+    now = deps.clock.now()
+    with deps.db.write() as session:
+        expired, deleted = sweep(session, now)
+    stuck = reminders.recover_stuck(deps.db, now)
+    return {"expired": expired, "deleted": deleted, "stuck_reminders": stuck}
+
+
+def refresh_freebusy(deps: Deps, days: int = FREEBUSY_DAYS) -> dict[str, int]:
+    """Warm the free/busy cache of every installed shop whose calendar is remote, for
+    the next ``days`` days, so storefront requests rarely wait on a provider. Fetches
+    only what is stale (engine.services.freebusy); one shop's failure skips that shop."""
+    from engine.services.freebusy import FreeBusy
+    from engine.store.models import Expert, Shop, ShopSettings
+
+    plugins = deps.plugins
+    with deps.db.read() as session:
+        shops = session.execute(
+            select(Shop.id, ShopSettings.calendar_provider)
+            .join(ShopSettings, ShopSettings.shop_id == Shop.id)
+            .where(Shop.installed.is_(True))).all()
+        remote = [s.id for s in shops
+                  if getattr(plugins.registry.get("calendar", s.calendar_provider),
+                             "remote", False)]
+        experts: dict[str, dict[str, str | None]] = {}
+        if remote:
+            for e in session.execute(select(Expert.id, Expert.shop_id, Expert.email)
+                                     .where(Expert.shop_id.in_(remote),
+                                            Expert.deleted_at.is_(None))):
+                experts.setdefault(e.shop_id, {})[e.id] = e.email
+    if not experts:
+        return {"shops": 0, "failed": 0}
+    now = deps.clock.now()
+    start = int(now.timestamp())
+    end = int((now + timedelta(days=days)).timestamp())
+    freebusy = FreeBusy(plugins)
+    failed = 0
+    try:
+        for shop_id, shop_experts in experts.items():
+            try:
+                freebusy.shop_busy(shop_id, shop_experts, start, end)
+            except Exception:
+                failed += 1
+                log.exception("free/busy refresh failed for shop %s", shop_id)
+    finally:
+        close: Any = getattr(freebusy.cache, "close", None)
+        if callable(close):
+            close()
+    return {"shops": len(experts), "failed": failed}

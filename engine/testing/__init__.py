@@ -1,0 +1,1 @@
+"""Test helpers for plugin authors (import from tests only; needs pytest)."""

@@ -1,0 +1,91 @@
+"""The local calendar: busy time kept in the database (entered in the admin, or imported
+from ``.ics`` feeds and files), and booking events kept there too.
+
+The embedded default: no account anywhere. Busy blocks come from
+``local_busy_blocks``; bookings themselves are claims the engine already counts, so the
+events written here are a record (and what an exported feed shows), not extra busy time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+
+from engine import hookimpl
+from engine.plugins import ProviderRegistry
+from engine.providers import (
+    BookingDetails,
+    CalendarBusy,
+    CalendarProvider,
+    EventRef,
+    Meeting,
+)
+from engine.providers.intervals import merge_clip
+from engine.store.providers_models import LocalBusyBlock, LocalCalendarEvent
+
+
+class LocalCalendar(CalendarProvider):
+    """Busy blocks and events in consultbook's own database."""
+
+    name = "local"
+    label = "consultbook (busy blocks and .ics feeds)"
+    remote = False
+
+    def calendar_for_expert(self, expert_id: str, expert_email: str | None) -> str | None:
+        return expert_id
+
+    def busy(self, calendars: Sequence[str], start: datetime,
+             end: datetime) -> Mapping[str, CalendarBusy]:
+        found: dict[str, list[tuple[datetime, datetime]]] = {c: [] for c in calendars}
+        with self.ctx.db.read() as session:
+            rows = session.execute(
+                select(LocalBusyBlock.expert_id, LocalBusyBlock.start, LocalBusyBlock.end)
+                .where(LocalBusyBlock.shop_id == self.ctx.shop.id,
+                       LocalBusyBlock.expert_id.in_(list(calendars)),
+                       LocalBusyBlock.start < end, LocalBusyBlock.end > start))
+            for expert_id, s, e in rows:
+                found[expert_id].append((s, e))
+        return {c: CalendarBusy(tuple(merge_clip(found[c], start, end))) for c in calendars}
+
+    def create_event(self, booking: BookingDetails, meeting: Meeting | None) -> EventRef:
+        now = self.ctx.clock.now()
+        url = meeting.url if meeting else booking.meeting_url
+        with self.ctx.db.write() as session:
+            row = session.get(LocalCalendarEvent, booking.booking_id)
+            if row is None:
+                session.add(LocalCalendarEvent(
+                    booking_id=booking.booking_id, shop_id=self.ctx.shop.id,
+                    expert_id=booking.expert_id, summary=booking.service_title,
+                    start=booking.start, end=booking.end, status=booking.status,
+                    sequence=booking.sequence, meeting_url=url, created_at=now,
+                    updated_at=now))
+            else:
+                url = row.meeting_url or url
+        return EventRef(self.name, booking.booking_id, booking.expert_id, url)
+
+    def update_event(self, ref: EventRef, booking: BookingDetails,
+                     meeting: Meeting | None) -> EventRef:
+        url = meeting.url if meeting else (booking.meeting_url or ref.meeting_url)
+        with self.ctx.db.write() as session:
+            row = session.get(LocalCalendarEvent, ref.id)
+            if row is None or row.shop_id != self.ctx.shop.id:
+                return self.create_event(booking, meeting)
+            row.expert_id, row.summary = booking.expert_id, booking.service_title
+            row.start, row.end, row.status = booking.start, booking.end, booking.status
+            row.sequence, row.meeting_url = booking.sequence, url
+            row.updated_at = self.ctx.clock.now()
+        return EventRef(self.name, ref.id, booking.expert_id, url)
+
+    def cancel_event(self, ref: EventRef, booking: BookingDetails) -> None:
+        with self.ctx.db.write() as session:
+            row = session.get(LocalCalendarEvent, ref.id)
+            if row is not None and row.shop_id == self.ctx.shop.id:
+                row.status, row.updated_at = "cancelled", self.ctx.clock.now()
+                row.sequence = max(row.sequence, booking.sequence)
+
+
+@hookimpl
+def consultbook_register_providers(registry: ProviderRegistry) -> None:
+    registry.add_calendar(LocalCalendar)

@@ -1,0 +1,97 @@
+"""Meta-tests: every hook has a test and a documentation entry; secrets rotate."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from engine import hookspecs
+from engine.bootstrap import Context
+from engine.crypto import Keyring, generate_key, parse_keys
+from engine.providers import Grant
+from engine.services import connections
+from engine.services.secrets import rotate_all
+from engine.services.shops import ShopRef
+from engine.store.providers_models import IcsFeed, OAuthState, ProviderConnection
+from tests.conftest import Admin, make_catalog
+
+ROOT = Path(__file__).resolve().parents[2]
+HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("consultbook_"))
+
+
+def test_there_are_hooks() -> None:
+    assert "consultbook_register_providers" in HOOKS
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_has_a_test(hook: str) -> None:
+    source = "\n".join(p.read_text() for p in (ROOT / "tests" / "plugins").glob("test_*.py"))
+    assert re.search(rf"def test_hook_{hook}\b", source), f"write test_hook_{hook}"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_documented(hook: str) -> None:
+    docs = (ROOT / "docs" / "plugins.md").read_text()
+    assert f"### `{hook}`" in docs, f"document {hook} in docs/plugins.md"
+
+
+def test_every_hook_is_prefixed_and_typed() -> None:
+    for name in HOOKS:
+        fn = getattr(hookspecs, name)
+        assert fn.__doc__ and ":param" in fn.__doc__, name
+        assert "return" in fn.__annotations__, name
+
+
+def test_keys_rotate_covers_provider_secrets(ctx: Context, shop: ShopRef, admin: Admin) -> None:
+    conn_id = connections.store_connection(ctx.plugins, shop, "google", Grant(
+        account="a@example.com", credentials={"refresh_token": "1//secret"}))
+    plugins = ctx.plugins
+    with ctx.db.write() as session:
+        session.add(OAuthState(state_hash="h" * 64, shop_id=shop.id, provider="google",
+                               flow=ctx.keyring.encrypt("{}", aad=connections.flow_aad("h" * 64)),
+                               created_at=ctx.clock.now(), expires_at=ctx.clock.now()))
+    cat = make_catalog(admin)
+    from plugins.calendar_local import service as local
+    from plugins.calendar_local.service import feed_url_aad
+
+    with ctx.db.write() as session:
+        feed = IcsFeed(id="feed_x", shop_id=shop.id, expert_id=cat["expert"], name="n",
+                       events=0, created_at=ctx.clock.now())
+        feed.url = ctx.keyring.encrypt("https://cal.example/secret.ics", aad=feed_url_aad("feed_x"))
+        session.add(feed)
+    new_key = generate_key()
+    rotated = Keyring(parse_keys(new_key + "," + ",".join(ctx.config.encryption_keys)))
+    rewritten, _ = rotate_all(ctx.db, rotated)
+    assert rewritten >= 3
+    only_new = Keyring(parse_keys(new_key))
+    with ctx.db.read() as session:
+        row = session.get(ProviderConnection, conn_id)
+        assert row is not None and row.credentials is not None
+        assert "1//secret" in only_new.decrypt_str(row.credentials,
+                                                   aad=connections.credentials_aad(conn_id))
+        state = session.scalars(select(OAuthState)).one()
+        only_new.decrypt_str(state.flow, aad=connections.flow_aad(state.state_hash))
+        got = session.get(IcsFeed, "feed_x")
+        assert got is not None and got.url is not None
+        assert only_new.decrypt_str(got.url, aad=feed_url_aad("feed_x")).endswith("secret.ics")
+    assert plugins is ctx.plugins and local is not None
+
+
+def test_swapped_credentials_do_not_decrypt(ctx: Context, shop: ShopRef,
+                                            other_shop: ShopRef) -> None:
+    from engine.crypto import CryptoError
+
+    a = connections.store_connection(ctx.plugins, shop, "google",
+                                     Grant(account=None, credentials={"refresh_token": "A"}))
+    b = connections.store_connection(ctx.plugins, other_shop, "google",
+                                     Grant(account=None, credentials={"refresh_token": "B"}))
+    with ctx.db.write() as session:
+        ra, rb = session.get(ProviderConnection, a), session.get(ProviderConnection, b)
+        assert ra is not None and rb is not None
+        ra.credentials, rb.credentials = rb.credentials, ra.credentials
+    with pytest.raises(CryptoError):
+        ctx.plugins.calendar_for  # noqa: B018 - the facade exists
+        connections.open_connection(ctx.plugins, shop, "google")

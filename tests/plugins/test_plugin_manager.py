@@ -1,0 +1,232 @@
+"""The plugin manager: discovery, blocking, validation, the registry, the facade, and the
+hooks themselves (one test per hook; see test_meta.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+import pytest
+
+from engine import hookimpl
+from engine.bootstrap import Context
+from engine.clock import FixedClock
+from engine.config import Config, from_env
+from engine.plugins import DEFAULT_PLUGINS, PluginError, Plugins, ProviderRegistry
+from engine.providers import (
+    BookingDetails,
+    CalendarProvider,
+    MailMessage,
+    MailProvider,
+    ProviderNotConfigured,
+)
+from engine.services.shops import ShopRef
+from tests.conftest import NOW
+from tests.plugins.conftest import set_providers
+
+
+def load(ctx: Context, *extra: tuple[str, object], **config: Any) -> Plugins:
+    cfg = ctx.config.with_(**config) if config else ctx.config
+    return Plugins.load(cfg, ctx.db, ctx.keyring, FixedClock(NOW), extra=extra)
+
+
+def test_builtins_are_registered_through_the_entry_point_group() -> None:
+    names = {ep.name: ep.value for ep in entry_points(group="consultbook.plugins")}
+    for name, module in DEFAULT_PLUGINS:
+        assert names.get(name) == module
+
+
+def test_builtins_provide_the_named_providers(ctx: Context) -> None:
+    registry = ctx.plugins.registry
+    assert registry.names("calendar") == ["google", "local", "outlook"]
+    assert registry.names("video") == ["meet", "none", "teams"]
+    assert registry.names("mail") == ["outbox", "smtp"]
+    assert registry.connector_names() == ["google", "outlook"]
+    assert registry.owner("calendar", "google") == "calendar_google"
+
+
+def test_plugins_can_be_blocked_by_configuration(ctx: Context) -> None:
+    plugins = load(ctx, disabled_plugins=("calendar_google", "video_meet"))
+    assert "google" not in plugins.registry.names("calendar")
+    assert "calendar_google" not in plugins.plugin_names()
+    assert from_env({"CONSULTBOOK_DISABLE_PLUGINS": "mail_smtp, video_meet"},
+                    demo=True).disabled_plugins == ("mail_smtp", "video_meet")
+
+
+def test_an_implementation_without_a_spec_fails_loading(ctx: Context) -> None:
+    class Typo:
+        @hookimpl
+        def consultbook_register_provider(self, registry: Any) -> None:  # missing "s"
+            pass
+
+    with pytest.raises(PluginError, match="unknown hook"):
+        load(ctx, ("typo", Typo()))
+
+
+def test_a_plugin_that_fails_to_import_names_itself(ctx: Context) -> None:
+    def boom() -> None:
+        raise RuntimeError("kaput")
+
+    class Broken:
+        @hookimpl
+        def consultbook_register_providers(self, registry: ProviderRegistry) -> None:
+            boom()
+
+    with pytest.raises(RuntimeError):
+        load(ctx, ("broken", Broken()))
+
+
+def test_two_providers_with_one_name_fail_loading(ctx: Context) -> None:
+    class Imposter(CalendarProvider):
+        name = "google"
+
+    class Plugin:
+        @hookimpl
+        def consultbook_register_providers(self, registry: ProviderRegistry) -> None:
+            registry.add_calendar(Imposter)
+
+    with pytest.raises(PluginError, match="two plugins"):
+        load(ctx, ("imposter", Plugin()))
+
+
+def test_registering_the_wrong_kind_fails(ctx: Context) -> None:
+    class NotACalendar(MailProvider):
+        name = "weird"
+
+    class Plugin:
+        @hookimpl
+        def consultbook_register_providers(self, registry: ProviderRegistry) -> None:
+            registry.add_calendar(NotACalendar)  # type: ignore[arg-type]
+
+    with pytest.raises(PluginError, match="not a CalendarProvider"):
+        load(ctx, ("weird", Plugin()))
+
+
+# --- one test per hook ----------------------------------------------------------------
+
+
+class Postcard(MailProvider):
+    """A third-party mailer, written in a few lines."""
+
+    name = "postcard"
+    sent: list[MailMessage] = []
+
+    def send(self, message: MailMessage) -> str:
+        self.sent.append(message)
+        return f"<{len(self.sent)}@postcard>"
+
+
+class PostcardPlugin:
+    @hookimpl
+    def consultbook_register_providers(self, registry: ProviderRegistry) -> None:
+        registry.add_mail(Postcard)
+
+    @hookimpl
+    def consultbook_mail_headers(self, message: MailMessage,
+                                 shop_domain: str) -> Mapping[str, str] | None:
+        return {"X-Shop": shop_domain, "List-Unsubscribe": "<mailto:stop@example.com>"}
+
+
+def test_hook_consultbook_register_providers(ctx: Context, shop: ShopRef) -> None:
+    plugins = load(ctx, ("postcard", PostcardPlugin()))
+    assert "postcard" in plugins.registry.names("mail")
+    set_providers(ctx, shop, mail="postcard")
+    assert isinstance(plugins.mailer_for(shop).provider, Postcard)
+
+
+def test_hook_consultbook_mail_headers(ctx: Context, shop: ShopRef) -> None:
+    Postcard.sent.clear()
+    plugins = load(ctx, ("postcard", PostcardPlugin()))
+    set_providers(ctx, shop, mail="postcard")
+    mailer = plugins.mailer_for(shop)
+    message = MailMessage(to=("a@example.org",), subject="Hi", text="x",
+                          idempotency_key="k1")
+    first = mailer.send(message)
+    assert Postcard.sent[-1].headers["X-Shop"] == shop.domain
+    # The same idempotency key again: not sent twice, same id.
+    assert plugins.mailer_for(shop).send(message) == first and len(Postcard.sent) == 1
+
+
+def test_hook_consultbook_connection_changed(ctx: Context, shop: ShopRef) -> None:
+    seen: list[tuple[str, str, str, str | None]] = []
+
+    class Watcher:
+        @hookimpl
+        def consultbook_connection_changed(self, shop_domain: str, provider: str,
+                                           status: str, reason: str | None) -> None:
+            seen.append((shop_domain, provider, status, reason))
+
+    class Failing:
+        @hookimpl
+        def consultbook_connection_changed(self, shop_domain: str, provider: str,
+                                           status: str, reason: str | None) -> None:
+            raise RuntimeError("pager down")
+
+    from engine.providers import Grant
+    from engine.services import connections
+
+    plugins = load(ctx, ("watcher", Watcher()), ("failing", Failing()))
+    connections.store_connection(plugins, shop, "google",
+                                 Grant(account="a@example.com", credentials={"x": 1}))
+    connections.mark_broken(plugins, shop, "google", "revoked")
+    connections.mark_broken(plugins, shop, "google", "revoked")  # no second notice
+    connections.disconnect(plugins, shop, "google")
+    assert [s[2] for s in seen] == ["connected", "broken", "disconnected"]
+    assert seen[1] == (shop.domain, "google", "broken", "revoked")
+
+
+# --- the facade -----------------------------------------------------------------------
+
+
+def test_a_missing_provider_is_a_clear_error(ctx: Context, shop: ShopRef,
+                                             booking: BookingDetails) -> None:
+    set_providers(ctx, shop, mail="pigeon")
+    with pytest.raises(ProviderNotConfigured, match=r"pigeon.*not installed"):
+        ctx.plugins.mailer_for(shop)
+    set_providers(ctx, shop, mail="smtp")
+    with pytest.raises(ProviderNotConfigured, match="CONSULTBOOK_SMTP_URL"):
+        ctx.plugins.mailer_for(shop)
+    set_providers(ctx, shop, calendar="google")
+    with pytest.raises(ProviderNotConfigured, match="GOOGLE_CLIENT_ID"):
+        ctx.plugins.calendar_for(shop)
+
+
+def test_a_provider_that_needs_an_account_says_so(ctx: Context, shop: ShopRef) -> None:
+    plugins = load(ctx, google_client_id="id", google_client_secret="secret")
+    set_providers(ctx, shop, calendar="google")
+    with pytest.raises(ProviderNotConfigured, match="not connected"):
+        plugins.calendar_for(shop)
+
+
+def test_the_facade_finds_shops_by_id_or_domain(ctx: Context, shop: ShopRef) -> None:
+    assert ctx.plugins.calendar_for(shop.id).ctx.shop == shop
+    assert ctx.plugins.calendar_for(shop.domain).ctx.shop == shop
+    assert ctx.plugins.video_for(shop).create_meeting is not None
+    assert ctx.plugins.video_for(shop).provider is None  # video "none"
+
+
+def test_config_reads_provider_settings() -> None:
+    cfg = from_env({"CONSULTBOOK_FREEBUSY_TTL_SECONDS": "30",
+                    "CONSULTBOOK_PROVIDER_BACKOFF_SECONDS": "0.25",
+                    "CONSULTBOOK_TRACE_PLUGINS": "yes"}, demo=True)
+    assert isinstance(cfg, Config)
+    assert cfg.freebusy_ttl_seconds == 30 and cfg.provider_backoff_seconds == 0.25
+    assert cfg.trace_plugins
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="CONSULTBOOK_PROVIDER_TIMEOUT_SECONDS"):
+        from_env({"CONSULTBOOK_PROVIDER_TIMEOUT_SECONDS": "soon"}, demo=True)
+    with pytest.raises(ConfigError, match="CONSULTBOOK_PROVIDER_CA_BUNDLE"):
+        from_env({"CONSULTBOOK_PROVIDER_CA_BUNDLE": "/nonexistent.pem"}, demo=True)
+
+
+def test_tracing_logs_hook_calls(ctx: Context, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="consultbook.plugins"):
+        plugins = load(ctx, trace_plugins=True)
+        plugins.hook.consultbook_mail_headers(
+            message=MailMessage(to=("a@example.org",), subject="s", text="t"),
+            shop_domain="x.myshopify.com")
+    assert "consultbook_mail_headers" in caplog.text

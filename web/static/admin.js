@@ -1,0 +1,653 @@
+/* consultbook embedded admin: one page, vanilla JS, talking to /admin/api/* with App Bridge
+ * session tokens (`shopify.idToken()`; under `consultbook demo` a local shim provides it).
+ * Sections are addressed by the URL hash (#services, #experts, #hours, ...). */
+(function () {
+  "use strict";
+
+  var DAYS = [["mon", "Monday"], ["tue", "Tuesday"], ["wed", "Wednesday"], ["thu", "Thursday"],
+              ["fri", "Friday"], ["sat", "Saturday"], ["sun", "Sunday"]];
+  var SECTIONS = ["services", "experts", "hours", "bookings", "refunds", "export", "settings", "connections"];
+  var TIME = "([01][0-9]|2[0-4]):[0-5][0-9]";
+  var main = document.getElementById("main");
+  var statusBox = document.getElementById("status");
+  var alertBox = document.getElementById("alert");
+  var state = { services: [], experts: [], settings: null, week: null, hoursExpert: "" };
+
+  // ------------------------------------------------------------------ helpers
+
+  function h(tag, attrs) {
+    var node = document.createElement(tag);
+    if (attrs) {
+      Object.keys(attrs).forEach(function (k) {
+        var v = attrs[k];
+        if (v === null || v === undefined || v === false) return;
+        if (k === "text") node.textContent = v;
+        else if (k === "class") node.className = v;
+        else if (k === "value") node.value = v;
+        else if (k === "checked") node.checked = !!v;
+        else if (k.slice(0, 2) === "on") node.addEventListener(k.slice(2), v);
+        else node.setAttribute(k, v === true ? "" : v);
+      });
+    }
+    for (var i = 2; i < arguments.length; i++) append(node, arguments[i]);
+    return node;
+  }
+
+  function append(node, child) {
+    if (child === null || child === undefined || child === false) return;
+    if (Array.isArray(child)) { child.forEach(function (c) { append(node, c); }); return; }
+    node.appendChild(typeof child === "string" || typeof child === "number"
+      ? document.createTextNode(String(child)) : child);
+  }
+
+  function say(text) {
+    alertBox.textContent = "";
+    statusBox.textContent = text;
+    if (window.shopify && window.shopify.toast && text) {
+      try { window.shopify.toast.show(text); } catch (e) { /* optional */ }
+    }
+  }
+
+  function fail(err) {
+    statusBox.textContent = "";
+    alertBox.textContent = (err && err.message) ? err.message : String(err);
+  }
+
+  function token() {
+    if (!window.shopify || !window.shopify.idToken) return Promise.reject(new Error("App Bridge is not loaded."));
+    return window.shopify.idToken();
+  }
+
+  function api(method, path, body) {
+    return token().then(function (t) {
+      var init = { method: method, headers: { Authorization: "Bearer " + t, Accept: "application/json" } };
+      if (body !== undefined) { init.headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
+      return fetch("/admin/api" + path, init);
+    }).then(function (r) {
+      if (r.status === 204) return null;
+      return r.json().catch(function () { return {}; }).then(function (b) {
+        if (!r.ok) {
+          var e = new Error((b.error && b.error.message) ? b.error.message : "The request failed (HTTP " + r.status + ").");
+          e.status = r.status;
+          e.code = b.error && b.error.code;
+          throw e;
+        }
+        return b;
+      });
+    });
+  }
+
+  function field(label, input, help) {
+    var id = input.id || ("f-" + Math.random().toString(36).slice(2));
+    input.id = id;
+    var hid = help ? id + "-help" : null;
+    if (hid) input.setAttribute("aria-describedby", hid);
+    return h("div", { class: "field" }, h("label", { for: id, text: label }), input,
+      help ? h("p", { class: "help", id: hid, text: help }) : null);
+  }
+
+  function zones() {
+    var list = [];
+    try { list = Intl.supportedValuesOf("timeZone").slice(); } catch (e) { list = []; }
+    ["UTC"].concat(state.experts.map(function (x) { return x.timezone; }),
+                   state.settings ? [state.settings.timezone] : [])
+      .forEach(function (z) { if (z && list.indexOf(z) < 0) list.push(z); });
+    return list.sort();
+  }
+
+  function zoneSelect(id, value, allowEmpty) {
+    var s = h("select", { id: id });
+    if (allowEmpty) s.appendChild(h("option", { value: "", text: "The shop's time zone" }));
+    zones().forEach(function (z) { s.appendChild(h("option", { value: z, text: z })); });
+    s.value = value || "";
+    return s;
+  }
+
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+
+  function addDays(ymd, n) {
+    var d = new Date(ymd + "T12:00:00Z");
+    d.setUTCDate(d.getUTCDate() + n);
+    return d.getUTCFullYear() + "-" + pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate());
+  }
+
+  function partsIn(tz, ms) {
+    var p = {};
+    new Intl.DateTimeFormat("en-US", { timeZone: tz, hourCycle: "h23", year: "numeric", month: "2-digit",
+      day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" })
+      .formatToParts(new Date(ms)).forEach(function (x) { p[x.type] = x.value; });
+    return p;
+  }
+
+  function todayIn(tz) { var p = partsIn(tz, Date.now()); return p.year + "-" + p.month + "-" + p.day; }
+
+  function offset(tz, ms) {
+    var p = partsIn(tz, ms);
+    return Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour % 24, +p.minute, +p.second) - Math.floor(ms / 1000) * 1000;
+  }
+
+  // The instant of local midnight starting `ymd` in `tz`, as "…Z".
+  function midnight(ymd, tz) {
+    var guess = Date.parse(ymd + "T00:00:00Z");
+    var t = guess - offset(tz, guess);
+    t = guess - offset(tz, t);
+    return new Date(t).toISOString().replace(/\.\d{3}Z$/, "Z");
+  }
+
+  function shopTz() { return (state.settings && state.settings.timezone) || "UTC"; }
+
+  function when(iso, opts) {
+    var given = opts || { dateStyle: "medium", timeStyle: "short" };
+    var o = { timeZone: shopTz() };
+    Object.keys(given).forEach(function (k) { o[k] = given[k]; });
+    return new Intl.DateTimeFormat(undefined, o).format(new Date(iso));
+  }
+
+  function nameOf(list, id) {
+    for (var i = 0; i < list.length; i++) if (list[i].id === id) return list[i].name || list[i].title;
+    return id;
+  }
+
+  function intOrNull(v) { v = String(v).trim(); return v === "" ? null : Number(v); }
+
+  function section(title, intro) {
+    main.textContent = "";
+    var heading = h("h2", { tabindex: "-1", text: title });
+    main.appendChild(heading);
+    if (intro) main.appendChild(h("p", { class: "intro", text: intro }));
+    return heading;
+  }
+
+  function table(caption, headers, rows, empty) {
+    if (!rows.length) return h("p", { class: "empty", text: empty });
+    return h("div", { class: "table-wrap" }, h("table", null,
+      h("caption", { text: caption }),
+      h("thead", null, h("tr", null, headers.map(function (x) { return h("th", { scope: "col", text: x }); }))),
+      h("tbody", null, rows.map(function (cells) {
+        return h("tr", null, cells.map(function (c) { return h("td", null, c); }));
+      }))));
+  }
+
+  function reload() {
+    return Promise.all([api("GET", "/services"), api("GET", "/experts"), api("GET", "/settings")])
+      .then(function (r) {
+        state.services = r[0].services;
+        state.experts = r[1].experts;
+        state.settings = r[2];
+      });
+  }
+
+  // ------------------------------------------------------------------ services
+
+  var SERVICE_FIELDS = [
+    ["title", "Title", "text", null],
+    ["duration_minutes", "Duration (minutes)", "number", null],
+    ["interval_minutes", "Start a slot every (minutes)", "number", "Leave empty to use the duration."],
+    ["buffer_before_minutes", "Buffer before (minutes)", "number", null],
+    ["buffer_after_minutes", "Buffer after (minutes)", "number", null],
+    ["min_notice_minutes", "Minimum notice (minutes)", "number", null],
+    ["max_days_ahead", "Bookable up to (days ahead)", "number", null],
+    ["product_id", "Shopify product id", "text", null],
+    ["variant_id", "Shopify variant id", "text", "The variant that is added to the cart."]
+  ];
+
+  function services(focus) {
+    var heading = section("Services", "What customers can book. Each service is sold through a product variant.");
+    var rows = state.services.map(function (s) {
+      return [s.title, s.duration_minutes + " min", "every " + s.interval_minutes + " min",
+        s.buffer_before_minutes + " / " + s.buffer_after_minutes + " min", s.min_notice_minutes + " min",
+        s.max_days_ahead + " days", String(s.variant_id === null ? "—" : s.variant_id),
+        h("span", { class: "row-actions" },
+          h("button", { type: "button", "aria-label": "Edit " + s.title, onclick: function () { serviceForm(s); } }, "Edit"),
+          h("button", { type: "button", class: "danger", "aria-label": "Delete " + s.title, onclick: function () {
+            if (!window.confirm("Delete the service “" + s.title + "”? Existing bookings keep it.")) return;
+            api("DELETE", "/services/" + s.id).then(reload).then(function () { services(); say("Service deleted."); }).catch(fail);
+          } }, "Delete"))];
+    });
+    main.appendChild(table("Services", ["Title", "Duration", "Grid", "Buffers", "Notice", "Horizon", "Variant", "Actions"],
+      rows, "No services yet. Add one below."));
+    main.appendChild(h("div", { id: "service-form" }));
+    serviceForm(null);
+    if (focus) heading.focus();
+  }
+
+  function serviceForm(service) {
+    var box = document.getElementById("service-form");
+    box.textContent = "";
+    var inputs = {};
+    var form = h("form", { class: "card", novalidate: true, onsubmit: function (ev) {
+      ev.preventDefault();
+      var doc = {};
+      SERVICE_FIELDS.forEach(function (f) {
+        var v = inputs[f[0]].value.trim();
+        if (f[2] === "number") { if (v !== "") doc[f[0]] = Number(v); else if (f[0] === "interval_minutes") doc[f[0]] = null; }
+        else if (f[0] === "title") doc.title = v;
+        else doc[f[0]] = v === "" ? null : v;
+      });
+      var req = service ? api("PATCH", "/services/" + service.id, doc) : api("POST", "/services", doc);
+      req.then(reload).then(function () { services(); say(service ? "Service saved." : "Service added."); }).catch(fail);
+    } }, h("h3", { tabindex: "-1", text: service ? "Edit “" + service.title + "”" : "Add a service" }));
+    var grid = h("div", { class: "grid" });
+    SERVICE_FIELDS.forEach(function (f) {
+      var input = h("input", { type: f[2] === "number" ? "number" : "text", id: "svc-" + f[0], name: f[0], min: f[2] === "number" ? "0" : null });
+      var value = service ? service[f[0]] : { duration_minutes: 30, buffer_before_minutes: 0, buffer_after_minutes: 0, min_notice_minutes: 0, max_days_ahead: 60 }[f[0]];
+      input.value = value === null || value === undefined ? "" : String(value);
+      inputs[f[0]] = input;
+      grid.appendChild(field(f[1], input, f[3]));
+    });
+    form.appendChild(grid);
+    form.appendChild(h("div", { class: "actions" },
+      h("button", { type: "submit", class: "primary" }, service ? "Save service" : "Add service"),
+      service ? h("button", { type: "button", onclick: function () { serviceForm(null); } }, "Cancel") : null));
+    box.appendChild(form);
+    if (service) form.querySelector("h3").focus();
+  }
+
+  // ------------------------------------------------------------------ experts
+
+  function experts(focus) {
+    var heading = section("Experts", "Who delivers the services, in which time zone.");
+    var rows = state.experts.map(function (x) {
+      return [x.name, x.email || "—", x.timezone,
+        x.services.map(function (id) { return nameOf(state.services, id); }).join(", ") || "—",
+        h("span", { class: "row-actions" },
+          h("button", { type: "button", "aria-label": "Edit " + x.name, onclick: function () { expertForm(x); } }, "Edit"),
+          h("button", { type: "button", "aria-label": "Working hours of " + x.name, onclick: function () {
+            state.hoursExpert = x.id; location.hash = "#hours"; } }, "Hours"),
+          h("button", { type: "button", class: "danger", "aria-label": "Delete " + x.name, onclick: function () {
+            if (!window.confirm("Delete " + x.name + "? Existing bookings keep their expert.")) return;
+            api("DELETE", "/experts/" + x.id).then(reload).then(function () { experts(); say("Expert deleted."); }).catch(fail);
+          } }, "Delete"))];
+    });
+    main.appendChild(table("Experts", ["Name", "Email", "Time zone", "Services", "Actions"], rows,
+      "No experts yet. Add one below."));
+    main.appendChild(h("div", { id: "expert-form" }));
+    expertForm(null);
+    if (focus) heading.focus();
+  }
+
+  function expertForm(expert) {
+    var box = document.getElementById("expert-form");
+    box.textContent = "";
+    var name = h("input", { id: "exp-name", value: expert ? expert.name : "", required: true });
+    var email = h("input", { id: "exp-email", type: "email", value: expert && expert.email ? expert.email : "" });
+    var tz = zoneSelect("exp-tz", expert ? expert.timezone : "", true);
+    var checks = state.services.map(function (s) {
+      return h("label", { class: "check" }, h("input", { type: "checkbox", value: s.id,
+        checked: expert ? expert.services.indexOf(s.id) >= 0 : true }), " " + s.title);
+    });
+    var form = h("form", { class: "card", novalidate: true, onsubmit: function (ev) {
+      ev.preventDefault();
+      var doc = { name: name.value.trim(), email: email.value.trim() || null, timezone: tz.value || null,
+        services: checks.map(function (c) { return c.querySelector("input"); })
+          .filter(function (i) { return i.checked; }).map(function (i) { return i.value; }) };
+      var req = expert ? api("PATCH", "/experts/" + expert.id, doc) : api("POST", "/experts", doc);
+      req.then(reload).then(function () { experts(); say(expert ? "Expert saved." : "Expert added."); }).catch(fail);
+    } },
+      h("h3", { tabindex: "-1", text: expert ? "Edit " + expert.name : "Add an expert" }),
+      h("div", { class: "grid" }, field("Name", name), field("Email", email), field("Time zone", tz)),
+      h("fieldset", null, h("legend", { text: "Offers" }), checks.length ? checks : h("p", { text: "Add a service first." })),
+      h("div", { class: "actions" },
+        h("button", { type: "submit", class: "primary" }, expert ? "Save expert" : "Add expert"),
+        expert ? h("button", { type: "button", onclick: function () { expertForm(null); } }, "Cancel") : null));
+    box.appendChild(form);
+    if (expert) form.querySelector("h3").focus();
+  }
+
+  // ------------------------------------------------------------------ working hours
+
+  function hours(focus) {
+    var heading = section("Working hours", "Weekly hours and date overrides, as wall-clock times in the expert's time zone. " +
+      "“24:00” ends at midnight. A date override replaces that day's weekly hours; an override with no hours closes the day.");
+    if (!state.experts.length) { main.appendChild(h("p", { class: "empty", text: "Add an expert first." })); return; }
+    if (!state.experts.some(function (x) { return x.id === state.hoursExpert; })) state.hoursExpert = state.experts[0].id;
+    var pick = h("select", { id: "hours-expert", onchange: function () { state.hoursExpert = this.value; hours(); } },
+      state.experts.map(function (x) { return h("option", { value: x.id, text: x.name }); }));
+    pick.value = state.hoursExpert;
+    main.appendChild(field("Expert", pick));
+    var holder = h("div", { id: "hours-editor" }, h("p", { text: "Loading…" }));
+    main.appendChild(holder);
+    var expert = state.experts.filter(function (x) { return x.id === state.hoursExpert; })[0];
+    api("GET", "/experts/" + expert.id + "/schedule").then(function (doc) {
+      var draft = { weekly: {}, overrides: (doc.overrides || []).map(function (o) { return { date: o.date, windows: o.windows.map(function (w) { return w.slice(); }) }; }) };
+      DAYS.forEach(function (d) { draft.weekly[d[0]] = (doc.weekly[d[0]] || []).map(function (w) { return w.slice(); }); });
+      hoursEditor(holder, expert, draft);
+    }).catch(function (e) { holder.textContent = ""; fail(e); });
+    if (focus) heading.focus();
+  }
+
+  function windowRows(label, windows, rerender) {
+    var list = h("ul", { class: "windows" });
+    windows.forEach(function (w, i) {
+      var n = i + 1;
+      var from = h("input", { class: "time", value: w[0], pattern: TIME, inputmode: "numeric", placeholder: "09:00",
+        "aria-label": label + " window " + n + " from", oninput: function () { w[0] = this.value.trim(); } });
+      var to = h("input", { class: "time", value: w[1], pattern: TIME, inputmode: "numeric", placeholder: "17:00",
+        "aria-label": label + " window " + n + " until", oninput: function () { w[1] = this.value.trim(); } });
+      list.appendChild(h("li", null, from, h("span", { "aria-hidden": "true", text: " – " }), to,
+        h("button", { type: "button", class: "link", "aria-label": "Remove " + label + " window " + n,
+          onclick: function () { windows.splice(i, 1); rerender(label); } }, "Remove")));
+    });
+    return list;
+  }
+
+  function hoursEditor(holder, expert, draft) {
+    function rerender(focusLabel) {
+      hoursEditor(holder, expert, draft);
+      if (focusLabel) {
+        var add = holder.querySelector('[data-add="' + focusLabel + '"]');
+        var inputs = add && add.parentNode.querySelectorAll("input.time");
+        var target = inputs && inputs.length ? inputs[inputs.length - 2] : add;
+        if (target) target.focus();
+      }
+    }
+    holder.textContent = "";
+    holder.appendChild(h("p", { class: "help", text: "Times for " + expert.name + " are in " + expert.timezone + "." }));
+    var weekly = h("fieldset", { class: "card" }, h("legend", { text: "Weekly hours" }));
+    DAYS.forEach(function (d) {
+      var windows = draft.weekly[d[0]];
+      weekly.appendChild(h("div", { class: "day-row" },
+        h("span", { class: "day-name", text: d[1] }),
+        windows.length ? windowRows(d[1], windows, rerender) : h("span", { class: "off", text: "Not working" }),
+        h("button", { type: "button", "data-add": d[1], "aria-label": "Add hours to " + d[1],
+          onclick: function () { windows.push(windows.length ? ["", ""] : ["09:00", "17:00"]); rerender(d[1]); } }, "Add hours")));
+    });
+    holder.appendChild(weekly);
+
+    var overrides = h("fieldset", { class: "card" }, h("legend", { text: "Date overrides" }));
+    if (!draft.overrides.length) overrides.appendChild(h("p", { class: "off", text: "No overrides: every date follows the weekly hours." }));
+    draft.overrides.forEach(function (o, i) {
+      var label = "Override " + (i + 1);
+      var date = h("input", { type: "date", value: o.date, "aria-label": label + " date", oninput: function () { o.date = this.value; } });
+      overrides.appendChild(h("div", { class: "day-row" },
+        date,
+        o.windows.length ? windowRows(label, o.windows, rerender) : h("span", { class: "off", text: "Closed all day" }),
+        h("button", { type: "button", "data-add": label, "aria-label": "Add hours to " + label,
+          onclick: function () { o.windows.push(["09:00", "17:00"]); rerender(label); } }, "Add hours"),
+        h("button", { type: "button", class: "danger", "aria-label": "Remove " + label,
+          onclick: function () { draft.overrides.splice(i, 1); rerender(); } }, "Remove override")));
+    });
+    overrides.appendChild(h("button", { type: "button", onclick: function () {
+      draft.overrides.push({ date: todayIn(expert.timezone), windows: [] }); rerender();
+      var dates = holder.querySelectorAll('input[type="date"]');
+      if (dates.length) dates[dates.length - 1].focus();
+    } }, "Add a date override"));
+    holder.appendChild(overrides);
+
+    holder.appendChild(h("div", { class: "actions" }, h("button", { type: "button", class: "primary", onclick: function () {
+      var doc = { weekly: {}, overrides: draft.overrides.map(function (o) { return { date: o.date, windows: o.windows }; }) };
+      DAYS.forEach(function (d) { if (draft.weekly[d[0]].length) doc.weekly[d[0]] = draft.weekly[d[0]]; });
+      api("PUT", "/experts/" + expert.id + "/schedule", doc).then(function () {
+        say("Working hours of " + expert.name + " saved.");
+      }).catch(fail);
+    } }, "Save working hours")));
+  }
+
+  // ------------------------------------------------------------------ bookings
+
+  function monday(ymd) {
+    var day = new Date(ymd + "T12:00:00Z").getUTCDay(); // 0 = Sunday
+    return addDays(ymd, -((day + 6) % 7));
+  }
+
+  function bookings(focus) {
+    var tz = shopTz();
+    if (!state.week) state.week = monday(todayIn(tz));
+    var first = state.week, end = addDays(first, 7);
+    var heading = section("Bookings", "Times are shown in the shop's time zone (" + tz + ").");
+    var label = new Intl.DateTimeFormat(undefined, { timeZone: "UTC", dateStyle: "medium" });
+    var range = h("span", { class: "range", "aria-live": "polite", text: "Week of " + label.format(new Date(first + "T12:00:00Z")) });
+    main.appendChild(h("div", { class: "toolbar" },
+      h("button", { type: "button", onclick: function () { state.week = addDays(state.week, -7); bookings(); } }, "‹ Previous week"),
+      range,
+      h("button", { type: "button", onclick: function () { state.week = monday(todayIn(tz)); bookings(); } }, "This week"),
+      h("button", { type: "button", onclick: function () { state.week = addDays(state.week, 7); bookings(); } }, "Next week ›")));
+    var holder = h("div", null, h("p", { text: "Loading…" }));
+    main.appendChild(holder);
+    var q = "?from=" + encodeURIComponent(midnight(first, tz)) + "&to=" + encodeURIComponent(midnight(end, tz));
+    api("GET", "/bookings" + q).then(function (body) {
+      holder.textContent = "";
+      var list = (body.bookings || []).slice().sort(function (a, b) { return a.start < b.start ? -1 : 1; });
+      holder.appendChild(weekView(first, list));
+      holder.appendChild(table("Bookings this week", ["Start", "Service", "Expert", "Customer", "Status", "Order", "Meeting", ""],
+        list.map(function (b) {
+          var customer = b.customer || {};
+          return [when(b.start), nameOf(state.services, b.service), nameOf(state.experts, b.expert),
+            [customer.name || "—", customer.email ? h("br") : null, customer.email || null],
+            h("span", { class: "badge " + b.status, text: b.status }), String(b.order_id || "—"),
+            b.meeting_url ? h("a", { href: b.meeting_url, target: "_blank", rel: "noopener", text: "Join" }) : "—",
+            b.status === "confirmed" ? h("button", { type: "button", class: "danger",
+              "aria-label": "Cancel the booking of " + (customer.name || "the customer") + " on " + when(b.start),
+              onclick: function () {
+                if (!window.confirm("Cancel this booking? The customer is told and the slot becomes free.")) return;
+                api("POST", "/bookings/" + b.id + "/cancel").then(function () { bookings(); say("Booking cancelled."); }).catch(fail);
+              } }, "Cancel") : ""];
+        }), "No bookings this week."));
+    }).catch(function (e) { holder.textContent = ""; fail(e); });
+    if (focus) heading.focus();
+  }
+
+  function weekView(first, list) {
+    var tz = shopTz();
+    var dayFmt = new Intl.DateTimeFormat(undefined, { timeZone: "UTC", weekday: "short", day: "numeric", month: "short" });
+    var cols = [];
+    for (var i = 0; i < 7; i++) cols.push(addDays(first, i));
+    var byDay = {};
+    list.forEach(function (b) {
+      var p = partsIn(tz, Date.parse(b.start));
+      var key = p.year + "-" + p.month + "-" + p.day;
+      (byDay[key] = byDay[key] || []).push(b);
+    });
+    return h("div", { class: "week", role: "region", "aria-label": "Week calendar" }, cols.map(function (d) {
+      var items = byDay[d] || [];
+      return h("div", { class: "week-day" },
+        h("h3", { text: dayFmt.format(new Date(d + "T12:00:00Z")) }),
+        items.length ? h("ul", null, items.map(function (b) {
+          return h("li", { class: "chip " + b.status },
+            h("strong", { text: when(b.start, { hour: "2-digit", minute: "2-digit" }) }), " ",
+            nameOf(state.services, b.service), h("br"), nameOf(state.experts, b.expert),
+            b.customer && b.customer.name ? " · " + b.customer.name : "",
+            b.status === "cancelled" ? " (cancelled)" : "");
+        })) : h("p", { class: "off", text: "—" }));
+    }));
+  }
+
+  // ------------------------------------------------------------------ refunds
+
+  function refunds(focus) {
+    var heading = section("Refund log", "Paid line items that could not be booked (the slot was taken, the hold unknown, …). Refund these in Shopify.");
+    var holder = h("div", null, h("p", { text: "Loading…" }));
+    main.appendChild(holder);
+    api("GET", "/refunds").then(function (body) {
+      holder.textContent = "";
+      holder.appendChild(table("Refund log", ["When", "Order", "Line item", "Amount", "Reason"],
+        (body.refunds || []).map(function (r) {
+          return [when(r.created_at), String(r.order_id), String(r.line_item_id), r.amount + " " + r.currency, r.reason];
+        }), "Nothing to refund."));
+    }).catch(function (e) { holder.textContent = ""; fail(e); });
+    if (focus) heading.focus();
+  }
+
+  // ------------------------------------------------------------------ export
+
+  function exportSection(focus) {
+    var tz = shopTz();
+    var heading = section("Export", "Bookings whose start lies in the chosen dates (shop time zone, " + tz + "), as CSV for spreadsheets or ICS for calendars.");
+    var today = todayIn(tz);
+    var from = h("input", { type: "date", id: "export-from", value: today.slice(0, 8) + "01" });
+    var to = h("input", { type: "date", id: "export-to", value: addDays(today, 31) });
+    function download(format) {
+      if (!from.value || !to.value) { fail(new Error("Choose both dates.")); return; }
+      var path = "/export?format=" + format + "&from=" + encodeURIComponent(midnight(from.value, tz)) +
+        "&to=" + encodeURIComponent(midnight(addDays(to.value, 1), tz));
+      // A plain link cannot carry the session token, so fetch and hand the file over.
+      token().then(function (t) {
+        return fetch("/admin/api" + path, { headers: { Authorization: "Bearer " + t } });
+      }).then(function (r) {
+        if (!r.ok) return r.json().catch(function () { return {}; }).then(function (b) {
+          throw new Error((b.error && b.error.message) || "The export failed (HTTP " + r.status + ").");
+        });
+        return r.blob();
+      }).then(function (blob) {
+        var a = h("a", { href: URL.createObjectURL(blob), download: "consultbook-" + from.value + "-" + to.value + "." + format });
+        document.body.appendChild(a);
+        a.click();
+        setTimeout(function () { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+        say("Export downloaded (" + format.toUpperCase() + ").");
+      }).catch(fail);
+    }
+    main.appendChild(h("div", { class: "card" },
+      h("div", { class: "grid" }, field("From", from), field("To (inclusive)", to)),
+      h("div", { class: "actions" },
+        h("button", { type: "button", class: "primary", onclick: function () { download("csv"); } }, "Download CSV"),
+        h("button", { type: "button", onclick: function () { download("ics"); } }, "Download ICS"))));
+    if (focus) heading.focus();
+  }
+
+  // ------------------------------------------------------------------ settings
+
+  function choice(id, value, options) {
+    var s = h("select", { id: id }, options.map(function (o) { return h("option", { value: o[0], text: o[1] }); }));
+    s.value = value;
+    return s;
+  }
+
+  function settings(focus) {
+    var heading = section("Settings");
+    var s = state.settings;
+    var tz = zoneSelect("set-tz", s.timezone, false);
+    var cal = choice("set-cal", s.calendar_provider, [["local", "Local (no external calendar)"], ["google", "Google Calendar"], ["outlook", "Outlook / Microsoft 365"]]);
+    var video = choice("set-video", s.video_provider, [["none", "No video link"], ["meet", "Google Meet"], ["teams", "Microsoft Teams"]]);
+    var mail = choice("set-mail", s.mail_provider, [["outbox", "Outbox folder (.eml files)"], ["smtp", "SMTP"]]);
+    var rem = h("input", { id: "set-reminders", value: s.reminders.join(", "), inputmode: "numeric" });
+    main.appendChild(h("form", { class: "card", novalidate: true, onsubmit: function (ev) {
+      ev.preventDefault();
+      var parts = rem.value.split(/[\s,]+/).filter(Boolean);
+      if (parts.some(function (p) { return !/^\d+$/.test(p); })) { fail(new Error("Reminders must be whole numbers of minutes, separated by commas.")); return; }
+      api("PUT", "/settings", { timezone: tz.value, calendar_provider: cal.value, video_provider: video.value,
+        mail_provider: mail.value, reminders: parts.map(Number) })
+        .then(function (doc) { state.settings = doc; settings(); say("Settings saved."); }).catch(fail);
+    } },
+      h("div", { class: "grid" },
+        field("Shop time zone", tz, "Experts without a time zone of their own work in it."),
+        field("Calendar", cal, "Where bookings become events and busy times come from."),
+        field("Video", video),
+        field("Mail", mail),
+        field("Reminders (minutes before the start)", rem, "For example 1440, 60: a day before and an hour before.")),
+      h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Save settings"))));
+    if (focus) heading.focus();
+  }
+
+  // ------------------------------------------------------------------ connections
+
+  function connect(provider, url) {
+    // OAuth consent pages refuse to be framed: open them at the top level. The session
+    // token rides along as id_token, the way Shopify hands it to embedded apps.
+    token().then(function (t) {
+      var target = (url || "/auth/" + provider + "/start") + "?" + new URLSearchParams({ id_token: t }).toString();
+      var w = window.open(target, "_blank", "noopener");
+      if (!w) window.top.location.href = target;
+      say("Continue in the new window, then come back and press Refresh.");
+    }).catch(fail);
+  }
+
+  // The app's own Shopify connection: a token exchange (session token -> offline token).
+  function exchange(force) {
+    return token().then(function (t) {
+      return fetch("/auth/token-exchange" + (force ? "?force=1" : ""),
+                   { method: "POST", headers: { Authorization: "Bearer " + t, Accept: "application/json" } });
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (b) {
+        if (!r.ok) throw new Error("Could not connect to Shopify: " + ((b.error && b.error.message) || "HTTP " + r.status));
+        if (b.status === "needs_reauth") throw new Error("Shopify needs you to reconnect the app: " + (b.last_error || "the token was refused") + ".");
+        return b;
+      });
+    });
+  }
+
+  function connectionAction(c) {
+    var label = c.label || c.provider;
+    if (c.available === false) return h("span", { class: "off", text: c.unavailable_reason || "Not available on this server." });
+    var buttons = [];
+    if (c.status !== "connected") {
+      buttons.push(h("button", { type: "button", class: "primary", onclick: function () { connect(c.provider, c.connect_url); } },
+        (c.status === "not_connected" ? "Connect " : "Reconnect ") + label));
+    }
+    if (c.status !== "not_connected") {
+      buttons.push(h("button", { type: "button", class: "danger", "aria-label": "Disconnect " + label, onclick: function () {
+        if (!window.confirm("Disconnect " + label + "? Bookings fall back to the local calendar.")) return;
+        api("DELETE", "/connections/" + encodeURIComponent(c.provider)).then(function () { connections(); say(label + " disconnected."); }).catch(fail);
+      } }, "Disconnect"));
+    }
+    return h("span", { class: "row-actions" }, buttons);
+  }
+
+  function connections(focus) {
+    var heading = section("Connections", "Calendar and video accounts the app works with. Their tokens are stored encrypted.");
+    main.appendChild(h("div", { class: "actions" },
+      h("button", { type: "button", onclick: function () { connections(); } }, "Refresh"),
+      document.body.dataset.demo === "true" ? null :
+        h("button", { type: "button", onclick: function () {
+          exchange(true).then(function () { say("Shopify connection renewed."); }).catch(fail);
+        } }, "Reconnect to Shopify")));
+    var holder = h("div", null, h("p", { text: "Loading…" }));
+    main.appendChild(holder);
+    api("GET", "/connections").then(function (body) {
+      holder.textContent = "";
+      var problems = body.problems || [];
+      if (problems.length) {
+        holder.appendChild(h("div", { class: "card problems" }, h("h3", { text: "Needs attention" }),
+          h("ul", null, problems.map(function (p) {
+            return h("li", null, h("strong", { text: p.kind + " (" + p.provider + "): " }), p.message);
+          }))));
+      }
+      holder.appendChild(h("p", { class: "help", text: "In use: calendar " + (body.calendar_provider || "—") +
+        ", video " + (body.video_provider || "—") + ", mail " + (body.mail_provider || "—") + " (change them in Settings)." }));
+      holder.appendChild(table("Accounts", ["Provider", "Account", "Status", "Last error", "Since", ""],
+        (body.connections || []).map(function (c) {
+          return [c.label || c.provider, c.account || "—",
+            h("span", { class: "badge " + (c.status || ""), text: (c.status || "—").replace(/_/g, " ") }),
+            c.error ? h("span", { class: "error-text", text: c.error }) : "—",
+            c.broken_at ? when(c.broken_at) : (c.connected_at ? when(c.connected_at) : "—"),
+            connectionAction(c)];
+        }), "No calendar providers are installed."));
+      var experts = body.experts || [];
+      if (experts.length) {
+        holder.appendChild(table("Experts' busy times", ["Expert", "Provider", "Status", "Why", "Last read"],
+          experts.map(function (x) {
+            return [x.name, x.provider || "—", h("span", { class: "badge " + (x.status || ""), text: x.status || "—" }),
+              x.reason ? h("span", { class: "error-text", text: x.reason }) : "—",
+              x.last_synced_at ? when(x.last_synced_at) : "—"];
+          }), ""));
+      }
+    }).catch(function (e) { holder.textContent = ""; fail(e); });
+    if (focus) heading.focus();
+  }
+
+  // ------------------------------------------------------------------ routing
+
+  var RENDER = { services: services, experts: experts, hours: hours, bookings: bookings, refunds: refunds,
+    "export": exportSection, settings: settings, connections: connections };
+
+  function route(focus) {
+    var name = (location.hash || "#services").slice(1);
+    if (SECTIONS.indexOf(name) < 0) name = "services";
+    Array.prototype.forEach.call(document.querySelectorAll("#nav a"), function (a) {
+      if (a.getAttribute("href") === "#" + name) a.setAttribute("aria-current", "page");
+      else a.removeAttribute("aria-current");
+    });
+    alertBox.textContent = "";
+    statusBox.textContent = "";
+    RENDER[name](focus);
+  }
+
+  window.addEventListener("hashchange", function () { route(true); });
+  // Shopify-managed installs arrive with no token: exchange the session token on load
+  // (not in the demo, where there is no Shopify to exchange with).
+  if (document.body.dataset.demo !== "true") exchange(false).catch(fail);
+  reload().then(function () { route(false); }).catch(function (e) {
+    main.textContent = "";
+    main.appendChild(h("h2", { text: "consultbook could not load" }));
+    fail(e);
+  });
+})();

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 import falcon.testing
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 from sqlalchemy.engine import make_url
 
 from engine.bootstrap import Context, bootstrap
@@ -73,12 +74,19 @@ def postgres_database() -> Iterator[str]:
     admin.dispose()
 
 
+_CLEANERS: dict[str, Any] = {}
+
+
 def _truncate(url: str) -> None:
-    engine = create_engine(url)
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    """Empty every table. DELETE in dependency order is much faster than TRUNCATE for the
+    handful of rows a test leaves (TRUNCATE rewrites every table's files); ids are random
+    strings or serials nobody asserts on."""
+    engine = _CLEANERS.get(url)
+    if engine is None:
+        engine = _CLEANERS[url] = create_engine(url, poolclass=NullPool)
     with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from engine.hookspecs import hookimpl  # noqa: E402  (plugin authors: `from engine import hookimpl`)
+from engine.hookspecs import hookimpl
 
 __all__ = ["__version__", "hookimpl"]

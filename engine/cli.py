@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - the contract: one line, never a traceback
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"consultbook: {type(exc).__name__}: {first}", file=sys.stderr)
         return 1

@@ -81,6 +81,8 @@ class EmbeddedWorker:
             "send_reminders": lambda: jobs.send_reminders(deps),
             "sweep": lambda: jobs.sweep_holds(deps),
             "refresh_freebusy": lambda: jobs.refresh_freebusy(deps),
+            "refresh_shopify_tokens": lambda: jobs.refresh_shopify_tokens(deps),
+            "refresh_ics_feeds": lambda: jobs.refresh_ics_feeds(deps),
         }
 
     def run_job(self, name: str) -> object:

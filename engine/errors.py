@@ -1,4 +1,5 @@
-"""Domain errors. Each carries a stable snake_case ``code``; ``web/`` maps classes to statuses once."""
+"""Domain errors. Each carries a stable snake_case ``code``; ``web/`` maps classes to
+statuses once."""
 
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ from urllib.parse import urlencode
 import falcon.testing
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from engine.bootstrap import Context, bootstrap
 from engine.clock import FixedClock
@@ -237,7 +237,7 @@ WEEKDAYS_9_17 = {d: [["09:00", "17:00"]] for d in ("mon", "tue", "wed", "thu", "
 def make_catalog(admin: Admin, *, duration: int = 30, buffer_before: int = 0,
                  buffer_after: int = 0, experts: int = 1, title: str = "Consultation",
                  price_variant: int = 4242) -> dict[str, Any]:
-    """A service and `experts` experts working Mon–Fri 09:00–17:00 in the shop's zone."""
+    """A service and `experts` experts working Mon-Fri 09:00-17:00 in the shop's zone."""
     svc = admin("POST", "/services", {"title": title, "duration_minutes": duration,
                                       "buffer_before_minutes": buffer_before,
                                       "buffer_after_minutes": buffer_after,

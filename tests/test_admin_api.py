@@ -245,7 +245,8 @@ def test_admin_token_leeway_and_wrong_secret(client: falcon.testing.TestClient, 
                                headers={"Authorization": f"Bearer {ok}"}).status_code == 200
     forged = jwt.encode({"dest": "https://alpha.myshopify.com", "aud": API_KEY,
                          "exp": now + 60, "nbf": now,
-                         "iss": "https://alpha.myshopify.com/admin"}, "shpss_ffffffffffffffffffffffffffffffff",
+                         "iss": "https://alpha.myshopify.com/admin"},
+                        "shpss_ffffffffffffffffffffffffffffffff",
                         algorithm="HS256")
     assert client.simulate_get("/admin/api/services",
                                headers={"Authorization": f"Bearer {forged}"}).status_code == 401

@@ -359,3 +359,16 @@ def test_concurrent_duplicates_and_sibling_topics_book_once(store: Storefront, c
     assert count(ctx, OutboxItem, OutboxItem.kind == "booking.confirmed") == 1
     assert count(ctx, WebhookDelivery, WebhookDelivery.webhook_id == "same-id") == 1
     assert count(ctx, Refund) == 0
+
+
+def test_customers_redact_removes_the_customers_mail_from_the_outbox(
+        store: Storefront, ctx: Any, tmp_path: Any, cat: dict[str, Any]) -> None:
+    import dataclasses
+
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    (outbox / "1.eml").write_text("To: Jane <JANE@example.com>\n\nhello")
+    (outbox / "2.eml").write_text("To: other@example.com\n\nhello")
+    ctx.config = dataclasses.replace(ctx.config, outbox_dir=str(outbox))
+    store.webhook("customers/redact", {"customer": {"id": 1, "email": "jane@example.com"}})
+    assert sorted(p.name for p in outbox.iterdir()) == ["2.eml"]

@@ -83,16 +83,22 @@ class Schedule(_Resource):
 
 
 class Settings(_Resource):
+    def _providers(self) -> dict[str, list[str]] | None:
+        plugins = getattr(self.ctx, "plugins", None)
+        if plugins is None:
+            return None
+        return {k: plugins.registry.names(k) for k in ("calendar", "video", "mail")}
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = shops.get_settings(self.ctx.db, req.context.shop.id)
 
     def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = shops.update_settings(self.ctx.db, req.context.shop.id, read_json(req),
-                                           "replace")
+                                           "replace", self._providers())
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = shops.update_settings(self.ctx.db, req.context.shop.id, read_json(req),
-                                           "update")
+                                           "update", self._providers())
 
 
 class Bookings(_Resource):

@@ -27,6 +27,14 @@ STATUS: list[tuple[type[errors.ConsultbookError], str]] = [
     (errors.SchemaOutOfDate, falcon.HTTP_503),
 ]
 
+
+def _provider_statuses() -> list[tuple[type[errors.ConsultbookError], str]]:
+    # A provider failing is not the caller's fault: 503 when it may pass, 502 otherwise.
+    from engine.providers.errors import ProviderError, ProviderUnavailable
+
+    return [(ProviderUnavailable, falcon.HTTP_503), (ProviderError, falcon.HTTP_502)]
+
+
 DEFAULT_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -62,7 +70,7 @@ class ApiError(falcon.HTTPError):
 
 def _engine_error(req: falcon.Request, resp: falcon.Response, ex: errors.ConsultbookError,
                   params: dict[str, Any]) -> None:
-    for cls, status in STATUS:
+    for cls, status in _provider_statuses() + STATUS:
         if isinstance(ex, cls):
             raise ApiError(status, ex.code, ex.message)
     log.error("unmapped engine error %s: %s", type(ex).__name__, ex)

@@ -46,7 +46,8 @@ class Webhooks:
             webhook_id=(req.get_header("X-Shopify-Webhook-Id") or "").strip() or None,
             triggered_at=webhooks.parse_triggered_at(req.get_header("X-Shopify-Triggered-At")),
             payload=payload)
-        outcome = webhooks.handle(self.ctx.db, self.ctx.clock, delivery)
+        outcome = webhooks.handle(self.ctx.db, self.ctx.clock, delivery,
+                                  outbox_dir=self.ctx.config.outbox_dir)
         resp.media = {"status": outcome.status}
         if outcome.status == "processed" and self.ctx.after_commit is not None:
             self.ctx.after_commit()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import date
+from itertools import pairwise
 from typing import Any
 
 from engine.errors import ValidationError
@@ -50,7 +51,7 @@ def parse_windows(value: Any, *, where: str) -> Windows:
             raise ValidationError(f"{at}: the start must be before the end", field=where)
         windows.append((start, end))
     windows.sort()
-    for (_, e1), (s2, _) in zip(windows, windows[1:], strict=False):
+    for (_, e1), (s2, _) in pairwise(windows):
         if s2 < e1:
             raise ValidationError(f"{where}: windows overlap", field=where)
     return windows

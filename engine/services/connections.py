@@ -294,7 +294,12 @@ def overview(plugins: Plugins, shop: ShopRef) -> dict[str, Any]:
         problem = _problem(plugins, sp, choice_kind, choice)
         if problem:
             problems.append({"kind": choice_kind, "provider": choice, "message": problem})
+    from engine.services.install import shopify_status
+
+    with plugins.db.read() as session:
+        shopify = shopify_status(session, shop)
     return {
+        "shopify": shopify,
         "calendar_provider": sp.choice.calendar,
         "video_provider": sp.choice.video,
         "mail_provider": sp.choice.mail,

@@ -86,6 +86,30 @@ def redact_customer(session: Session, shop: Shop, payload: Any, now: datetime) -
                                received_at=now, completed_at=now))
 
 
+def scrub_outbox(outbox_dir: str | None, payload: Any) -> int:
+    """Delete the outbox mailer's copies of mail to the redacted customer (``.eml`` files
+    mentioning their address): the outbox is a log, and the customer's data leaves it too.
+    Returns how many files were removed."""
+    from pathlib import Path
+
+    _, email, _ = _customer(payload)
+    if not outbox_dir or not email:
+        return 0
+    folder = Path(outbox_dir)
+    if not folder.is_dir():
+        return 0
+    needle = email.encode().lower()
+    removed = 0
+    for path in folder.glob("*.eml"):
+        try:
+            if needle in path.read_bytes().lower():
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
 def redact_shop(session: Session, shop: Shop) -> None:
     """Delete everything stored for the shop (rows cascade from the shop)."""
     session.execute(delete(Shop).where(Shop.id == shop.id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,14 +136,29 @@ def _load(session: Session, shop_id: str) -> tuple[Shop, ShopSettings]:
     return shop, settings
 
 
+def settings_fields(providers: Mapping[str, Sequence[str]] | None) -> dict[str, Field]:
+    """The settings document's fields; with ``providers`` (kind -> registered names, from
+    the plugin registry) a third-party provider may be chosen too."""
+    if not providers:
+        return SETTINGS_FIELDS
+    fields = dict(SETTINGS_FIELDS)
+    for kind in ("calendar", "video", "mail"):
+        names = tuple(sorted(set(providers.get(kind, ()))))
+        if names:
+            default = SETTINGS_FIELDS[f"{kind}_provider"].default
+            fields[f"{kind}_provider"] = Field(_provider(names), default=default)
+    return fields
+
+
 def get_settings(db: Database, shop_id: str) -> dict[str, Any]:
     with db.read() as session:
         return _render_settings(*_load(session, shop_id))
 
 
-def update_settings(db: Database, shop_id: str, doc: Any, mode: Mode) -> dict[str, Any]:
+def update_settings(db: Database, shop_id: str, doc: Any, mode: Mode,
+                    providers: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """PUT (``replace``) or PATCH (``update``) the settings document."""
-    values = parse_document(doc, SETTINGS_FIELDS, mode)
+    values = parse_document(doc, settings_fields(providers), mode)
     with db.write() as session:
         shop, settings = _load(session, shop_id)
         tz = values.pop("timezone", None)

@@ -70,7 +70,8 @@ def _first_time(session: Session, d: Delivery, now: datetime) -> bool:
     return session.execute(stmt).first() is not None
 
 
-def handle(db: Database, clock: Clock, d: Delivery) -> Outcome:
+def handle(db: Database, clock: Clock, d: Delivery, *, outbox_dir: str | None = None
+           ) -> Outcome:
     now = clock.now()
     if d.topic not in TOPICS:
         return Outcome("ignored", f"topic {d.topic!r} is not handled")
@@ -96,6 +97,7 @@ def handle(db: Database, clock: Clock, d: Delivery) -> Outcome:
             privacy.data_request(session, shop, d.payload, now)
         elif d.topic == "customers/redact":
             privacy.redact_customer(session, shop, d.payload, now)
+            privacy.scrub_outbox(outbox_dir, d.payload)
         elif d.topic == "shop/redact":
             privacy.redact_shop(session, shop)
         return Outcome("processed")

@@ -15,6 +15,8 @@ Tasks:
 ``consultbook.send_reminders``    every minute: the reminder scan
 ``consultbook.sweep``             every minute: expire stale holds, purge old ones
 ``consultbook.refresh_freebusy``  every free/busy TTL: warm the busy-time cache
+``consultbook.refresh_shopify_tokens``  every 5 minutes: expiring Shopify offline tokens
+``consultbook.refresh_ics_feeds``  every 15 minutes: the local calendar's .ics feed URLs
 """
 
 from __future__ import annotations
@@ -126,5 +128,13 @@ def make_celery(config: Config, *, extra_plugins: Iterable[tuple[str, object]] =
     @app.task(name="consultbook.refresh_freebusy")  # type: ignore[untyped-decorator]
     def refresh_freebusy() -> dict[str, int]:
         return jobs.refresh_freebusy(runtime.deps())
+
+    @app.task(name="consultbook.refresh_shopify_tokens")  # type: ignore[untyped-decorator]
+    def refresh_shopify_tokens() -> dict[str, int]:
+        return jobs.refresh_shopify_tokens(runtime.deps())
+
+    @app.task(name="consultbook.refresh_ics_feeds")  # type: ignore[untyped-decorator]
+    def refresh_ics_feeds() -> dict[str, int]:
+        return jobs.refresh_ics_feeds(runtime.deps())
 
     return app

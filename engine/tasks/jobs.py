@@ -33,6 +33,8 @@ RELAY_EVERY = 30.0
 REMINDERS_EVERY = 60.0
 SWEEP_EVERY = 60.0
 FREEBUSY_DAYS = 14
+SHOPIFY_TOKENS_EVERY = 300.0  # expiring offline tokens are refreshed 10 minutes ahead
+ICS_FEEDS_EVERY = 900.0
 
 
 def schedule(config: Config) -> dict[str, float]:
@@ -42,6 +44,8 @@ def schedule(config: Config) -> dict[str, float]:
         "send_reminders": REMINDERS_EVERY,
         "sweep": SWEEP_EVERY,
         "refresh_freebusy": float(max(30, config.freebusy_ttl_seconds)),
+        "refresh_shopify_tokens": SHOPIFY_TOKENS_EVERY,
+        "refresh_ics_feeds": ICS_FEEDS_EVERY,
     }
 
 
@@ -116,6 +120,23 @@ def deliver(deps: Deps, item_id: int, owner: str) -> outbox.Outcome:
 
 def send_reminders(deps: Deps, limit: int = 500) -> reminders.ScanResult:
     return reminders.run_due(deps.db, deps.clock, deps.plugins, limit)
+
+
+def refresh_shopify_tokens(deps: Deps) -> dict[str, int]:
+    """Refresh the expiring Shopify offline tokens that run out soon
+    (engine.services.install; a refused refresh is flagged for the merchant)."""
+    from engine.bootstrap import Context
+    from engine.services.install import refresh_expiring_tokens
+
+    ctx = Context(config=deps.config, db=deps.db, clock=deps.clock)
+    return {"shops": refresh_expiring_tokens(ctx)}
+
+
+def refresh_ics_feeds(deps: Deps) -> dict[str, int]:
+    """Re-fetch the local calendar's ``.ics`` feed URLs."""
+    from plugins.calendar_local.service import refresh_all_feeds
+
+    return {"feeds": refresh_all_feeds(deps.plugins)}
 
 
 def sweep_holds(deps: Deps) -> dict[str, int]:

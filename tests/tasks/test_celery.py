@@ -211,6 +211,18 @@ def test_the_celery_settings_are_the_safe_ones() -> None:
     beat = {k: v["schedule"].total_seconds() for k, v in s["beat_schedule"].items()}
     assert beat["send_reminders"] == 60 and beat["relay_outbox"] == 30
     assert beat["sweep"] == 60 and "refresh_freebusy" in beat
+    assert beat["refresh_shopify_tokens"] == 300 and beat["refresh_ics_feeds"] == 900
+
+
+def test_token_and_feed_refresh_jobs_run(sqlite_url: str) -> None:
+    from engine.tasks import jobs
+
+    deps = jobs.build_deps(make_config(sqlite_url))
+    try:
+        assert jobs.refresh_shopify_tokens(deps) == {"shops": 0}
+        assert jobs.refresh_ics_feeds(deps) == {"feeds": 0}
+    finally:
+        deps.db.dispose()
 
 
 def test_the_worker_needs_a_broker(tmp_path: Path) -> None:

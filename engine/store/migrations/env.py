@@ -1,4 +1,5 @@
-"""Alembic environment. Run through `consultbook migrate` (engine.store.migrate), not alembic.ini."""
+"""Alembic environment. Run through `consultbook migrate` (engine.store.migrate), not
+alembic.ini."""
 
 from __future__ import annotations
 

@@ -45,6 +45,8 @@ from engine.providers.retry import RetryPolicy
 from engine.providers.types import BookingDetails, MailMessage, Meeting
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from engine.clock import Clock
     from engine.config import Config
     from engine.crypto import Keyring
@@ -341,19 +343,24 @@ class Plugins:
 
     # --- per-shop lookup ------------------------------------------------------------
 
-    def shop_providers(self, shop: ShopRef | str) -> ShopProviders:
-        """The shop (by ``ShopRef``, id or domain) and the providers its settings name."""
+    def shop_providers(self, shop: ShopRef | str, session: Session | None = None
+                       ) -> ShopProviders:
+        """The shop (by ``ShopRef``, id or domain) and the providers its settings name
+        (read in ``session`` when the caller has one open)."""
         from engine.services.shops import ShopRef as _ShopRef
         from engine.store.models import Shop, ShopSettings
 
         key = shop.id if isinstance(shop, _ShopRef) else shop
-        with self.db.read() as session:
-            column = Shop.domain if "." in key else Shop.id
-            row = session.execute(
-                select(Shop.id, Shop.domain, Shop.timezone, ShopSettings.calendar_provider,
-                       ShopSettings.video_provider, ShopSettings.mail_provider)
-                .join(ShopSettings, ShopSettings.shop_id == Shop.id)
-                .where(column == key)).one_or_none()
+        column = Shop.domain if "." in key else Shop.id
+        query = (select(Shop.id, Shop.domain, Shop.timezone, ShopSettings.calendar_provider,
+                        ShopSettings.video_provider, ShopSettings.mail_provider)
+                 .join(ShopSettings, ShopSettings.shop_id == Shop.id)
+                 .where(column == key))
+        if session is not None:
+            row = session.execute(query).one_or_none()
+        else:
+            with self.db.lookup() as own:
+                row = own.execute(query).one_or_none()
         if row is None:
             raise NotFound(f"no shop {key!r}")
         return ShopProviders(_ShopRef(row.id, row.domain, row.timezone),

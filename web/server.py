@@ -46,6 +46,10 @@ def serve(config: Config, *, host: str, port: int, workers: int) -> None:
         "workers": workers,
         "worker_class": "gthread" if workers > 0 else "sync",
         "threads": 4,
+        # Each worker binds its own socket (SO_REUSEPORT): the kernel spreads new
+        # connections over the workers, instead of one worker accepting most keep-alive
+        # connections and pinning them to its single core.
+        "reuse_port": True,
         "accesslog": None,  # per-request logging halves throughput; errors still log
         "errorlog": "-",
         "loglevel": "warning",

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -95,28 +95,40 @@ def rules_of(service: Service) -> ServiceRules:
 
 
 def expert_calendars(session: Session, shop: ShopRef, service_id: str,
-                     expert_id: str | None, first: date, last: date) -> list[ExpertCalendar]:
-    """The calendars of the live experts who offer the service (optionally just one).
+                     expert_id: str | None, first: date, last: date
+                     ) -> tuple[list[ExpertCalendar], dict[str, str | None]]:
+    """The calendars of the live experts who offer the service (optionally just one), and
+    their emails (what a calendar provider looks their busy time up by).
 
     Overrides are loaded for local dates first..last (callers widen by a day or two).
     """
-    q = (select(Expert.id, Expert.timezone)
+    # The experts and their weekly windows in one query (an expert with no hours yet
+    # comes back once, with NULL window columns).
+    q = (select(Expert.id, Expert.timezone, Expert.email, WeeklyHours.weekday,
+                WeeklyHours.start_minute, WeeklyHours.end_minute)
          .join(ExpertService, ExpertService.expert_id == Expert.id)
+         .outerjoin(WeeklyHours, WeeklyHours.expert_id == Expert.id)
          .where(ExpertService.service_id == service_id, Expert.shop_id == shop.id,
                 Expert.deleted_at.is_(None)))
     if expert_id is not None:
         q = q.where(Expert.id == expert_id)
-    experts = {row.id: row.timezone or shop.timezone for row in session.execute(q)}
+    experts: dict[str, str] = {}
+    emails: dict[str, str | None] = {}
+    weekly: dict[str, dict[int, list[tuple[int, int]]]] = {}
+    for row in session.execute(q):
+        experts[row.id] = row.timezone or shop.timezone
+        emails[row.id] = row.email
+        days = weekly.setdefault(row.id, {})
+        if row.weekday is not None:
+            days.setdefault(row.weekday, []).append((row.start_minute, row.end_minute))
     if expert_id is not None and expert_id not in experts:
         raise NotFound(f"no expert {expert_id!r} offers this service")
     if not experts:
-        return []
+        return [], {}
     ids = sorted(experts)
-    weekly: dict[str, dict[int, list[tuple[int, int]]]] = {i: {} for i in ids}
-    for w in session.execute(select(WeeklyHours.expert_id, WeeklyHours.weekday,
-                                    WeeklyHours.start_minute, WeeklyHours.end_minute)
-                             .where(WeeklyHours.expert_id.in_(ids))):
-        weekly[w.expert_id].setdefault(w.weekday, []).append((w.start_minute, w.end_minute))
+    for days in weekly.values():
+        for windows in days.values():
+            windows.sort()
     overrides: dict[str, dict[date, list[tuple[int, int]]]] = {i: {} for i in ids}
     for o in session.execute(select(DateOverride.expert_id, DateOverride.date,
                                     DateOverride.windows)
@@ -124,7 +136,20 @@ def expert_calendars(session: Session, shop: ShopRef, service_id: str,
                                     DateOverride.date >= first, DateOverride.date <= last)):
         overrides[o.expert_id][o.date] = [(int(s), int(e)) for s, e in o.windows]
     return [ExpertCalendar(expert_id=i, tz=zone(experts[i]), weekly=weekly[i],
-                           overrides=overrides[i]) for i in ids]
+                           overrides=overrides[i]) for i in ids], emails
+
+
+def external_busy(busy_source: BusySource, session: Session, shop: ShopRef,
+                  emails: Mapping[str, str | None], ids: Sequence[str], start: Instant,
+                  end: Instant) -> Mapping[str, list[tuple[Instant, Instant]]]:
+    """The provider's busy time for these experts of ``shop``; a source that can take the
+    experts' emails directly (engine.services.freebusy.FreeBusy) skips a query."""
+    shop_busy = getattr(busy_source, "shop_busy", None)
+    if shop_busy is not None and all(i in emails for i in ids):
+        return cast(Mapping[str, list[tuple[Instant, Instant]]],
+                    shop_busy(shop.id, {i: emails[i] for i in ids}, start, end,
+                              session=session))
+    return busy_source(session, ids, start, end)
 
 
 def shop_day_range(tz: ZoneInfo, start: date, days: int) -> tuple[Instant, Instant]:
@@ -158,7 +183,8 @@ def availability(db: Database, clock: Clock, shop: ShopRef, query: AvailabilityQ
         rules = rules_of(service)
         # Expert-local dates can differ from shop-local dates by up to a day either way.
         first, last = query.start - timedelta(days=2), query.start + timedelta(days=query.days + 2)
-        cals = expert_calendars(session, shop, service.id, query.expert_id, first, last)
+        cals, emails = expert_calendars(session, shop, service.id, query.expert_id, first,
+                                        last)
         if cals:
             pad = (rules.buffer_before + rules.buffer_after + rules.duration) * 60
             ids = [c.expert_id for c in cals]
@@ -166,7 +192,8 @@ def availability(db: Database, clock: Clock, shop: ShopRef, query: AvailabilityQ
             # provider says is busy both take time away.
             claimed = busy_from_claims(session, ids, range_start - pad, range_end + pad,
                                        clock.now())
-            external = busy_source(session, ids, range_start - pad, range_end + pad)
+            external = external_busy(busy_source, session, shop, emails, ids,
+                                     range_start - pad, range_end + pad)
             if claimed or external:
                 cals = [replace(c, busy=(*claimed.get(c.expert_id, ()),
                                          *external.get(c.expert_id, ()))) for c in cals]

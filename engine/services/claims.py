@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from engine.domain.slots import Instant
 from engine.errors import Conflict
 from engine.store.models import EXPIRED, HELD, LIVE_STATUSES, Claim
+from engine.store.types import epoch
 
 HOLD_RETENTION = timedelta(days=30)  # expired/released holds are kept this long (>= 7 days)
 
@@ -92,13 +93,12 @@ def busy_from_claims(session: Session, expert_ids: Sequence[str], start: Instant
     lo = datetime.fromtimestamp(start, tz=now.tzinfo)
     hi = datetime.fromtimestamp(end, tz=now.tzinfo)
     rows = session.execute(
-        select(Claim.expert_id, Claim.claim_start, Claim.claim_end)
+        select(Claim.expert_id, epoch(Claim.claim_start), epoch(Claim.claim_end))
         .where(Claim.expert_id.in_(list(expert_ids)), Claim.claim_start < hi,
                Claim.claim_end > lo, live_clause(now)))
     out: dict[str, list[tuple[Instant, Instant]]] = {}
-    for r in rows:
-        out.setdefault(r.expert_id, []).append(
-            (int(r.claim_start.timestamp()), int(r.claim_end.timestamp())))
+    for expert_id, a, b in rows:
+        out.setdefault(expert_id, []).append((int(a), int(b)))
     return out
 
 

@@ -180,12 +180,16 @@ def _clip(intervals: Iterable[Pair], start: int, end: int) -> list[Pair]:
     return [(max(s, start), min(e, end)) for s, e in intervals if s < end and e > start]
 
 
+HEALTH_MEMO_SECONDS = 30.0
+
+
 class FreeBusy:
     """The provider-backed ``BusySource`` (see the module docstring)."""
 
     def __init__(self, plugins: Plugins, cache: BusyCache | None = None) -> None:
         self.plugins = plugins
         self.cache = cache if cache is not None else make_cache(plugins)
+        self._health_memo: dict[str, tuple[tuple[str, str | None, str], float]] = {}
 
     def __call__(self, session: Session, expert_ids: Sequence[str], start: int,
                  end: int) -> dict[str, list[Pair]]:
@@ -198,15 +202,18 @@ class FreeBusy:
             by_shop.setdefault(r.shop_id, {})[r.id] = r.email
         out: dict[str, list[Pair]] = {}
         for shop_id, experts in by_shop.items():
-            out.update(self.shop_busy(shop_id, experts, start, end))
+            out.update(self.shop_busy(shop_id, experts, start, end, session=session))
         return out
 
     def shop_busy(self, shop_id: str, experts: Mapping[str, str | None], start: int,
-                  end: int) -> dict[str, list[Pair]]:
-        """Busy time of one shop's experts (id -> email) within ``[start, end)``."""
+                  end: int, *, session: Session | None = None) -> dict[str, list[Pair]]:
+        """Busy time of one shop's experts (id -> email) within ``[start, end)``.
+
+        With the caller's ``session``, the shop's settings (and, for a provider that can,
+        its busy time) are read in it rather than in sessions of their own."""
         plugins = self.plugins
         now = plugins.clock.now().timestamp()
-        sp = plugins.shop_providers(shop_id)
+        sp = plugins.shop_providers(shop_id, session)
         name = sp.choice.calendar
         status: dict[str, tuple[str, str | None, float | None]] = {}
         result: dict[str, list[Pair]] = {}
@@ -233,7 +240,8 @@ class FreeBusy:
                    for eid, email in experts.items()}
 
         if not cls.remote:
-            self._local(provider, provider_error, mapping, start, end, result, status, hide)
+            self._local(provider, provider_error, mapping, start, end, result, status, hide,
+                        session)
             self._record(shop_id, name, status, now)
             return result
 
@@ -312,16 +320,25 @@ class FreeBusy:
 
     def _local(self, provider: CalendarProvider | None, provider_error: str | None,
                mapping: Mapping[str, _Expert], start: int, end: int,
-               result: dict[str, list[Pair]], status: dict[str, Any], hide: Any) -> None:
+               result: dict[str, list[Pair]], status: dict[str, Any], hide: Any,
+               session: Session | None = None) -> None:
         if provider is None:
             for eid in mapping:
                 hide(eid, provider_error or "the calendar provider is not available")
             return
         calendars = {eid: e.calendar for eid, e in mapping.items() if e.calendar}
+        in_session = getattr(provider, "busy_in_session", None)
         try:
-            answer = provider.busy(sorted(set(calendars.values())),
-                                   datetime.fromtimestamp(start, UTC),
-                                   datetime.fromtimestamp(end, UTC))
+            if session is not None and in_session is not None:
+                # A provider whose busy time is in our own database reads it in the
+                # caller's session (one connection per storefront request).
+                answer = in_session(session, sorted(set(calendars.values())),
+                                    datetime.fromtimestamp(start, UTC),
+                                    datetime.fromtimestamp(end, UTC))
+            else:
+                answer = provider.busy(sorted(set(calendars.values())),
+                                       datetime.fromtimestamp(start, UTC),
+                                       datetime.fromtimestamp(end, UTC))
         except ConsultbookError as exc:
             for eid in mapping:
                 hide(eid, exc.message)
@@ -339,12 +356,22 @@ class FreeBusy:
         """Write the experts' health where it changed (reads are the common case)."""
         if not status:
             return
+        # What this process last recorded, for a short while: the common case (nothing
+        # changed) then costs no database read. Another process's different record is
+        # seen again within HEALTH_MEMO_SECONDS.
+        memo = self._health_memo
+        if all(memo.get(eid, (None, 0.0))[0] == (s[0], s[1], provider)
+               and now - memo[eid][1] < HEALTH_MEMO_SECONDS for eid, s in status.items()):
+            return
         db = self.plugins.db
         with db.read() as session:
             current = {h.expert_id: (h.status, h.reason, h.provider) for h in session.scalars(
                 select(FreeBusyHealth).where(FreeBusyHealth.expert_id.in_(list(status))))}
         changed = {eid: s for eid, s in status.items()
                    if current.get(eid) != (s[0], s[1], provider)}
+        for eid, s in status.items():
+            if eid not in changed:
+                memo[eid] = ((s[0], s[1], provider), now)
         if not changed:
             return
         at = datetime.fromtimestamp(now, UTC)
@@ -359,6 +386,8 @@ class FreeBusy:
                     if success is not None:
                         row.last_success_at = datetime.fromtimestamp(success, UTC)
                     row.updated_at = at
+            for eid, (state, reason, _success) in changed.items():
+                memo[eid] = ((state, reason, provider), now)
         except Exception:  # health is advisory: never fail availability over it
             log.exception("could not record free/busy health")
 

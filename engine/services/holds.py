@@ -22,6 +22,7 @@ from engine.errors import NotFound, TooManyRequests, Unprocessable, ValidationEr
 from engine.services.availability import (
     BusySource,
     expert_calendars,
+    external_busy,
     no_busy,
     rules_of,
     zone,
@@ -110,10 +111,11 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
         # Only this expert's calendar (not every expert of the service): same answer,
         # a fraction of the rows.
         try:
-            cals = expert_calendars(session, shop, service.id, expert.id,
-                                    local_day - timedelta(days=2), local_day + timedelta(days=2))
+            cals, emails = expert_calendars(session, shop, service.id, expert.id,
+                                            local_day - timedelta(days=2),
+                                            local_day + timedelta(days=2))
         except NotFound:
-            cals = []
+            cals, emails = [], {}
         cal = next((c for c in cals if c.expert_id == expert.id), None)
         if cal is None:
             raise NotFound(f"expert {expert.id!r} does not offer this service")
@@ -135,7 +137,8 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
         a, b = claimed_range(start_ts, rules)
         claim_start, claim_end = (datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC))
         # Time the shop's calendar provider says is busy is not for sale either.
-        external = busy_source(session, [expert.id], a, b).get(expert.id, ())
+        external = external_busy(busy_source, session, shop, emails, [expert.id], a,
+                                 b).get(expert.id, ())
         if any(s < b and a < e for s, e in external):
             raise SlotUnavailable()
         expire_stale_holds(session, now, expert_id=expert.id, start=claim_start, end=claim_end)

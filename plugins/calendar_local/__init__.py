@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from engine import hookimpl
 from engine.plugins import ProviderRegistry
@@ -38,15 +39,20 @@ class LocalCalendar(CalendarProvider):
 
     def busy(self, calendars: Sequence[str], start: datetime,
              end: datetime) -> Mapping[str, CalendarBusy]:
+        with self.ctx.db.lookup() as session:
+            return self.busy_in_session(session, calendars, start, end)
+
+    def busy_in_session(self, session: Session, calendars: Sequence[str], start: datetime,
+                        end: datetime) -> Mapping[str, CalendarBusy]:
+        """:meth:`busy`, read in the caller's session (the engine's free/busy uses it)."""
         found: dict[str, list[tuple[datetime, datetime]]] = {c: [] for c in calendars}
-        with self.ctx.db.read() as session:
-            rows = session.execute(
-                select(LocalBusyBlock.expert_id, LocalBusyBlock.start, LocalBusyBlock.end)
-                .where(LocalBusyBlock.shop_id == self.ctx.shop.id,
-                       LocalBusyBlock.expert_id.in_(list(calendars)),
-                       LocalBusyBlock.start < end, LocalBusyBlock.end > start))
-            for expert_id, s, e in rows:
-                found[expert_id].append((s, e))
+        rows = session.execute(
+            select(LocalBusyBlock.expert_id, LocalBusyBlock.start, LocalBusyBlock.end)
+            .where(LocalBusyBlock.shop_id == self.ctx.shop.id,
+                   LocalBusyBlock.expert_id.in_(list(calendars)),
+                   LocalBusyBlock.start < end, LocalBusyBlock.end > start))
+        for expert_id, s, e in rows:
+            found[expert_id].append((s, e))
         return {c: CalendarBusy(tuple(merge_clip(found[c], start, end))) for c in calendars}
 
     def create_event(self, booking: BookingDetails, meeting: Meeting | None) -> EventRef:

@@ -68,6 +68,18 @@ def expire_stale_holds(session: Session, now: datetime, *, expert_id: str | None
     return _rowcount(session.execute(stmt))
 
 
+def insert_last(session: Session, claim: Claim) -> None:
+    """Insert a new claim as the transaction's last write: no savepoint (two round trips
+    fewer); an overlap raises SlotUnavailable and the caller's transaction rolls back."""
+    session.add(claim)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        if is_overlap(exc):
+            raise SlotUnavailable() from None
+        raise
+
+
 def write_claim(session: Session, claim: Claim, **changes: object) -> None:
     """Add a new claim, or apply ``changes`` to an existing one, and flush it inside a
     savepoint; an overlap raises SlotUnavailable and leaves the surrounding transaction

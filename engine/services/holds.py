@@ -28,7 +28,7 @@ from engine.services.availability import (
     zone,
 )
 from engine.services.catalog import live_expert, live_service
-from engine.services.claims import SlotUnavailable, expire_stale_holds, write_claim
+from engine.services.claims import SlotUnavailable, expire_stale_holds, insert_last
 from engine.services.shops import ShopRef
 from engine.services.validation import timezone as parse_timezone
 from engine.store import Database, new_id
@@ -149,7 +149,7 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
                      expires_at=now + timedelta(seconds=config.hold_ttl_seconds),
                      visitor=visitor, customer_tz=req.tz, sequence=0, created_at=now,
                      updated_at=now)
-        write_claim(session, hold)
+        insert_last(session, hold)
         assert hold.expires_at is not None
         return {
             "hold": hold.id,

@@ -467,8 +467,9 @@ class AppProxy:
         body = _read_body(req) if req.method in ("POST", "PUT", "PATCH") else b""
         headers = {"X-Forwarded-For": _client_address(req)}
         for name in ("Content-Type", "Accept"):
-            if req.get_header(name):
-                headers[name] = req.get_header(name)
+            value = req.get_header(name)
+            if value:
+                headers[name] = value
         status, out_headers, data = call_app(self.app, req.method, f"/proxy/{path}", query,
                                              body, headers, remote_addr="127.0.0.1")
         content_type = out_headers.get("content-type", "")

@@ -64,7 +64,9 @@ class ApiError(falcon.HTTPError):
 
     def __init__(self, status: str, code: str, message: str,
                  headers: dict[str, str] | None = None) -> None:
-        super().__init__(status, title=message, description=message, code=code,
+        # Falcon types `code` as an int; any JSON value works and ours are snake_case.
+        super().__init__(status, title=message, description=message,
+                         code=code,  # type: ignore[arg-type]
                          headers=headers)
 
 

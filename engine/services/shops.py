@@ -89,10 +89,10 @@ def installed_shop(session: Session, domain: str, *, admin: bool = False) -> Sho
 
 def _provider(choices: tuple[str, ...]) -> Any:
     def parse(name: str, value: Any) -> str:
-        value = text(64)(name, value)
-        if value not in choices:
+        chosen: str = text(64)(name, value)
+        if chosen not in choices:
             raise ValidationError(f"{name} must be one of {', '.join(choices)}", field=name)
-        return value
+        return chosen
 
     return parse
 

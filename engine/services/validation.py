@@ -65,7 +65,7 @@ def integer(lo: int, hi: int) -> Callable[[str, Any], int]:
             value = int(value)
         if not lo <= value <= hi:
             raise ValidationError(f"{name} must be between {lo} and {hi}", field=name)
-        return value
+        return int(value)
 
     return parse
 
@@ -81,7 +81,7 @@ def text(max_length: int, *, min_length: int = 1) -> Callable[[str, Any], str]:
             raise ValidationError(f"{name} is longer than {max_length} characters", field=name)
         if CONTROL.search(value):
             raise ValidationError(f"{name} may not contain control characters", field=name)
-        return value
+        return str(value)
 
     return parse
 

@@ -40,7 +40,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-class epoch(FunctionElement[int]):  # noqa: N801 - reads like the SQL function it is
+class epoch(FunctionElement[int]):
     """SQL: a UTCDateTime column as whole POSIX seconds, computed by the database (reading
     hundreds of busy intervals per request, skipping the datetime round trip matters)."""
 

@@ -70,7 +70,8 @@ def busy_from_ics(data: bytes | str, tz: ZoneInfo, window_start: datetime,
             rid = event.decoded("RECURRENCE-ID")
             moved.add((str(event.get("UID", "")), _aware(rid, tz).astimezone(UTC)))
     for event in events:
-        for item in _occurrences(event, tz, window_start, window_end, moved):
+        for item in _occurrences(event, tz, window_start, window_end,  # type: ignore[arg-type]
+                                 moved):
             out.append(item)
             if len(out) > MAX_EVENTS:
                 raise FeedError(f"the feed has more than {MAX_EVENTS} events in the next year")
@@ -106,7 +107,7 @@ def _occurrences(event: icalendar.Event, tz: ZoneInfo, window_start: datetime,
     wall_start, zone = _wall(start_value, tz)
     rule = event["RRULE"]
     rule = rule[0] if isinstance(rule, list) else rule
-    recur = icalendar.vRecur(dict(rule))
+    recur = icalendar.vRecur(dict(rule))  # type: ignore[arg-type]
     if "UNTIL" in recur:
         until = recur["UNTIL"][0] if isinstance(recur["UNTIL"], list) else recur["UNTIL"]
         recur["UNTIL"] = [_aware(until, zone).astimezone(zone).replace(tzinfo=None)

@@ -154,7 +154,7 @@ def add_feed(plugins: Plugins, shop_id: str, doc: Any) -> dict[str, Any]:
                          allow_private=plugins.config.ics_allow_private_hosts,
                          verify=plugins.config.provider_ca_bundle or True)
     else:
-        data = text.encode("utf-8")
+        data = (text or "").encode("utf-8")
     with plugins.db.write() as session:
         _, tz = _expert(session, shop_id, doc.get("expert"))
         feed = IcsFeed(id=new_id("feed"), shop_id=shop_id, expert_id=doc["expert"], name=name,

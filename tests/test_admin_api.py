@@ -167,8 +167,10 @@ def test_settings_put_defaults_and_patch(admin: Admin) -> None:
     r = admin("PUT", "/settings", {"timezone": "America/New_York"})
     assert r.json == {"timezone": "America/New_York", "calendar_provider": "local",
                       "video_provider": "none", "mail_provider": "outbox",
-                      "reminders": [1440, 60]}
+                      "reminders": [1440, 60], "auto_refund": False}
+    assert admin("PATCH", "/settings", {"auto_refund": True}).json["auto_refund"] is True
     for bad in ({"timezone": "Nowhere"}, {"reminders": [0]}, {"reminders": "1h"},
+                {"auto_refund": "yes"},
                 {"calendar_provider": "carrier-pigeon"}, {"nope": 1}):
         r = admin("PATCH", "/settings", bad)
         assert r.status_code == 400, bad

@@ -100,5 +100,8 @@ def list_refunds(db: Database, shop_id: str) -> list[dict[str, Any]]:
                                .order_by(Refund.created_at, Refund.id))
         return [{"id": r.id, "order_id": r.order_id, "line_item_id": r.line_item_id,
                  "hold": r.hold_id, "reason": r.reason, "amount": r.amount,
-                 "currency": r.currency, "created_at": r.created_at.strftime(ISO)}
+                 "currency": r.currency, "created_at": r.created_at.strftime(ISO),
+                 "shopify_refund": None if r.shopify_status is None else {
+                     "status": r.shopify_status, "id": r.shopify_refund_id,
+                     "error": r.shopify_error}}
                 for r in rows]

@@ -29,6 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from engine.services import shopify_actions
 from engine.services.claims import SlotUnavailable, expire_stale_holds, write_claim
 from engine.store import new_id
 from engine.store.models import (
@@ -231,12 +232,15 @@ def cancel_booking(session: Session, claim: Claim, now: datetime) -> bool:
     return True
 
 
-def _refund(session: Session, shop_id: str, event: OrderEvent, line: LineItem, reason: str,
+def _refund(session: Session, shop: Shop, event: OrderEvent, line: LineItem, reason: str,
             now: datetime) -> None:
     amount = line.price * line.quantity
-    session.add(Refund(id=new_id("ref"), shop_id=shop_id, order_id=event.order_id,
-                       line_item_id=line.id, hold_id=line.hold_id, reason=reason,
-                       amount=str(amount), currency=event.currency, created_at=now))
+    refund = Refund(id=new_id("ref"), shop_id=shop.id, order_id=event.order_id,
+                    line_item_id=line.id, hold_id=line.hold_id, reason=reason,
+                    amount=str(amount), currency=event.currency, quantity=line.quantity,
+                    created_at=now)
+    session.add(refund)
+    shopify_actions.record_refund(session, shop, refund, now)
     session.flush()
 
 
@@ -249,22 +253,23 @@ def _book_line(session: Session, shop: Shop, event: OrderEvent, line: LineItem, 
     if decided is not None:
         if paid and decided.status == PENDING:
             confirm(session, decided, now)
+            shopify_actions.record_tag(session, shop, decided, now)
         return
     if session.scalar(select(Refund.id).where(Refund.shop_id == shop.id,
                                               Refund.order_id == event.order_id,
                                               Refund.line_item_id == line.id)):
         return
     if not shop.installed:
-        _refund(session, shop.id, event, line, "shop_uninstalled", now)
+        _refund(session, shop, event, line, "shop_uninstalled", now)
         return
     hold = session.scalar(select(Claim).where(Claim.id == line.hold_id).with_for_update()) \
         if line.hold_id else None
     if hold is None or hold.shop_id != shop.id:
-        _refund(session, shop.id, event, line, "hold_unknown", now)
+        _refund(session, shop, event, line, "hold_unknown", now)
         return
     if hold.order_id is not None or hold.status not in (HELD, EXPIRED, RELEASED):
         # Another order (or line) already turned this hold into a booking.
-        _refund(session, shop.id, event, line, "slot_taken", now)
+        _refund(session, shop, event, line, "slot_taken", now)
         return
     # An expired or released hold still books if its time is free: the database decides.
     if hold.status != HELD or (hold.expires_at is not None and hold.expires_at <= now):
@@ -278,10 +283,11 @@ def _book_line(session: Session, shop: Shop, event: OrderEvent, line: LineItem, 
                     updated_at=now)
     except SlotUnavailable:
         session.refresh(hold)
-        _refund(session, shop.id, event, line, "slot_taken", now)
+        _refund(session, shop, event, line, "slot_taken", now)
         return
     if paid:
         confirm(session, hold, now)
+        shopify_actions.record_tag(session, shop, hold, now)
 
 
 def _cancel_order(session: Session, shop: Shop, event: OrderEvent, now: datetime) -> None:

@@ -51,7 +51,7 @@ from engine.providers.errors import (
     ProviderUnavailable,
 )
 from engine.providers.types import EventRef, MailMessage
-from engine.services import notify
+from engine.services import notify, shopify_actions
 from engine.store.models import CONFIRMED, Claim, OutboxItem, OutboxStep
 
 if TYPE_CHECKING:
@@ -368,6 +368,8 @@ def _cancel(job: _Job) -> None:
 HANDLERS: dict[str, Callable[[_Job], None]] = {
     CONFIRMED_KIND: _confirm,
     CANCELLED_KIND: _cancel,
+    shopify_actions.TAG_KIND: shopify_actions.tag_order,
+    shopify_actions.REFUND_KIND: shopify_actions.refund_line,
 }
 
 

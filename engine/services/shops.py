@@ -109,12 +109,20 @@ def _reminders(name: str, value: Any) -> list[int]:
     return sorted(out, reverse=True)
 
 
+def _boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(f"{name} must be true or false", field=name)
+    return value
+
+
 SETTINGS_FIELDS: dict[str, Field] = {
     "timezone": Field(timezone, default=None),  # None: keep the shop's current timezone
     "calendar_provider": Field(_provider(CALENDAR_PROVIDERS), default="local"),
     "video_provider": Field(_provider(VIDEO_PROVIDERS), default="none"),
     "mail_provider": Field(_provider(MAIL_PROVIDERS), default="outbox"),
     "reminders": Field(_reminders, default=lambda: list(DEFAULT_REMINDERS)),
+    # Refund undeliverable line items through Shopify too (needs the write_orders scope).
+    "auto_refund": Field(_boolean, default=False),
 }
 
 
@@ -125,6 +133,7 @@ def _render_settings(shop: Shop, settings: ShopSettings) -> dict[str, Any]:
         "video_provider": settings.video_provider,
         "mail_provider": settings.mail_provider,
         "reminders": list(settings.reminders),
+        "auto_refund": bool(settings.auto_refund),
     }
 
 

@@ -70,6 +70,9 @@ class ShopSettings(Base):
     video_provider: Mapped[str] = mapped_column(String(64), default="none")
     mail_provider: Mapped[str] = mapped_column(String(64), default="outbox")
     reminders: Mapped[list[Any]] = mapped_column(JSON, default=lambda: [1440, 60])
+    # Refund a line item that cannot be honoured through Shopify (refundCreate) as well
+    # as logging it; off by default: the merchant decides.
+    auto_refund: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Service(Base):
@@ -221,6 +224,11 @@ class Refund(Base):
     amount: Mapped[str] = mapped_column(String(32))
     currency: Mapped[str | None] = mapped_column(String(8))
     created_at: Mapped[datetime]
+    quantity: Mapped[int | None] = mapped_column(Integer)
+    # With auto-refund on: pending -> refunded | failed, and Shopify's refund id.
+    shopify_status: Mapped[str | None] = mapped_column(String(16))
+    shopify_refund_id: Mapped[str | None] = mapped_column(String(128))
+    shopify_error: Mapped[str | None] = mapped_column(Text)
 
 
 class WebhookDelivery(Base):

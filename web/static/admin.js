@@ -520,12 +520,14 @@
     var video = choice("set-video", s.video_provider, [["none", "No video link"], ["meet", "Google Meet"], ["teams", "Microsoft Teams"]]);
     var mail = choice("set-mail", s.mail_provider, [["outbox", "Outbox folder (.eml files)"], ["smtp", "SMTP"]]);
     var rem = h("input", { id: "set-reminders", value: s.reminders.join(", "), inputmode: "numeric" });
+    var refund = h("input", { id: "set-auto-refund", type: "checkbox" });
+    refund.checked = !!s.auto_refund;
     main.appendChild(h("form", { class: "card", novalidate: true, onsubmit: function (ev) {
       ev.preventDefault();
       var parts = rem.value.split(/[\s,]+/).filter(Boolean);
       if (parts.some(function (p) { return !/^\d+$/.test(p); })) { fail(new Error("Reminders must be whole numbers of minutes, separated by commas.")); return; }
       api("PUT", "/settings", { timezone: tz.value, calendar_provider: cal.value, video_provider: video.value,
-        mail_provider: mail.value, reminders: parts.map(Number) })
+        mail_provider: mail.value, reminders: parts.map(Number), auto_refund: refund.checked })
         .then(function (doc) { state.settings = doc; settings(); say("Settings saved."); }).catch(fail);
     } },
       h("div", { class: "grid" },
@@ -533,7 +535,8 @@
         field("Calendar", cal, "Where bookings become events and busy times come from."),
         field("Video", video),
         field("Mail", mail),
-        field("Reminders (minutes before the start)", rem, "For example 1440, 60: a day before and an hour before.")),
+        field("Reminders (minutes before the start)", rem, "For example 1440, 60: a day before and an hour before."),
+        field("Refund through Shopify", refund, "When a paid appointment cannot be honoured (the time was taken), also refund it in Shopify, not only log it.")),
       h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Save settings"))));
     if (focus) heading.focus();
   }

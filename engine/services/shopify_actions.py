@@ -90,7 +90,7 @@ def tag_order(job: Any) -> None:
 
 
 def refund_line(job: Any) -> None:
-    refund_id = (job.item.payload or {}).get("refund_id")
+    refund_id = str((job.item.payload or {}).get("refund_id") or "")
     with job.db.read() as session:
         refund = session.get(Refund, refund_id)
         if refund is None or refund.shopify_status == "refunded":

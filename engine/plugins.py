@@ -351,6 +351,9 @@ class Plugins:
         from engine.store.models import Shop, ShopSettings
 
         key = shop.id if isinstance(shop, _ShopRef) else shop
+        cached: ShopProviders | None = self.db.cache.get(("shop_providers", key))
+        if cached is not None:
+            return cached
         column = Shop.domain if "." in key else Shop.id
         query = (select(Shop.id, Shop.domain, Shop.timezone, ShopSettings.calendar_provider,
                         ShopSettings.video_provider, ShopSettings.mail_provider)
@@ -363,9 +366,12 @@ class Plugins:
                 row = own.execute(query).one_or_none()
         if row is None:
             raise NotFound(f"no shop {key!r}")
-        return ShopProviders(_ShopRef(row.id, row.domain, row.timezone),
-                             ProviderChoice(row.calendar_provider, row.video_provider,
-                                            row.mail_provider))
+        found = ShopProviders(_ShopRef(row.id, row.domain, row.timezone),
+                              ProviderChoice(row.calendar_provider, row.video_provider,
+                                             row.mail_provider))
+        # Read-mostly: process-local, void after any local write, at most 1 s old.
+        self.db.cache.put(("shop_providers", key), found)
+        return found
 
     def _class(self, kind: str, name: str) -> type[Provider]:
         cls = self.registry.get(kind, name)

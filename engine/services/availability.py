@@ -179,12 +179,19 @@ def availability(db: Database, clock: Clock, shop: ShopRef, query: AvailabilityQ
     range_start, range_end = shop_day_range(shop_tz, query.start, query.days)
     now = int(clock.now().timestamp())
     with db.lookup() as session:  # reads only: no BEGIN/ROLLBACK round trips
-        service = live_service(session, shop.id, query.service_id)
-        rules = rules_of(service)
         # Expert-local dates can differ from shop-local dates by up to a day either way.
         first, last = query.start - timedelta(days=2), query.start + timedelta(days=query.days + 2)
-        cals, emails = expert_calendars(session, shop, service.id, query.expert_id, first,
-                                        last)
+        # The service's rules and its experts' hours change rarely: a process-local cache
+        # (engine.store.db.ReadCache: void after any local write, at most 1 s old).
+        key = ("availability", shop.id, query.service_id, query.expert_id, first, last)
+        cached = db.cache.get(key)
+        if cached is None:
+            service = live_service(session, shop.id, query.service_id)
+            cached = (rules_of(service),
+                      *expert_calendars(session, shop, service.id, query.expert_id, first,
+                                        last))
+            db.cache.put(key, cached)
+        rules, cals, emails = cached
         if cals:
             pad = (rules.buffer_before + rules.buffer_after + rules.duration) * 60
             ids = [c.expert_id for c in cals]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,6 +81,41 @@ def _ping_idle_connections(engine: Engine) -> None:
     event.listen(engine, "checkout", _checkout)
 
 
+class ReadCache:
+    """A small process-local cache of read-mostly rows (a service's rules, its experts'
+    hours, a shop's provider choice) for the storefront's hot path.
+
+    An entry is used only while (a) no write transaction of this process has committed
+    since it was stored -- any commit through :meth:`Database.write` clears the cache, so
+    a process always sees its own writes at once -- and (b) it is younger than ``ttl``
+    seconds, which bounds how long another process's change (another gunicorn worker's
+    admin edit) can go unseen. Never used for what decides a booking: holds, claims and
+    webhooks read the database inside their transactions.
+    """
+
+    def __init__(self, ttl: float = 1.0, max_entries: int = 512) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        entry = self._entries.get(key)
+        if entry is None or time.monotonic() - entry[0] >= self.ttl:
+            return None
+        return entry[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic(), value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
 class Database:
     """One database: the engine and its sessions. Transaction boundaries live in services."""
 
@@ -93,6 +129,7 @@ class Database:
         self._lookup_sessions = sessionmaker(
             self.engine.execution_options(isolation_level="AUTOCOMMIT"),
             expire_on_commit=False)
+        self.cache = ReadCache()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -121,8 +158,12 @@ class Database:
         database lock for the whole transaction, so a check made inside it still holds
         at commit.
         """
-        with self._write_sessions() as session, session.begin():
-            yield session
+        try:
+            with self._write_sessions() as session, session.begin():
+                yield session
+        finally:
+            # Whatever this process wrote (or tried to), its cached reads are void.
+            self.cache.clear()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -63,3 +63,13 @@ def redis_url() -> Iterator[str]:
     yield REDIS_URL
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def shop(ctx: Context) -> Any:
+    """The root fixture's shop, without a Shopify access token: the worker suite counts
+    the booking's outbox rows, and order tagging (which needs a token and Shopify) is
+    tested against the fake Shopify in tests/install/test_order_actions.py."""
+    from engine.services.shops import install_shop
+
+    return install_shop(ctx.db, ctx.clock, ctx.keyring, "alpha.myshopify.com", "Europe/Berlin")

@@ -153,8 +153,11 @@ def stack(live_db_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
 
 
 def outbox_rows(ctx: Context) -> list[OutboxItem]:
+    """The booking's outbox rows (not the order tagging for Shopify, tested elsewhere)."""
     with ctx.db.read() as session:
-        return list(session.scalars(select(OutboxItem).order_by(OutboxItem.id)))
+        return list(session.scalars(select(OutboxItem)
+                                    .where(OutboxItem.kind.like("booking.%"))
+                                    .order_by(OutboxItem.id)))
 
 
 def test_a_booking_reaches_the_calendar_and_the_inbox_once(stack: Stack) -> None:

@@ -158,10 +158,14 @@ def shop_day_range(tz: ZoneInfo, start: date, days: int) -> tuple[Instant, Insta
             wall_to_instant(tz, start + timedelta(days=days), 0, edge="start"))
 
 
+# Slot instants repeat from request to request (every visitor of a service sees the
+# same grid), so their text forms are memoized; bounded, pure functions of their input.
+@lru_cache(maxsize=1 << 16)
 def iso_utc(ts: Instant) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
+@lru_cache(maxsize=1 << 16)
 def iso_local(ts: Instant, tz: ZoneInfo) -> str:
     return datetime.fromtimestamp(ts, tz).isoformat()
 

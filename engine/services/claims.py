@@ -17,14 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from engine.domain.slots import Instant
 from engine.errors import Conflict
 from engine.store.models import EXPIRED, HELD, LIVE_STATUSES, Claim
-from engine.store.types import epoch
+from engine.store.types import UTCDateTime, epoch
 
 HOLD_RETENTION = timedelta(days=30)  # expired/released holds are kept this long (>= 7 days)
 
@@ -97,6 +97,16 @@ def write_claim(session: Session, claim: Claim, **changes: object) -> None:
         raise
 
 
+# Built once: availability runs it on every storefront request.
+_BUSY = (select(Claim.expert_id, epoch(Claim.claim_start), epoch(Claim.claim_end))
+         .where(Claim.expert_id.in_(bindparam("ids", expanding=True)),
+                Claim.claim_start < bindparam("hi", type_=UTCDateTime()),
+                Claim.claim_end > bindparam("lo", type_=UTCDateTime()),
+                or_(Claim.status.in_((LIVE_STATUSES[1], LIVE_STATUSES[2])),
+                    and_(Claim.status == HELD,
+                         Claim.expires_at > bindparam("now", type_=UTCDateTime())))))
+
+
 def busy_from_claims(session: Session, expert_ids: Sequence[str], start: Instant, end: Instant,
                      now: datetime) -> dict[str, list[tuple[Instant, Instant]]]:
     """The claimed ranges of live claims overlapping ``[start, end)``, per expert."""
@@ -104,10 +114,7 @@ def busy_from_claims(session: Session, expert_ids: Sequence[str], start: Instant
         return {}
     lo = datetime.fromtimestamp(start, tz=now.tzinfo)
     hi = datetime.fromtimestamp(end, tz=now.tzinfo)
-    rows = session.execute(
-        select(Claim.expert_id, epoch(Claim.claim_start), epoch(Claim.claim_end))
-        .where(Claim.expert_id.in_(list(expert_ids)), Claim.claim_start < hi,
-               Claim.claim_end > lo, live_clause(now)))
+    rows = session.execute(_BUSY, {"ids": list(expert_ids), "lo": lo, "hi": hi, "now": now})
     out: dict[str, list[tuple[Instant, Instant]]] = {}
     for expert_id, a, b in rows:
         out.setdefault(expert_id, []).append((int(a), int(b)))

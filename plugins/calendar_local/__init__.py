@@ -44,7 +44,15 @@ class LocalCalendar(CalendarProvider):
 
     def busy_in_session(self, session: Session, calendars: Sequence[str], start: datetime,
                         end: datetime) -> Mapping[str, CalendarBusy]:
-        """:meth:`busy`, read in the caller's session (the engine's free/busy uses it)."""
+        """:meth:`busy`, read in the caller's session (the engine's free/busy uses it).
+
+        Busy blocks change only through admin edits and feed refreshes, so the answer is
+        kept in the process-local read cache (void after any local write, at most 1 s
+        old; see engine.store.db.ReadCache)."""
+        key = ("local_busy", self.ctx.shop.id, tuple(calendars), start, end)
+        cached: Mapping[str, CalendarBusy] | None = self.ctx.db.cache.get(key)
+        if cached is not None:
+            return cached
         found: dict[str, list[tuple[datetime, datetime]]] = {c: [] for c in calendars}
         rows = session.execute(
             select(LocalBusyBlock.expert_id, LocalBusyBlock.start, LocalBusyBlock.end)
@@ -53,7 +61,9 @@ class LocalCalendar(CalendarProvider):
                    LocalBusyBlock.start < end, LocalBusyBlock.end > start))
         for expert_id, s, e in rows:
             found[expert_id].append((s, e))
-        return {c: CalendarBusy(tuple(merge_clip(found[c], start, end))) for c in calendars}
+        answer = {c: CalendarBusy(tuple(merge_clip(found[c], start, end))) for c in calendars}
+        self.ctx.db.cache.put(key, answer)
+        return answer
 
     def create_event(self, booking: BookingDetails, meeting: Meeting | None) -> EventRef:
         now = self.ctx.clock.now()

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from engine.clock import Clock
@@ -75,11 +75,15 @@ def install_shop(db: Database, clock: Clock, keyring: Keyring, domain: str, tz: 
         return ShopRef(shop.id, shop.domain, shop.timezone)
 
 
+# Built once: every storefront and admin request runs it.
+_BY_DOMAIN = select(Shop.id, Shop.domain, Shop.timezone, Shop.installed).where(
+    Shop.domain == bindparam("domain"))
+
+
 def installed_shop(session: Session, domain: str, *, admin: bool = False) -> ShopRef:
-    """The installed shop with this domain, else UnknownShop (or ShopNotInstalled for admin)."""
-    row = session.execute(
-        select(Shop.id, Shop.domain, Shop.timezone, Shop.installed).where(Shop.domain == domain)
-    ).one_or_none()
+    """The installed shop with this domain, else UnknownShop (or ShopNotInstalled for admin).
+    Always read from the database: an uninstall takes effect on the next request."""
+    row = session.execute(_BY_DOMAIN, {"domain": domain}).one_or_none()
     if row is None or not row.installed:
         if admin:
             raise ShopNotInstalled(f"the shop {domain} has not installed consultbook")

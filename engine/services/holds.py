@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text, update
 
 from engine.clock import Clock
 from engine.config import Config
-from engine.domain.slots import claimed_range, is_offered
+from engine.domain.slots import ServiceRules, claimed_range, is_offered
 from engine.errors import NotFound, TooManyRequests, Unprocessable, ValidationError
 from engine.services.availability import (
     BusySource,
@@ -100,22 +100,47 @@ def _visitor_lock(session: Any, shop_id: str, visitor: str) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
 
+@dataclass(frozen=True)
+class _ServiceFacts:
+    id: str
+    duration_minutes: int
+    rules: ServiceRules
+
+
+@dataclass(frozen=True)
+class _ExpertFacts:
+    id: str
+    name: str
+
+
 def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: HoldRequest,
                 visitor: str, busy_source: BusySource = no_busy) -> dict[str, Any]:
     now = clock.now()
-    with db.write() as session:
-        service = live_service(session, shop.id, req.service_id)
-        expert = live_expert(session, shop.id, req.expert_id)
-        rules = rules_of(service)
+    # A hold writes only a claim, which no cached read holds: the cache stays valid.
+    with db.write(keep_cache=True) as session:
         local_day = req.start.date()
-        # Only this expert's calendar (not every expert of the service): same answer,
-        # a fraction of the rows.
-        try:
-            cals, emails = expert_calendars(session, shop, service.id, expert.id,
-                                            local_day - timedelta(days=2),
-                                            local_day + timedelta(days=2))
-        except NotFound:
-            cals, emails = [], {}
+        # The catalog side of the 422 check (the service's rules, the expert's hours) is
+        # read-mostly: the process-local read cache serves it (at most 1 s old, void after
+        # a local catalog write). What decides double booking is the database's
+        # constraint on the insert below, never this.
+        key = ("hold", shop.id, req.service_id, req.expert_id, local_day)
+        cached = db.cache.get(key)
+        if cached is None:
+            service = live_service(session, shop.id, req.service_id)
+            expert = live_expert(session, shop.id, req.expert_id)
+            # Only this expert's calendar (not every expert of the service): same answer,
+            # a fraction of the rows.
+            try:
+                cals, emails = expert_calendars(session, shop, service.id, expert.id,
+                                                local_day - timedelta(days=2),
+                                                local_day + timedelta(days=2))
+            except NotFound:
+                cals, emails = [], {}
+            cached = (_ServiceFacts(service.id, service.duration_minutes, rules_of(service)),
+                      _ExpertFacts(expert.id, expert.name), cals, emails)
+            db.cache.put(key, cached)
+        service, expert, cals, emails = cached
+        rules = service.rules
         cal = next((c for c in cals if c.expert_id == expert.id), None)
         if cal is None:
             raise NotFound(f"expert {expert.id!r} does not offer this service")
@@ -168,7 +193,7 @@ def release_hold(db: Database, clock: Clock, shop: ShopRef, hold_id: str) -> Non
     """Release a live hold: its time is free at once. Releasing twice, or an expired or
     released hold, is fine; a hold that became a booking cannot be released here."""
     now = clock.now()
-    with db.write() as session:
+    with db.write(keep_cache=True) as session:
         hold = session.get(Claim, hold_id)
         if hold is None or hold.shop_id != shop.id:
             raise NotFound(f"no hold {hold_id!r}")

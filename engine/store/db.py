@@ -151,7 +151,7 @@ class Database:
             yield session
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
+    def write(self, *, keep_cache: bool = False) -> Iterator[Session]:
         """A unit of work that commits when the block ends without an exception.
 
         On SQLite it starts with ``BEGIN IMMEDIATE``: writers are serialized by the
@@ -162,8 +162,10 @@ class Database:
             with self._write_sessions() as session, session.begin():
                 yield session
         finally:
-            # Whatever this process wrote (or tried to), its cached reads are void.
-            self.cache.clear()
+            # Whatever this process wrote (or tried to), its cached reads are void --
+            # unless the caller writes only rows the cache never holds (claims).
+            if not keep_cache:
+                self.cache.clear()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -356,7 +356,7 @@ def deliver_webhook(app: falcon.App, ctx: Context, topic: str,
         "X-Shopify-Shop-Domain": DEMO_SHOP,
         "X-Shopify-Webhook-Id": str(uuid.uuid4()),
         "X-Shopify-Event-Id": str(uuid.uuid4()),
-        "X-Shopify-Triggered-At": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "X-Shopify-Triggered-At": ctx.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         "X-Shopify-API-Version": "2025-10",
         "X-Shopify-Hmac-Sha256": webhook_hmac(body, ctx.config.api_secret),
     })

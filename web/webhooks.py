@@ -10,6 +10,7 @@ import falcon
 
 from engine.bootstrap import Context
 from engine.services import webhooks
+from engine.services.orders import parse_time
 from engine.shopify import SignatureError, verify_webhook
 from web.errors import ApiError
 
@@ -44,7 +45,7 @@ class Webhooks:
         delivery = webhooks.Delivery(
             topic=topic, shop_domain=shop,
             webhook_id=(req.get_header("X-Shopify-Webhook-Id") or "").strip() or None,
-            triggered_at=webhooks.parse_triggered_at(req.get_header("X-Shopify-Triggered-At")),
+            triggered_at=parse_time(req.get_header("X-Shopify-Triggered-At")),
             payload=payload)
         outcome = webhooks.handle(self.ctx.db, self.ctx.clock, delivery,
                                   outbox_dir=self.ctx.config.outbox_dir)

@@ -12,7 +12,7 @@ from engine.clock import Clock
 from engine.errors import NotFound, ValidationError
 from engine.services.holds import parse_instant
 from engine.services.orders import cancel_booking
-from engine.services.outbox import delivery_status
+from engine.services.outbox import delivery_status, delivery_statuses
 from engine.store import Database
 from engine.store.models import BOOKING_STATUSES, Claim, Expert, Refund, Service
 
@@ -28,7 +28,12 @@ def parse_range(params: dict[str, str]) -> tuple[datetime | None, datetime | Non
     return lo, hi
 
 
-def render_booking(session: Session, c: Claim) -> dict[str, Any]:
+_UNSET: Any = object()
+
+
+def render_booking(session: Session, c: Claim, delivery: Any = _UNSET) -> dict[str, Any]:
+    """A booking as the admin API shows it; ``delivery`` may be passed in when the
+    caller fetched it in bulk (:func:`list_bookings`)."""
     service = session.get(Service, c.service_id)
     expert = session.get(Expert, c.expert_id)
     return {
@@ -45,7 +50,7 @@ def render_booking(session: Session, c: Claim) -> dict[str, Any]:
         "customer": {"name": c.customer_name, "email": c.customer_email},
         "meeting_url": c.meeting_url,
         # What happened to the calendar event and the messages (engine/services/outbox.py).
-        "delivery": delivery_status(session, c.id),
+        "delivery": delivery_status(session, c.id) if delivery is _UNSET else delivery,
     }
 
 
@@ -64,7 +69,9 @@ def booking_rows(session: Session, shop_id: str, lo: datetime | None,
 def list_bookings(db: Database, shop_id: str, lo: datetime | None,
                   hi: datetime | None) -> list[dict[str, Any]]:
     with db.read() as session:
-        return [render_booking(session, c) for c in booking_rows(session, shop_id, lo, hi)]
+        rows = booking_rows(session, shop_id, lo, hi)
+        deliveries = delivery_statuses(session, [c.id for c in rows])
+        return [render_booking(session, c, deliveries[c.id]) for c in rows]
 
 
 def _booking(session: Session, shop_id: str, booking_id: str) -> Claim:

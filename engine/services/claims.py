@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
+from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -48,7 +48,7 @@ def _rowcount(result: object) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def live_clause(now: datetime) -> ColumnElement[bool]:
+def live_clause(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
     """SQL: the claim holds time at ``now`` (a held row counts only until it expires)."""
     return or_(Claim.status.in_((LIVE_STATUSES[1], LIVE_STATUSES[2])),
                and_(Claim.status == HELD, Claim.expires_at > now))
@@ -102,9 +102,7 @@ _BUSY = (select(Claim.expert_id, epoch(Claim.claim_start), epoch(Claim.claim_end
          .where(Claim.expert_id.in_(bindparam("ids", expanding=True)),
                 Claim.claim_start < bindparam("hi", type_=UTCDateTime()),
                 Claim.claim_end > bindparam("lo", type_=UTCDateTime()),
-                or_(Claim.status.in_((LIVE_STATUSES[1], LIVE_STATUSES[2])),
-                    and_(Claim.status == HELD,
-                         Claim.expires_at > bindparam("now", type_=UTCDateTime())))))
+                live_clause(bindparam("now", type_=UTCDateTime()))))
 
 
 def busy_from_claims(session: Session, expert_ids: Sequence[str], start: Instant, end: Instant,

@@ -41,7 +41,7 @@ def export_csv(db: Database, shop_id: str, lo: datetime | None, hi: datetime | N
     writer.writerow(COLUMNS)
     with db.read() as session:
         for c in booking_rows(session, shop_id, lo, hi):
-            b = render_booking(session, c)
+            b = render_booking(session, c, delivery=None)  # not exported
             row = {**b, "customer_name": b["customer"]["name"],
                    "customer_email": b["customer"]["email"]}
             writer.writerow([safe_cell(row[k]) for k in COLUMNS])
@@ -55,7 +55,7 @@ def export_ics(db: Database, shop_id: str, lo: datetime | None, hi: datetime | N
     cal.add("calscale", "GREGORIAN")
     with db.read() as session:
         for c in booking_rows(session, shop_id, lo, hi):
-            b = render_booking(session, c)
+            b = render_booking(session, c, delivery=None)  # not exported
             ev = Event()
             ev.add("uid", f"{c.id}@consultbook")
             ev.add("dtstamp", c.updated_at)

@@ -96,14 +96,16 @@ def _id(value: Any) -> str | None:
     return None
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
+def parse_time(value: Any) -> datetime | None:
+    """An ISO-8601 instant from Shopify (header or payload); naive counts as UTC; anything
+    unparseable is None (a timestamp is advisory, never a reason to refuse a delivery)."""
+    if not isinstance(value, str) or not value.strip():
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed.astimezone(UTC) if parsed.tzinfo else None
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _properties(raw: Any) -> dict[str, str]:
@@ -161,7 +163,7 @@ def parse_order(topic: str, payload: Any, triggered_at: datetime | None) -> Orde
             and 0 < quantity < 10_000 else 1
         lines.append(LineItem(line_id, hold.strip()[:64] or None, price, quantity))
     currency = _clean(payload.get("currency"), 8)
-    event_at = triggered_at or _time(payload.get("updated_at"))
+    event_at = triggered_at or parse_time(payload.get("updated_at"))
     return OrderEvent(order_id, state, currency, _id(customer.get("id")), name, email,
                       event_at, lines)
 
@@ -205,13 +207,16 @@ def schedule_reminders(session: Session, claim: Claim, now: datetime) -> None:
                              due_at=due, status="pending" if due > now else "skipped"))
 
 
-def confirm(session: Session, claim: Claim, now: datetime) -> None:
+def confirm(session: Session, shop: Shop, claim: Claim, now: datetime) -> None:
+    """Confirm a paid booking and record what follows: the confirmation work, its
+    reminders and, for a shop on Shopify, tagging the order."""
     claim.status = CONFIRMED
     claim.confirmed_at = now
     claim.updated_at = now
     session.flush()
     record_outbox(session, claim, "booking.confirmed", now)
     schedule_reminders(session, claim, now)
+    shopify_actions.record_tag(session, shop, claim, now)
 
 
 def cancel_booking(session: Session, claim: Claim, now: datetime) -> bool:
@@ -252,8 +257,7 @@ def _book_line(session: Session, shop: Shop, event: OrderEvent, line: LineItem, 
                                                  Claim.line_item_id == line.id))
     if decided is not None:
         if paid and decided.status == PENDING:
-            confirm(session, decided, now)
-            shopify_actions.record_tag(session, shop, decided, now)
+            confirm(session, shop, decided, now)
         return
     if session.scalar(select(Refund.id).where(Refund.shop_id == shop.id,
                                               Refund.order_id == event.order_id,
@@ -286,8 +290,7 @@ def _book_line(session: Session, shop: Shop, event: OrderEvent, line: LineItem, 
         _refund(session, shop, event, line, "slot_taken", now)
         return
     if paid:
-        confirm(session, hold, now)
-        shopify_actions.record_tag(session, shop, hold, now)
+        confirm(session, shop, hold, now)
 
 
 def _cancel_order(session: Session, shop: Shop, event: OrderEvent, now: datetime) -> None:

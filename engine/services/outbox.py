@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -498,12 +498,33 @@ def recover_stuck_steps(db: Database, now: datetime, lease_seconds: float) -> in
 # --------------------------------------------------------------------------- merchant view
 
 
+def delivery_statuses(session: Session, booking_ids: Sequence[str]
+                      ) -> dict[str, dict[str, Any] | None]:
+    """What the merchant sees of each booking's external work (``delivery`` in the
+    admin): ``status`` ``pending`` | ``retrying`` | ``done`` | ``failed``, the last error,
+    and messages whose delivery is in doubt; ``None`` when there was no work. Two
+    queries for any number of bookings."""
+    ids = list(dict.fromkeys(booking_ids))
+    if not ids:
+        return {}
+    items_of: dict[str, list[OutboxItem]] = {i: [] for i in ids}
+    for item in session.scalars(select(OutboxItem).where(OutboxItem.booking_id.in_(ids))
+                                .order_by(OutboxItem.id)):
+        items_of[item.booking_id or ""].append(item)
+    doubtful_of: dict[str, set[str]] = {i: set() for i in ids}
+    for booking_id, step in session.execute(
+            select(OutboxItem.booking_id, OutboxStep.step)
+            .join(OutboxItem, OutboxItem.id == OutboxStep.outbox_id)
+            .where(OutboxItem.booking_id.in_(ids), OutboxStep.status == UNKNOWN)):
+        doubtful_of[booking_id or ""].add(step)
+    return {i: _summary(items_of[i], doubtful_of[i]) for i in ids}
+
+
 def delivery_status(session: Session, booking_id: str) -> dict[str, Any] | None:
-    """What the merchant sees of a booking's external work (``delivery`` in the admin):
-    ``status`` ``pending`` | ``retrying`` | ``done`` | ``failed``, the last error, and
-    messages whose delivery is in doubt. ``None`` when there was no work."""
-    items = list(session.scalars(select(OutboxItem).where(OutboxItem.booking_id == booking_id)
-                                 .order_by(OutboxItem.id)))
+    return delivery_statuses(session, [booking_id])[booking_id]
+
+
+def _summary(items: list[OutboxItem], doubtful: set[str]) -> dict[str, Any] | None:
     if not items:
         return None
     if any(i.status == FAILED for i in items):
@@ -515,9 +536,6 @@ def delivery_status(session: Session, booking_id: str) -> dict[str, Any] | None:
         status = "done"
     errors = [i for i in items if i.last_error]
     last = errors[-1] if errors else None
-    doubtful = list(session.scalars(
-        select(OutboxStep.step).join(OutboxItem, OutboxItem.id == OutboxStep.outbox_id)
-        .where(OutboxItem.booking_id == booking_id, OutboxStep.status == UNKNOWN)))
     pending = [i for i in items if i.status == PENDING]
     return {
         "status": status,
@@ -525,5 +543,5 @@ def delivery_status(session: Session, booking_id: str) -> dict[str, Any] | None:
         "attempts": sum(i.attempts for i in items),
         "next_attempt_at": pending[0].available_at.strftime("%Y-%m-%dT%H:%M:%SZ")
         if pending else None,
-        "unconfirmed_messages": sorted(set(doubtful)),
+        "unconfirmed_messages": sorted(doubtful),
     }

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -37,13 +37,16 @@ from engine.store.models import DateOverride, Expert, ExpertService, Service, We
 
 MAX_DAYS = 62
 
-# Busy time of experts within [start, end): expert id -> [(start, end)] instants.
-BusySource = Callable[[Session, Sequence[str], Instant, Instant], Mapping[str, list[
-    tuple[Instant, Instant]]]]
+# Busy time of one shop's experts within [start, end), read in the caller's session:
+# (session, shop id, {expert id: email}, start, end) -> {expert id: [(start, end)]}.
+# The experts' emails come along because that is what calendar providers look them up by,
+# and the caller has just read them.
+BusySource = Callable[[Session, str, Mapping[str, str | None], Instant, Instant],
+                      Mapping[str, list[tuple[Instant, Instant]]]]
 
 
-def no_busy(_s: Session, _ids: Sequence[str], _a: Instant, _b: Instant) -> dict[str, list[
-        tuple[Instant, Instant]]]:
+def no_busy(_s: Session, _shop: str, _experts: Mapping[str, str | None], _a: Instant,
+            _b: Instant) -> dict[str, list[tuple[Instant, Instant]]]:
     return {}
 
 
@@ -139,19 +142,6 @@ def expert_calendars(session: Session, shop: ShopRef, service_id: str,
                            overrides=overrides[i]) for i in ids], emails
 
 
-def external_busy(busy_source: BusySource, session: Session, shop: ShopRef,
-                  emails: Mapping[str, str | None], ids: Sequence[str], start: Instant,
-                  end: Instant) -> Mapping[str, list[tuple[Instant, Instant]]]:
-    """The provider's busy time for these experts of ``shop``; a source that can take the
-    experts' emails directly (engine.services.freebusy.FreeBusy) skips a query."""
-    shop_busy = getattr(busy_source, "shop_busy", None)
-    if shop_busy is not None and all(i in emails for i in ids):
-        return cast(Mapping[str, list[tuple[Instant, Instant]]],
-                    shop_busy(shop.id, {i: emails[i] for i in ids}, start, end,
-                              session=session))
-    return busy_source(session, ids, start, end)
-
-
 def shop_day_range(tz: ZoneInfo, start: date, days: int) -> tuple[Instant, Instant]:
     """The instants of local midnight of `start` and of `start + days` in the shop's zone."""
     return (wall_to_instant(tz, start, 0, edge="start"),
@@ -203,8 +193,8 @@ def availability(db: Database, clock: Clock, shop: ShopRef, query: AvailabilityQ
             # provider says is busy both take time away.
             claimed = busy_from_claims(session, ids, range_start - pad, range_end + pad,
                                        clock.now())
-            external = external_busy(busy_source, session, shop, emails, ids,
-                                     range_start - pad, range_end + pad)
+            external = busy_source(session, shop.id, emails, range_start - pad,
+                                   range_end + pad)
             if claimed or external:
                 cals = [replace(c, busy=(*claimed.get(c.expert_id, ()),
                                          *external.get(c.expert_id, ()))) for c in cals]

@@ -1,7 +1,7 @@
 """Free/busy from the shop's calendar provider, for availability: batched, cached, fail closed.
 
-:class:`FreeBusy` is a ``BusySource`` (``(session, expert_ids, start, end) -> {expert_id:
-[(start, end)]}`` in POSIX seconds), composed by availability with the database's own
+:class:`FreeBusy` is a ``BusySource`` (``(session, shop_id, {expert_id: email}, start, end)
+-> {expert_id: [(start, end)]}`` in POSIX seconds), composed by availability with the database's own
 claims. For a remote calendar (Google, Outlook...):
 
 * Busy time is cached per expert in 7-day chunks aligned to the epoch, for
@@ -34,7 +34,6 @@ from sqlalchemy.orm import Session
 from engine.errors import ConsultbookError
 from engine.providers.base import CalendarProvider
 from engine.providers.types import CalendarBusy
-from engine.store.models import Expert
 from engine.store.providers_models import BusyCacheEntry, FreeBusyHealth
 
 if TYPE_CHECKING:
@@ -191,19 +190,11 @@ class FreeBusy:
         self.cache = cache if cache is not None else make_cache(plugins)
         self._health_memo: dict[str, tuple[tuple[str, str | None, str], float]] = {}
 
-    def __call__(self, session: Session, expert_ids: Sequence[str], start: int,
-                 end: int) -> dict[str, list[Pair]]:
-        if not expert_ids or end <= start:
+    def __call__(self, session: Session, shop_id: str, experts: Mapping[str, str | None],
+                 start: int, end: int) -> dict[str, list[Pair]]:
+        if not experts or end <= start:
             return {}
-        rows = session.execute(select(Expert.id, Expert.shop_id, Expert.email)
-                               .where(Expert.id.in_(list(expert_ids)))).all()
-        by_shop: dict[str, dict[str, str | None]] = {}
-        for r in rows:
-            by_shop.setdefault(r.shop_id, {})[r.id] = r.email
-        out: dict[str, list[Pair]] = {}
-        for shop_id, experts in by_shop.items():
-            out.update(self.shop_busy(shop_id, experts, start, end, session=session))
-        return out
+        return self.shop_busy(shop_id, experts, start, end, session=session)
 
     def shop_busy(self, shop_id: str, experts: Mapping[str, str | None], start: int,
                   end: int, *, session: Session | None = None) -> dict[str, list[Pair]]:

@@ -22,7 +22,6 @@ from engine.errors import NotFound, TooManyRequests, Unprocessable, ValidationEr
 from engine.services.availability import (
     BusySource,
     expert_calendars,
-    external_busy,
     no_busy,
     rules_of,
     zone,
@@ -162,8 +161,8 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
         a, b = claimed_range(start_ts, rules)
         claim_start, claim_end = (datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC))
         # Time the shop's calendar provider says is busy is not for sale either.
-        external = external_busy(busy_source, session, shop, emails, [expert.id], a,
-                                 b).get(expert.id, ())
+        external = busy_source(session, shop.id, {expert.id: emails.get(expert.id)}, a,
+                               b).get(expert.id, ())
         if any(s < b and a < e for s, e in external):
             raise SlotUnavailable()
         expire_stale_holds(session, now, expert_id=expert.id, start=claim_start, end=claim_end)

@@ -210,7 +210,8 @@ class TestRedisCache:
         # Another process (a second FreeBusy on the same Redis) sees the cache.
         other = FreeBusy(ctx.plugins, RedisBusyCache(REDIS_URL))
         with ctx.db.read() as session:
-            got = other(session, [cat["expert"]], int(TUESDAY_9_BERLIN.timestamp()),
+            got = other(session, google_shop.id, {cat["expert"]: "e0@example.com"},
+                        int(TUESDAY_9_BERLIN.timestamp()),
                         int(TUESDAY_9_BERLIN.timestamp()) + 7200)
         other.cache.close()  # type: ignore[attr-defined]
         assert got[cat["expert"]] == [(int(TUESDAY_9_BERLIN.timestamp()),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlencode
@@ -82,7 +81,7 @@ def signed_proxy_url(ctx: Context, path: str, params: dict[str, str],
                      shop: str = DEMO_SHOP) -> str:
     """A URL on this app as Shopify's App Proxy would forward it (valid for the max age)."""
     signed = {**params, "shop": shop, "path_prefix": "/apps/consult",
-              "timestamp": str(int(time.time()))}
+              "timestamp": str(int(ctx.clock.now().timestamp()))}
     signed["signature"] = sign_proxy(signed, ctx.config.api_secret)
     return f"{ctx.config.app_url}{path}?{urlencode(signed)}"
 

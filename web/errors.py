@@ -31,8 +31,10 @@ STATUS: list[tuple[type[errors.ConsultbookError], str]] = [
 def _provider_statuses() -> list[tuple[type[errors.ConsultbookError], str]]:
     # A provider failing is not the caller's fault: 503 when it may pass, 502 otherwise.
     from engine.providers.errors import ProviderError, ProviderUnavailable
+    from engine.shopify.oauth import ShopifyUnavailable
 
-    return [(ProviderUnavailable, falcon.HTTP_503), (ProviderError, falcon.HTTP_502)]
+    return [(ProviderUnavailable, falcon.HTTP_503), (ProviderError, falcon.HTTP_502),
+            (ShopifyUnavailable, falcon.HTTP_502)]
 
 
 DEFAULT_CODES = {

@@ -138,7 +138,7 @@ class DatabaseBusyCache:
                  keep_seconds: int) -> None:
         if not entries:
             return
-        with self.db.write() as session:
+        with self.db.write(keep_cache=True) as session:  # cache rows are not read-cached
             now = max(e.fetched_at for e in entries.values())
             session.execute(delete(BusyCacheEntry).where(
                 BusyCacheEntry.key.in_(list(entries))
@@ -341,6 +341,8 @@ class FreeBusy:
                 hide(eid, (got.error if got else None) or f"no calendar for {eid}")
                 continue
             result[eid] = [(int(s.timestamp()), int(e.timestamp())) for s, e in got.busy]
+            # Read just now: healthy again (a once-hidden expert does not stay "hidden").
+            status[eid] = (OK, None, self.plugins.clock.now().timestamp())
 
     def _record(self, shop_id: str, provider: str,
                 status: Mapping[str, tuple[str, str | None, float | None]], now: float) -> None:
@@ -367,7 +369,7 @@ class FreeBusy:
             return
         at = datetime.fromtimestamp(now, UTC)
         try:
-            with db.write() as session:
+            with db.write(keep_cache=True) as session:  # health is not read-cached
                 for eid, (state, reason, success) in changed.items():
                     row = session.get(FreeBusyHealth, eid)
                     if row is None:

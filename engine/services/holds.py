@@ -115,13 +115,13 @@ class _ExpertFacts:
 def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: HoldRequest,
                 visitor: str, busy_source: BusySource = no_busy) -> dict[str, Any]:
     now = clock.now()
-    # A hold writes only a claim, which no cached read holds: the cache stays valid.
-    with db.write(keep_cache=True) as session:
-        local_day = req.start.date()
-        # The catalog side of the 422 check (the service's rules, the expert's hours) is
-        # read-mostly: the process-local read cache serves it (at most 1 s old, void after
-        # a local catalog write). What decides double booking is the database's
-        # constraint on the insert below, never this.
+    local_day = req.start.date()
+    # Reads first, outside the write transaction: the catalog facts (from the read cache,
+    # at most 1 s old, void after a local catalog write) and what the shop's calendar
+    # provider says is busy -- which may be a network call on a cache miss, and must not
+    # hold the database's write lock (SQLite) or the visitor lock while it runs. What
+    # decides double booking is the database's constraint on the insert below.
+    with db.lookup() as session:
         key = ("hold", shop.id, req.service_id, req.expert_id, local_day)
         cached = db.cache.get(key)
         if cached is None:
@@ -149,6 +149,11 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
             raise Unprocessable("this start is not a slot of this service and expert "
                                 "(check the hours, notice and booking horizon)",
                                 code="not_a_slot")
+        a, b = claimed_range(start_ts, rules)
+        external = busy_source(session, shop.id, {expert.id: emails.get(expert.id)}, a,
+                               b).get(expert.id, ())
+    # A hold writes only a claim, which no cached read holds: the cache stays valid.
+    with db.write(keep_cache=True) as session:
         _visitor_lock(session, shop.id, visitor)
         live = session.scalar(
             select(func.count()).select_from(Claim)
@@ -158,11 +163,8 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
             raise TooManyRequests(
                 f"you already hold {config.max_holds_per_visitor} appointments; book or "
                 "release one first", code="too_many_holds")
-        a, b = claimed_range(start_ts, rules)
         claim_start, claim_end = (datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC))
         # Time the shop's calendar provider says is busy is not for sale either.
-        external = busy_source(session, shop.id, {expert.id: emails.get(expert.id)}, a,
-                               b).get(expert.id, ())
         if any(s < b and a < e for s, e in external):
             raise SlotUnavailable()
         expire_stale_holds(session, now, expert_id=expert.id, start=claim_start, end=claim_end)

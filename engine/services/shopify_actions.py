@@ -16,7 +16,12 @@ from engine.clock import Clock
 from engine.config import Config
 from engine.crypto import Keyring
 from engine.errors import ConsultbookError
-from engine.providers.errors import ConnectionBroken, ProviderRejected, ProviderUnavailable
+from engine.providers.errors import (
+    ConnectionBroken,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+)
 from engine.store import Database
 from engine.store.models import Claim, OutboxItem, Refund, Shop, ShopSettings
 
@@ -71,6 +76,8 @@ def _as_provider_error(exc: ConsultbookError) -> ConsultbookError:
     from engine.services.install import ShopifyReauthRequired
     from engine.shopify.oauth import ShopifyUnavailable
 
+    if isinstance(exc, ProviderError):  # already in the outbox's terms (from _client)
+        return exc
     if isinstance(exc, ShopifyUnavailable):
         return ProviderUnavailable(exc.message, provider="shopify")
     if isinstance(exc, ShopifyReauthRequired):

@@ -87,8 +87,12 @@ def text(max_length: int, *, min_length: int = 1) -> Callable[[str, Any], str]:
 
 
 def email(name: str, value: Any) -> str:
+    from engine.domain.mail import valid_address
+
     address = text(320)(name, value)
-    if not EMAIL.match(address):
+    # The same test the mailer applies (engine.domain.mail): an address accepted here is
+    # one that mail can actually be sent to.
+    if not EMAIL.match(address) or valid_address(address) is None:
         raise ValidationError(f"{name} is not a valid email address", field=name)
     return address
 

@@ -24,20 +24,35 @@ def kicker(config: Config) -> Callable[[], None]:
         from engine import embedded
 
         return embedded.wake
+    # Publishing happens on a daemon thread, never in the request: a slow or down broker
+    # must not hold a webhook answer past Shopify's 5 seconds. Kicks that arrive while
+    # one is being published coalesce into the next publish.
+    wanted = threading.Event()
     lock = threading.Lock()
     holder: dict[str, Any] = {}
 
-    def kick() -> None:
-        try:
-            with lock:
-                app = holder.get("app")
+    def publish_forever() -> None:
+        app = None
+        while True:
+            wanted.wait()
+            wanted.clear()
+            try:
                 if app is None:
                     from engine.tasks import make_celery
 
-                    app = holder["app"] = make_celery(config)
-            app.send_task("consultbook.relay_outbox")
-        except Exception as exc:  # best effort: the periodic relay catches up
-            log.warning("could not kick the outbox relay (%s); the periodic relay will pick "
-                        "the work up", exc)
+                    app = make_celery(config)
+                app.send_task("consultbook.relay_outbox", retry=False)
+            except Exception as exc:  # best effort: the periodic relay catches up
+                log.warning("could not kick the outbox relay (%s); the periodic relay will "
+                            "pick the work up", exc)
+
+    def kick() -> None:
+        with lock:
+            thread = holder.get("thread")
+            if thread is None or not thread.is_alive():
+                thread = holder["thread"] = threading.Thread(
+                    target=publish_forever, name="consultbook-kick", daemon=True)
+                thread.start()
+        wanted.set()
 
     return kick

@@ -88,3 +88,12 @@ def test_a_shop_without_a_shopify_token_is_not_tagged(client: Any, ctx: Context,
     relay(ctx)
     assert fake.tags == []
     assert [k for k, _ in kinds(ctx)] == ["booking.confirmed"]
+
+
+def test_an_outage_seen_while_getting_the_token_is_retried_not_given_up() -> None:
+    from engine.providers.errors import ConnectionBroken, ProviderUnavailable
+    from engine.services.shopify_actions import _as_provider_error
+
+    for exc in (ProviderUnavailable("down", provider="shopify"),
+                ConnectionBroken("reauth", provider="shopify")):
+        assert _as_provider_error(exc) is exc

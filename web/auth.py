@@ -54,19 +54,29 @@ class AuthMiddleware:
         req.context.signed = signed
 
     def _admin(self, req: falcon.Request) -> None:
-        header = req.get_header("Authorization") or ""
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(req)
+        if not token:
             raise ApiError(falcon.HTTP_401, "unauthorized",
                            "an App Bridge session token is required (Authorization: Bearer)",
                            headers={"WWW-Authenticate": "Bearer"})
-        try:
-            claims = decode_session_token(token.strip(), api_key=self.ctx.config.api_key,
-                                          api_secret=self.ctx.config.api_secret,
-                                          now=self._now())
-        except SessionTokenError as exc:
-            raise ApiError(falcon.HTTP_401, "unauthorized", str(exc),
-                           headers={"WWW-Authenticate": "Bearer"}) from None
-        with self.ctx.db.read() as session:
+        claims = session_claims(self.ctx, token)
+        with self.ctx.db.lookup() as session:
             req.context.shop = installed_shop(session, claims.shop, admin=True)
         req.context.session_token = claims
+
+
+def bearer_token(req: falcon.Request) -> str:
+    """The token of an ``Authorization: Bearer`` header, or ``""``."""
+    scheme, _, token = (req.get_header("Authorization") or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def session_claims(ctx: Context, token: str) -> Any:
+    """The verified claims of an App Bridge session token, else a 401."""
+    try:
+        return decode_session_token(token, api_key=ctx.config.api_key,
+                                    api_secret=ctx.config.api_secret,
+                                    now=int(ctx.clock.now().timestamp()))
+    except SessionTokenError as exc:
+        raise ApiError(falcon.HTTP_401, "unauthorized", str(exc),
+                       headers={"WWW-Authenticate": "Bearer"}) from None

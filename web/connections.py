@@ -21,8 +21,8 @@ import falcon
 from engine.bootstrap import Context
 from engine.services import connections
 from engine.services.shops import ShopRef, installed_shop
-from engine.shopify import SessionTokenError, decode_session_token
 from plugins.calendar_local import service as local
+from web.auth import bearer_token, session_claims
 from web.common import query_params, read_json
 from web.errors import ApiError
 
@@ -51,20 +51,12 @@ class Start:
         self.ctx = ctx
 
     def _shop(self, req: falcon.Request) -> ShopRef:
-        header = req.get_header("Authorization") or ""
-        scheme, _, token = header.partition(" ")
-        token = token.strip() if scheme.lower() == "bearer" else ""
-        token = token or (req.get_param("id_token") or "").strip()
+        token = bearer_token(req) or (req.get_param("id_token") or "").strip()
         if not token:
             raise ApiError(falcon.HTTP_401, "unauthorized",
                            "a session token is required (id_token or Authorization: Bearer)")
-        try:
-            claims = decode_session_token(token, api_key=self.ctx.config.api_key,
-                                          api_secret=self.ctx.config.api_secret,
-                                          now=int(self.ctx.clock.now().timestamp()))
-        except SessionTokenError as exc:
-            raise ApiError(falcon.HTTP_401, "unauthorized", str(exc)) from None
-        with self.ctx.db.read() as session:
+        claims = session_claims(self.ctx, token)
+        with self.ctx.db.lookup() as session:
             return installed_shop(session, claims.shop, admin=True)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:

@@ -21,6 +21,7 @@ import falcon
 from engine.bootstrap import Context
 from engine.services import install
 from engine.shopify.oauth import ShopifyUnavailable
+from web.auth import bearer_token
 from web.errors import ApiError
 
 
@@ -64,15 +65,14 @@ class TokenExchange:
         self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        header = req.get_header("Authorization") or ""
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(req)
+        if not token:
             raise ApiError(falcon.HTTP_401, "unauthorized",
                            "an App Bridge session token is required (Authorization: Bearer)",
                            headers={"WWW-Authenticate": "Bearer"})
         force = (req.get_param("force") or "") in {"1", "true"}
         try:
-            resp.media = install.exchange_session_token(self.ctx, token.strip(), force=force)
+            resp.media = install.exchange_session_token(self.ctx, token, force=force)
         except ShopifyUnavailable as exc:
             raise _unavailable(exc) from None
         resp.set_header("Cache-Control", "no-store")

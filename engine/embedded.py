@@ -86,13 +86,8 @@ class EmbeddedWorker:
         }
 
     def run_job(self, name: str) -> object:
-        """Run one job now, in the calling thread (tests, ``run_once``)."""
+        """Run one job now, in the calling thread (tests, the CLI)."""
         return self._jobs()[name]()
-
-    def run_once(self) -> None:
-        """Every job once, in the calling thread."""
-        for name in self.intervals:
-            self._run(name)
 
     def _run(self, name: str) -> object:
         try:

@@ -392,12 +392,5 @@ def _calendar_of(cls: type[CalendarProvider], expert_id: str, email: str | None)
     return email or expert_id
 
 
-def freebusy_health(db: Database, shop_id: str) -> list[dict[str, Any]]:
-    with db.read() as session:
-        return [{"expert": h.expert_id, "status": h.status, "reason": h.reason}
-                for h in session.scalars(select(FreeBusyHealth).where(
-                    FreeBusyHealth.shop_id == shop_id))]
-
-
 __all__ = ["CHUNK", "BusyCache", "DatabaseBusyCache", "FreeBusy", "RedisBusyCache",
-           "freebusy_health", "make_cache"]
+           "make_cache"]

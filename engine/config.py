@@ -8,6 +8,7 @@ that names the variable; the CLI prints it and exits 1.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,6 +35,13 @@ class Config:
     hold_ttl_seconds: int = 600
     proxy_max_age_seconds: int = 300
     max_holds_per_visitor: int = 3
+    # Proxies in front of the app that append to X-Forwarded-For (Shopify's App Proxy is
+    # one): the visitor's address is the entry this many places from the right.
+    trusted_proxy_hops: int = 1
+    # The App Proxy path on the shop's storefront, used in links sent to customers.
+    proxy_prefix: str = "/apps/consult"
+    # Bearer token /metrics requires; None: /metrics answers 404.
+    metrics_token: str | None = None
     smtp_url: str | None = None
     outbox_dir: str = "outbox"
     demo: bool = False
@@ -84,17 +92,50 @@ ORIGIN_VARIABLES: dict[str, tuple[str, str]] = {
 }
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int,
+         maximum: int | None = None) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    # ASCII digits only: int() alone would also take "1_000" and non-ASCII digits,
+    # which no operator means.
+    if not re.fullmatch(r"[+-]?[0-9]{1,18}", raw):
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}")
+    value = int(raw)
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value}")
     return value
+
+
+_PROXY_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+# RFC 6750 b64token: what may follow "Bearer " in an Authorization header.
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+
+
+def _proxy_prefix(env: Mapping[str, str]) -> str:
+    """``CONSULTBOOK_PROXY_PREFIX``: an absolute URL path without a trailing slash."""
+    raw = env.get("CONSULTBOOK_PROXY_PREFIX", "").strip()
+    if not raw:
+        return "/apps/consult"
+    prefix = raw.rstrip("/") if raw != "/" else raw
+    if len(prefix) > 200 or not _PROXY_PREFIX.fullmatch(prefix):
+        raise ConfigError("CONSULTBOOK_PROXY_PREFIX must be a URL path such as "
+                          f"/apps/consult, got {raw!r}")
+    return prefix
+
+
+def _metrics_token(env: Mapping[str, str]) -> str | None:
+    """``CONSULTBOOK_METRICS_TOKEN``: unset means /metrics is off (404)."""
+    raw = env.get("CONSULTBOOK_METRICS_TOKEN", "").strip()
+    if not raw:
+        return None
+    if len(raw) > 512 or not _BEARER_TOKEN.fullmatch(raw):
+        # Never echo the value: it is a secret.
+        raise ConfigError("CONSULTBOOK_METRICS_TOKEN must be a bearer token (letters, digits "
+                          "and -._~+/, at most 512 characters)")
+    return raw
 
 
 def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
@@ -208,6 +249,10 @@ def from_env(env: Mapping[str, str] | None = None, *, demo: bool = False,
         hold_ttl_seconds=_int(env, "CONSULTBOOK_HOLD_TTL_SECONDS", 600, minimum=1),
         proxy_max_age_seconds=_int(env, "CONSULTBOOK_PROXY_MAX_AGE_SECONDS", 300, minimum=1),
         max_holds_per_visitor=_int(env, "CONSULTBOOK_MAX_HOLDS_PER_VISITOR", 3, minimum=1),
+        trusted_proxy_hops=_int(env, "CONSULTBOOK_TRUSTED_PROXY_HOPS", 1, minimum=0,
+                                maximum=32),
+        proxy_prefix=_proxy_prefix(env),
+        metrics_token=_metrics_token(env),
         smtp_url=_url(env, "CONSULTBOOK_SMTP_URL", None, ("smtp", "smtps")),
         outbox_dir=outbox,
         demo=demo,
@@ -220,8 +265,6 @@ def from_env(env: Mapping[str, str] | None = None, *, demo: bool = False,
 
 
 def _shopify_api_version(env: Mapping[str, str]) -> str:
-    import re
-
     raw = env.get("CONSULTBOOK_SHOPIFY_API_VERSION", "").strip() or "2026-10"
     if not re.fullmatch(r"20[0-9]{2}-(01|04|07|10)|unstable", raw):
         raise ConfigError(f"CONSULTBOOK_SHOPIFY_API_VERSION must look like 2026-10, got {raw!r}")
@@ -229,8 +272,6 @@ def _shopify_api_version(env: Mapping[str, str]) -> str:
 
 
 def _shopify_scopes(env: Mapping[str, str]) -> str:
-    import re
-
     raw = env.get("CONSULTBOOK_SHOPIFY_SCOPES", "").strip()
     if not raw:
         return "read_orders,write_orders,read_products"

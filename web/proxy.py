@@ -24,17 +24,38 @@ class Availability:
         resp.cache_control = ["no-store"]
 
 
-def visitor_of(req: falcon.Request) -> str:
-    """Who is holding: the signed logged-in customer, else the client address Shopify
-    forwards (the first ``X-Forwarded-For`` entry), else the connecting address."""
+def visitor_of(req: falcon.Request, trusted_hops: int) -> str:
+    """Who is holding, for the per-visitor hold limit.
+
+    1. The signed ``logged_in_customer_id`` (the signature covers it, and a request that
+       repeats it was refused by the auth middleware).
+    2. Else the client address from ``X-Forwarded-For``: the entry ``trusted_hops``
+       places from the right. Each trusted proxy appends the address it saw, so the
+       entries to the right of that one were written by our proxies and the rest (to
+       its left) by whoever sent the request: a client that adds or varies entries on
+       the left changes nothing. Several ``X-Forwarded-For`` headers count as one list
+       in order (RFC 7230 section 3.2.2). With fewer entries than hops, or an entry
+       that is not an IP address, the header is not trusted at all.
+    3. Else the connecting address.
+    """
     customer = req.context.signed.get("logged_in_customer_id", "").strip()
     if customer:
         return f"customer:{customer[:100]}"
-    forwarded = (req.get_header("X-Forwarded-For") or "").split(",")[0].strip()
-    try:
-        return f"ip:{ipaddress.ip_address(forwarded)}"
-    except ValueError:
-        return f"ip:{req.remote_addr or 'unknown'}"
+    if trusted_hops > 0:
+        forwarded = forwarded_for(req)
+        if len(forwarded) >= trusted_hops:
+            try:
+                return f"ip:{ipaddress.ip_address(forwarded[-trusted_hops])}"
+            except ValueError:
+                pass
+    return f"ip:{req.remote_addr or 'unknown'}"
+
+
+def forwarded_for(req: falcon.Request) -> list[str]:
+    """The ``X-Forwarded-For`` entries, left to right, across every such header line."""
+    lines = req.get_header("X-Forwarded-For", default="")
+    # The WSGI server hands repeated header lines over joined by ",", in order.
+    return [entry.strip() for entry in (lines or "").split(",") if entry.strip()]
 
 
 class Holds:
@@ -46,7 +67,8 @@ class Holds:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         request = holds.parse_hold(read_json(req))
         resp.media = holds.create_hold(self.ctx.db, self.ctx.clock, self.ctx.config,
-                                       req.context.shop, request, visitor_of(req),
+                                       req.context.shop, request,
+                                       visitor_of(req, self.ctx.config.trusted_proxy_hops),
                                        self.ctx.busy_source)
         resp.status = falcon.HTTP_201
         resp.cache_control = ["no-store"]

@@ -8,8 +8,10 @@ message is a human sentence that names what was wrong, never a secret or a diges
 The three schemes sign different strings with the app's API secret (HMAC-SHA256):
 
 * **App Proxy** (``signature``, hex): the query without ``signature``, repeated keys
-  grouped (values joined by ``,`` in order of appearance), sorted by key, each
-  ``key=value``, concatenated with no separator.
+  grouped (values joined by ``,`` in order of appearance), each written ``key=value``,
+  those strings sorted (as strings, not by key: ``id-x=1`` sorts before ``id=1``
+  because ``-`` < ``=``), concatenated with no separator. This is Shopify's reference
+  (``query.map { |k, v| "#{k}=#{Array(v).join(',')}" }.sort.join``).
 * **Webhooks** (``X-Shopify-Hmac-Sha256``, base64): the raw request body, byte for byte.
 * **OAuth / admin links** (``hmac``, hex): the query without ``hmac`` and ``signature``,
   sorted by key, ``key=value`` joined by ``&``, with Shopify's escaping (see
@@ -28,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from engine.errors import Unauthorized
 
 __all__ = [
+    "PROXY_IDENTITY_PARAMS",
     "SignatureError",
     "oauth_message",
     "proxy_message",
@@ -101,11 +104,13 @@ def proxy_message(params: Sequence[tuple[str, str]]) -> str:
 
     ``params`` is the decoded query as ``(key, value)`` pairs, in the order they came.
     ``signature`` is dropped; a key given several times becomes one ``key=v1,v2`` with
-    its values in order of appearance; the ``key=value`` items are sorted by key and
-    concatenated with no separator.
+    its values in order of appearance; the ``key=value`` strings are sorted as strings
+    (code point order, which is UTF-8 byte order, as Ruby's ``sort`` compares them) and
+    concatenated with no separator. Sorting the strings differs from sorting the keys
+    when one key is a prefix of another (``id`` and ``id-x``).
     """
     grouped = _grouped(params, frozenset({"signature"}))
-    return "".join(f"{key}={grouped[key]}" for key in sorted(grouped))
+    return "".join(sorted(f"{key}={value}" for key, value in grouped.items()))
 
 
 def sign_proxy(params: Mapping[str, str | Sequence[str]], secret: str) -> str:
@@ -124,6 +129,11 @@ def sign_proxy(params: Mapping[str, str | Sequence[str]], secret: str) -> str:
     return _hmac_sha256(secret, proxy_message(pairs).encode("utf-8")).hex()
 
 
+# Parameters that say who is asking: a repeat would be signed as "v1,v2", and whoever
+# reads them could then take either value, so a request that repeats one is refused.
+PROXY_IDENTITY_PARAMS = ("shop", "logged_in_customer_id")
+
+
 def verify_proxy(
     params: Sequence[tuple[str, str]], secret: str, *, now: int, max_age: int
 ) -> dict[str, str]:
@@ -137,7 +147,9 @@ def verify_proxy(
     * it equals HMAC-SHA256(``secret``, :func:`proxy_message` of ``params``), compared in
       constant time;
     * there is exactly one ``timestamp``, written as ASCII digits, and
-      ``abs(now - timestamp) <= max_age`` (too old and too far in the future both fail).
+      ``abs(now - timestamp) <= max_age`` (too old and too far in the future both fail);
+    * neither ``shop`` nor ``logged_in_customer_id`` appears more than once (each
+      :data:`PROXY_IDENTITY_PARAMS`; absent is allowed here, the caller decides).
 
     Returns the signed parameters as a dict (repeated values joined by ``,``), without
     ``signature``. Only these values may be trusted, the ``shop`` above all.
@@ -158,6 +170,9 @@ def verify_proxy(
         raise SignatureError("The request has expired: its timestamp is too old.")
     if -age > max_age:
         raise SignatureError("The request's timestamp is too far in the future.")
+    for name in PROXY_IDENTITY_PARAMS:
+        if sum(1 for key, _ in params if key == name) > 1:
+            raise SignatureError(f"The request has more than one {name} parameter.")
     return _grouped(params, frozenset({"signature"}))
 
 

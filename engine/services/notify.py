@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from engine.domain.customer_time import customer_and_shop_time, local_time
 from engine.domain.ics import Invitation, Party, render
 from engine.domain.mail import clean_name, clean_text, safe_url, valid_address
 from engine.providers.types import BookingDetails, MailMessage
@@ -122,13 +123,26 @@ def _description(d: BookingDetails) -> str:
 
 
 def when(d: BookingDetails, tz: str) -> str:
-    """``Tuesday, 1 December 2026, 10:00-10:30 (Europe/Berlin)``."""
-    zone = ZoneInfo(tz)
-    start, end = d.start.astimezone(zone), d.end.astimezone(zone)
-    day = f"{start:%A}, {start.day} {start:%B %Y}"
-    end_text = f"{end:%H:%M}" if end.date() == start.date() else \
-        f"{end:%A}, {end.day} {end:%B %Y}, {end:%H:%M}"
-    return f"{day}, {start:%H:%M}-{end_text} ({tz})"
+    """``Tuesday 1 December 2026, 10:00-10:30 (Europe/Berlin)`` (with an en dash): the
+    booking in one zone."""
+    return local_time(d.start, d.end, tz)
+
+
+def customer_when(view: BookingView) -> str:
+    """The booking in the customer's zone (the hold's ``tz``) with the shop's time beside
+    it: ``Tuesday 1 December 2026, 09:00-10:00 (America/Los_Angeles) -- 18:00-19:00 in
+    Berlin (Europe/Berlin), the shop's time`` (en and em dashes); only the shop's time when
+    the customer's zone is unknown or the shop's own."""
+    d = view.details
+    return customer_and_shop_time(d.start, d.end, view.customer_tz, d.shop_timezone)
+
+
+def _customer_time_for_expert(view: BookingView) -> str | None:
+    """The customer's time, for the expert, when it differs from the expert's zone."""
+    d = view.details
+    if view.customer_tz in (d.expert_timezone, d.shop_timezone):
+        return None
+    return f"The customer's time: {when(d, view.customer_tz)}"
 
 
 def _duration(minutes: int) -> str:
@@ -181,6 +195,13 @@ def _text(paragraphs: list[str], url: str | None) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def _subject(text: str, limit: int = 250) -> str:
+    """A subject line: one clean line, ASCII hyphens for the time range's dashes (a
+    non-ASCII word makes the header an encoded word, and Python's folding then leaves a
+    doubled space before it in what the customer reads)."""
+    return clean_text(text.replace("\u2013", "-").replace("\u2014", "-"), limit)
+
+
 def _from_name(d: BookingDetails) -> str | None:
     return clean_name(d.shop_domain.removesuffix(".myshopify.com"))
 
@@ -198,10 +219,10 @@ def customer_confirmation(view: BookingView, *, sequence: int, now: datetime
     url = d.meeting_url
     paragraphs = [_greeting(d.customer_name),
                   f"your booking is confirmed: {d.service_title} with {d.expert_name}.",
-                  f"When: {when(d, view.customer_tz)}",
+                  f"When: {customer_when(view)}",
                   "The invitation is attached; add it to your calendar."]
     return MailMessage(
-        to=(d.customer_email,), subject=clean_text(
+        to=(d.customer_email,), subject=_subject(
             f"Booking confirmed: {d.service_title}, {when(d, view.customer_tz)}", 250),
         text=_text(paragraphs, url), html=_html(paragraphs, url),
         ics=invitation_ics(d, method="REQUEST", sequence=sequence, now=now),
@@ -220,10 +241,13 @@ def expert_notification(view: BookingView, *, sequence: int, now: datetime,
     paragraphs = [_greeting(d.expert_name),
                   f"{who} booked {d.service_title} with you.",
                   f"When: {when(d, d.expert_timezone)}"]
+    theirs = _customer_time_for_expert(view)
+    if theirs:
+        paragraphs.append(theirs)
     if d.customer_email:
         paragraphs.append(f"Customer email: {d.customer_email}")
     return MailMessage(
-        to=(d.expert_email,), subject=clean_text(
+        to=(d.expert_email,), subject=_subject(
             f"New booking: {d.service_title}, {when(d, d.expert_timezone)}", 250),
         text=_text(paragraphs, d.meeting_url), html=_html(paragraphs, d.meeting_url),
         ics=invitation_ics(d, method="REQUEST", sequence=sequence, now=now)
@@ -239,9 +263,9 @@ def customer_cancellation(view: BookingView, *, sequence: int, now: datetime
         return None
     paragraphs = [_greeting(d.customer_name),
                   f"your booking was cancelled: {d.service_title} with {d.expert_name}.",
-                  f"It was: {when(d, view.customer_tz)}"]
+                  f"It was: {customer_when(view)}"]
     return MailMessage(
-        to=(d.customer_email,), subject=clean_text(
+        to=(d.customer_email,), subject=_subject(
             f"Booking cancelled: {d.service_title}, {when(d, view.customer_tz)}", 250),
         text=_text(paragraphs, None), html=_html(paragraphs, None),
         ics=invitation_ics(d, method="CANCEL", sequence=sequence, now=now),
@@ -259,7 +283,7 @@ def expert_cancellation(view: BookingView, *, sequence: int, now: datetime,
                   f"the booking of {d.service_title} with {who} was cancelled.",
                   f"It was: {when(d, d.expert_timezone)}"]
     return MailMessage(
-        to=(d.expert_email,), subject=clean_text(
+        to=(d.expert_email,), subject=_subject(
             f"Booking cancelled: {d.service_title}, {when(d, d.expert_timezone)}", 250),
         text=_text(paragraphs, None), html=_html(paragraphs, None),
         ics=invitation_ics(d, method="CANCEL", sequence=sequence, now=now)
@@ -277,9 +301,9 @@ def customer_reminder(view: BookingView, *, offset_minutes: int, now: datetime
     paragraphs = [_greeting(d.customer_name),
                   f"a reminder: {d.service_title} with {d.expert_name} starts in "
                   f"{_duration(offset_minutes)}.",
-                  f"When: {when(d, view.customer_tz)}"]
+                  f"When: {customer_when(view)}"]
     return MailMessage(
-        to=(d.customer_email,), subject=clean_text(
+        to=(d.customer_email,), subject=_subject(
             f"Reminder: {d.service_title}, {when(d, view.customer_tz)}", 250),
         text=_text(paragraphs, d.meeting_url), html=_html(paragraphs, d.meeting_url),
         ics=invitation_ics(d, method="REQUEST", sequence=d.sequence, now=now),

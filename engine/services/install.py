@@ -479,10 +479,7 @@ def _refresh(ctx: Context, shop_id: str, owner: str, margin: timedelta,
     values = _token_values(ctx, row.id, tokens)
     values["scopes"] = tokens.scope or row.scopes
     with ctx.db.write() as session:
-        stored = _rowcount(session.execute(
-            update(Shop).where(Shop.id == row.id, Shop.refresh_token == spent)
-            .values(**values).execution_options(synchronize_session=False)
-        ))
+        stored = _store_refreshed(ctx, session, row.id, spent, refresh, values)
     if stored != 1:
         # A re-authorization stored another pair meanwhile; it wins, ours is dropped.
         log.info("a newer Shopify token pair for %s was stored during a refresh", row.domain)
@@ -495,6 +492,44 @@ def _refresh(ctx: Context, shop_id: str, owner: str, margin: timedelta,
         return plain
     log.info("refreshed the Shopify token of %s", row.domain)
     return tokens.access_token
+
+
+# A compare-and-set that misses because a key rotation re-encrypted the spent token is
+# retried; each retry means someone else committed a write in between, so this bound is
+# never reached in practice (it keeps a bug from spinning forever).
+_CAS_ATTEMPTS = 50
+
+
+def _store_refreshed(ctx: Context, session: Session, shop_id: str, spent: str, refresh: str,
+                     values: dict[str, Any]) -> int:
+    """Store a refreshed pair in place of the refresh token ``spent`` (its ciphertext)
+    whose plaintext is ``refresh``; returns 1 when stored, 0 when another pair won.
+
+    The compare is on the ciphertext, and ``consultbook keys rotate`` rewrites the
+    ciphertext of the same token: when the stored value is no longer ``spent`` but
+    still decrypts to ``refresh``, the token we just spent was only re-encrypted, and
+    the new pair must replace it (else the fresh single-use token is lost and the spent
+    one kept, and the shop must re-authorize). Only a different plaintext (a
+    re-authorization stored another pair, or the connection was reset) wins over ours.
+    Runs inside the caller's write transaction: on PostgreSQL each UPDATE re-checks its
+    WHERE against the latest committed row, on SQLite the transaction holds the lock.
+    """
+    expected = spent
+    for _ in range(_CAS_ATTEMPTS):
+        stored = _rowcount(session.execute(
+            update(Shop).where(Shop.id == shop_id, Shop.refresh_token == expected)
+            .values(**values).execution_options(synchronize_session=False)
+        ))
+        if stored == 1:
+            return 1
+        current = session.scalar(select(Shop.refresh_token).where(Shop.id == shop_id))
+        if current is None or current == expected:
+            return 0
+        if _decrypt(ctx, current, refresh_token_aad(shop_id)) != refresh:
+            return 0
+        expected = current  # the same token under another key: try again
+    raise RuntimeError(f"could not store the refreshed Shopify token of shop {shop_id}: "
+                       "the row kept changing")
 
 
 def refresh_expiring_tokens(ctx: Context, *, within: timedelta = timedelta(minutes=10)) -> int:

@@ -2,6 +2,17 @@
 
 Rotation is resumable: rows are re-encrypted in small committed batches, and a row
 already under the current key is skipped, so an interrupted run is simply run again.
+
+Rotation runs while the app runs, and other writers replace these columns meanwhile
+(a token refresh stores a new single-use refresh token). So rotation never writes back
+a value it read earlier: each row is re-encrypted with a compare-and-set
+(``UPDATE ... SET col = rotated WHERE pk = id AND col = the ciphertext read``); when
+that misses, someone stored a newer value, which is re-read and (if it is not under the
+current key already) rotated in turn. A newer value is therefore never overwritten by
+an older one, on PostgreSQL (each UPDATE re-checks its WHERE against the latest
+committed row version) and on SQLite (writers are serialized) alike. The other side,
+a refresh whose own compare-and-set meets a rotated ciphertext of the token it spent,
+is handled in :func:`engine.services.install._store_refreshed`.
 """
 
 from __future__ import annotations
@@ -10,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from engine.crypto import Keyring
 from engine.services.install import refresh_token_aad
@@ -52,8 +63,44 @@ ENCRYPTED_COLUMNS.extend(_provider_columns())
 BATCH = 200
 
 
+# Each miss means another writer committed a new value of that very cell in between;
+# the bound only keeps a bug from spinning forever.
+_CAS_ATTEMPTS = 100
+
+
+class RotationConflict(RuntimeError):
+    """A row kept changing under rotation; running the rotation again finishes it."""
+
+
+def _rotate_cell(session: Any, col: EncryptedColumn, keyring: Keyring, row: Any) -> bool:
+    """Re-encrypt one row's cell with the current key by compare-and-set; True when a
+    new ciphertext was written. ``row`` is the row as read (its pk and the aad inputs)."""
+    model, pk = col.model, col.model.__mapper__.primary_key[0]
+    column = getattr(model, col.column)
+    ident = getattr(row, pk.key)
+    token = getattr(row, col.column)
+    for _ in range(_CAS_ATTEMPTS):
+        if token is None or not keyring.needs_rotation(token):
+            return False
+        rotated = keyring.rotate(token, aad=col.aad(row))
+        result = session.execute(
+            update(model).where(pk == ident, column == token)
+            .values({col.column: rotated}).execution_options(synchronize_session=False))
+        if getattr(result, "rowcount", 0) == 1:
+            return True
+        # Someone stored another value since we read it: rotate that one instead.
+        token = session.scalar(select(column).where(pk == ident))
+    raise RotationConflict(f"{model.__tablename__}.{col.column} of {ident} kept changing "
+                           "during rotation; run it again")
+
+
 def rotate_all(db: Database, keyring: Keyring) -> tuple[int, int]:
-    """Re-encrypt every stored secret with the current key. Returns (rewritten, total)."""
+    """Re-encrypt every stored secret with the current key. Returns (rewritten, total).
+
+    Safe to run while the app runs (see the module docstring): a value another process
+    stores meanwhile is never replaced by a re-encryption of an older one. Raises
+    CryptoError for a value that no configured key decrypts.
+    """
     rewritten = total = 0
     for col in ENCRYPTED_COLUMNS:
         pk = col.model.__mapper__.primary_key[0]
@@ -66,9 +113,10 @@ def rotate_all(db: Database, keyring: Keyring) -> tuple[int, int]:
                 rows = session.scalars(q.order_by(pk).limit(BATCH)).all()
                 for row in rows:
                     total += 1
-                    token = getattr(row, col.column)
-                    if keyring.needs_rotation(token):
-                        setattr(row, col.column, keyring.rotate(token, aad=col.aad(row)))
+                    # Detach the read values from the session: only the compare-and-set
+                    # UPDATE writes, never a flush of this (possibly stale) object.
+                    session.expunge(row)
+                    if _rotate_cell(session, col, keyring, row):
                         rewritten += 1
                 if not rows:
                     break

@@ -62,3 +62,14 @@ class TooManyRequests(ConsultbookError):
 
 class SchemaOutOfDate(ConsultbookError):
     code = "schema_out_of_date"
+
+
+class ServiceUnavailable(ConsultbookError):
+    """A dependency (the database, the broker) cannot be reached right now; the caller
+    should retry later (HTTP 503 with ``Retry-After``)."""
+
+    code = "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 5, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after

@@ -13,11 +13,14 @@ from engine.config import Config, from_env
 from engine.store.migrate import check_schema
 from web import admin, connections, demo, errors, health, pages, proxy, webhooks
 from web.auth import AuthMiddleware
+from web.guard import InputGuard
 from web.install import register as register_install
 
 
 def create_app(ctx: Context) -> falcon.App:
-    app = falcon.App(middleware=[AuthMiddleware(ctx)])
+    # The input guard runs first: no malformed path, query or body size reaches the auth
+    # middleware (which reads the database) or a resource.
+    app = falcon.App(middleware=[InputGuard(), AuthMiddleware(ctx)])
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
     # orjson renders response documents several times faster than the json module (a

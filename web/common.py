@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import falcon
 
-from web.errors import ApiError
+from web.guard import MAX_BODY, parse_json, read_body
 
-MAX_BODY = 1 << 20  # 1 MiB: far beyond any legitimate admin document
+__all__ = ["MAX_BODY", "query_params", "read_json"]
 
 
 def read_json(req: falcon.Request) -> Any:
-    """The request body as JSON, or a 400/413 with a clear message."""
-    length = req.content_length
-    if length is not None and length > MAX_BODY:
-        raise ApiError(falcon.HTTP_413, "payload_too_large", "the request body is too large")
-    raw = req.bounded_stream.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise ApiError(falcon.HTTP_413, "payload_too_large", "the request body is too large")
-    if not raw.strip():
-        raise ApiError(falcon.HTTP_400, "invalid_json", "the request body must be JSON")
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise ApiError(falcon.HTTP_400, "invalid_json",
-                       "the request body is not valid UTF-8 JSON") from None
+    """The request body as strict JSON (web.guard.parse_json): at most 1 MiB (413
+    ``payload_too_large`` beyond, read no further, with or without a Content-Length),
+    UTF-8, finite numbers, bounded nesting, no control character or lone surrogate in
+    any string or key (400 naming where)."""
+    return parse_json(read_body(req, MAX_BODY))
 
 
 def query_params(req: falcon.Request) -> dict[str, str]:

@@ -25,7 +25,13 @@ STATUS: list[tuple[type[errors.ConsultbookError], str]] = [
     (errors.Unprocessable, falcon.HTTP_422),
     (errors.TooManyRequests, falcon.HTTP_429),
     (errors.SchemaOutOfDate, falcon.HTTP_503),
+    (errors.ServiceUnavailable, falcon.HTTP_503),
 ]
+
+# Seconds a client is told to wait while a dependency is unreachable. Short: the
+# database usually comes back within seconds (a restart, a failover), and Shopify and
+# browsers back off on their own.
+RETRY_AFTER_SECONDS = 5
 
 
 def _provider_statuses() -> list[tuple[type[errors.ConsultbookError], str]]:
@@ -51,7 +57,7 @@ DEFAULT_CODES = {
     429: "too_many_requests",
     431: "headers_too_large",
     500: "internal_error",
-    503: "unavailable",
+    503: "service_unavailable",
 }
 
 
@@ -72,8 +78,32 @@ class ApiError(falcon.HTTPError):
                          headers=headers)
 
 
+def unavailable(message: str = "the service is temporarily unavailable; try again shortly",
+                retry_after: int = RETRY_AFTER_SECONDS) -> ApiError:
+    """``503 service_unavailable`` with ``Retry-After``: a dependency is unreachable."""
+    return ApiError(falcon.HTTP_503, "service_unavailable", message,
+                    headers={"Retry-After": str(retry_after)})
+
+
 def _engine_error(req: falcon.Request, resp: falcon.Response, ex: errors.ConsultbookError,
                   params: dict[str, Any]) -> None:
+    from engine.crypto import CryptoError
+
+    if isinstance(ex, errors.ServiceUnavailable):
+        raise unavailable(ex.message, ex.retry_after)
+    if isinstance(ex, errors.SchemaOutOfDate):
+        raise ApiError(falcon.HTTP_503, ex.code, ex.message,
+                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    if isinstance(ex, CryptoError):
+        # A stored secret that no configured key decrypts (its key was dropped from
+        # CONSULTBOOK_ENCRYPTION_KEYS, or the row was altered): not a crash, a state the
+        # merchant ends by connecting the account again. The message names at most a
+        # key id, never key material or plaintext.
+        log.warning("stored secret cannot be decrypted on %s %s: %s", req.method,
+                    req.path, ex.message)
+        raise ApiError(falcon.HTTP_409, "reconnect_required",
+                       "a stored credential can no longer be decrypted with the configured "
+                       "keys; connect the account again")
     for cls, status in _provider_statuses() + STATUS:
         if isinstance(ex, cls):
             raise ApiError(status, ex.code, ex.message)
@@ -81,10 +111,48 @@ def _engine_error(req: falcon.Request, resp: falcon.Response, ex: errors.Consult
     raise ApiError(falcon.HTTP_500, "internal_error", "something went wrong on our side")
 
 
+def _database_error(req: falcon.Request, resp: falcon.Response, ex: Exception,
+                    params: dict[str, Any]) -> None:
+    """Every SQLAlchemy error, mapped once: the database unreachable (or refusing for
+    the moment) is 503 with ``Retry-After``; a value the database refuses (SQLSTATE class
+    22, data exception: out of range, too long, a NUL) is the caller's 400; anything
+    else is a bug, logged, 500."""
+    from sqlalchemy import exc as sa_exc
+
+    from engine.store.db import database_unavailable
+
+    if database_unavailable(ex):
+        log.warning("database unavailable on %s %s: %s", req.method, req.path,
+                    type(getattr(ex, "orig", None) or ex).__name__)
+        raise unavailable("the database is unreachable; try again shortly")
+    if isinstance(ex, sa_exc.DataError):
+        raise ApiError(falcon.HTTP_400, "invalid_request",
+                       "a value in the request is out of range or too long")
+    _unexpected(req, resp, ex, params)
+
+
+def _broker_unreachable(ex: Exception) -> bool:
+    """A broker connection failure (redis, kombu), for the requests that need the broker."""
+    module = type(ex).__module__
+    if module.startswith("redis"):
+        import redis.exceptions
+
+        return isinstance(ex, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError)
+    if module.startswith("kombu"):
+        import kombu.exceptions
+
+        return isinstance(ex, kombu.exceptions.OperationalError)
+    return False
+
+
 def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception,
                 params: dict[str, Any]) -> None:
     if isinstance(ex, falcon.HTTPError):
         raise ex
+    if _broker_unreachable(ex):
+        log.warning("broker unavailable on %s %s: %s", req.method, req.path,
+                    type(ex).__name__)
+        raise unavailable("the task broker is unreachable; try again shortly")
     log.exception("unhandled error on %s %s", req.method, req.path)
     raise ApiError(falcon.HTTP_500, "internal_error", "something went wrong on our side")
 
@@ -100,6 +168,9 @@ def _serialize(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError)
 
 
 def install(app: falcon.App) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
     app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(SQLAlchemyError, _database_error)
     app.add_error_handler(errors.ConsultbookError, _engine_error)
     app.set_error_serializer(_serialize)

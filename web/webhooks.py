@@ -1,10 +1,15 @@
 """``POST /webhooks``: Shopify's deliveries. HMAC over the raw body first (401, nothing
 stored), then the engine dedups and applies the delivery in one transaction. Anything
-valid answers 200 quickly — external work is only recorded for the worker."""
+valid answers 200 quickly — external work is only recorded for the worker.
+
+A delivery with a valid HMAC is never refused for what it contains (the contract: no
+payload makes it answer 5xx, and its well-formed lines are still decided): the body
+and the headers go through ``web.guard`` 's sanitizer before anything reads them.
+"""
 
 from __future__ import annotations
 
-import json
+from datetime import datetime
 
 import falcon
 
@@ -13,8 +18,9 @@ from engine.services import webhooks
 from engine.services.orders import parse_time
 from engine.shopify import SignatureError, verify_webhook
 from web.errors import ApiError
+from web.guard import MAX_WEBHOOK_BODY, clean_header, parse_webhook_json, read_body
 
-MAX_BODY = 5 << 20  # Shopify order payloads are far smaller
+MAX_BODY = MAX_WEBHOOK_BODY  # 10 MiB (contract)
 
 
 class Webhooks:
@@ -22,36 +28,39 @@ class Webhooks:
         self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if req.content_length is not None and req.content_length > MAX_BODY:
-            raise ApiError(falcon.HTTP_413, "payload_too_large", "the webhook body is too large")
-        raw = req.bounded_stream.read(MAX_BODY + 1)
-        if len(raw) > MAX_BODY:
-            raise ApiError(falcon.HTTP_413, "payload_too_large", "the webhook body is too large")
+        raw = read_body(req, MAX_BODY)
         try:
             verify_webhook(raw, req.get_header("X-Shopify-Hmac-Sha256"),
                            self.ctx.config.api_secret)
         except SignatureError as exc:
             raise ApiError(falcon.HTTP_401, "invalid_signature", str(exc)) from None
-        topic = (req.get_header("X-Shopify-Topic") or "").strip()
-        shop = (req.get_header("X-Shopify-Shop-Domain") or "").strip().lower()
+        # Header values are cleaned (controls stripped, lone surrogates replaced) and
+        # bounded by the columns they end up in; empty or whitespace counts as missing.
+        topic = clean_header(req.get_header("X-Shopify-Topic"), 64)
+        shop = clean_header(req.get_header("X-Shopify-Shop-Domain"), 255)
         if not topic or not shop:
             raise ApiError(falcon.HTTP_400, "invalid_request",
                            "X-Shopify-Topic and X-Shopify-Shop-Domain are required")
-        try:
-            payload = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise ApiError(falcon.HTTP_400, "invalid_json",
-                           "the webhook body is not valid UTF-8 JSON") from None
+        payload = parse_webhook_json(raw)
         delivery = webhooks.Delivery(
-            topic=topic, shop_domain=shop,
-            webhook_id=(req.get_header("X-Shopify-Webhook-Id") or "").strip() or None,
-            triggered_at=parse_time(req.get_header("X-Shopify-Triggered-At")),
+            topic=topic, shop_domain=shop.lower(),
+            webhook_id=clean_header(req.get_header("X-Shopify-Webhook-Id"), 128),
+            triggered_at=_triggered_at(req.get_header("X-Shopify-Triggered-At")),
             payload=payload)
         outcome = webhooks.handle(self.ctx.db, self.ctx.clock, delivery,
                                   outbox_dir=self.ctx.config.outbox_dir)
         resp.media = {"status": outcome.status}
         if outcome.status == "processed" and self.ctx.after_commit is not None:
             self.ctx.after_commit()
+
+
+def _triggered_at(value: str | None) -> datetime | None:
+    """The advisory delivery time; anything unusable (even a date that overflows when
+    moved to UTC) is None, never a reason to refuse a delivery."""
+    try:
+        return parse_time(clean_header(value, 64))
+    except (ValueError, OverflowError):
+        return None
 
 
 def register(app: falcon.App, ctx: Context) -> None:

@@ -6,6 +6,7 @@ time, then lets the pure slot engine (engine.domain.slots) do the arithmetic.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -36,6 +37,10 @@ from engine.store import Database
 from engine.store.models import DateOverride, Expert, ExpertService, Service, WeeklyHours
 
 MAX_DAYS = 62
+_DAYS = re.compile(r"[0-9]{1,2}")
+# Ids this app makes are short (``svc_`` + 16 characters); anything much longer names
+# nothing, and is refused before it reaches SQL.
+MAX_ID_LENGTH = 64
 
 # Busy time of one shop's experts within [start, end), read in the caller's session:
 # (session, shop id, {expert id: email}, start, end) -> {expert id: [(start, end)]}.
@@ -75,9 +80,15 @@ def parse_query(params: Mapping[str, str]) -> AvailabilityQuery:
     raw_days = params.get("days", "").strip()
     if not raw_days:
         raise ValidationError("the days parameter (1-62) is required", field="days")
-    if not raw_days.isdigit() or not 1 <= int(raw_days) <= MAX_DAYS:
+    # An ASCII-digit pattern, not str.isdigit (true for "²", which int() refuses), and
+    # at most two digits before int() sees it.
+    if not _DAYS.fullmatch(raw_days) or not 1 <= int(raw_days) <= MAX_DAYS:
         raise ValidationError(f"days must be a whole number from 1 to {MAX_DAYS}", field="days")
     expert = params.get("expert", "").strip() or None
+    for name, value in (("service", service), ("expert", expert)):
+        if value is not None and len(value) > MAX_ID_LENGTH:
+            raise ValidationError(f"{name} is not an id (longer than {MAX_ID_LENGTH} "
+                                  "characters)", field=name)
     tz = params.get("tz", "").strip() or None
     if tz is not None:
         parse_timezone("tz", tz)

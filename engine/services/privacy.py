@@ -16,12 +16,16 @@ from engine.store.models import Claim, PrivacyRequest, Shop
 
 
 def uninstall(session: Session, shop: Shop, now: datetime) -> None:
-    """Mark the shop uninstalled and drop its tokens (admin: 403, storefront: 404)."""
+    """Mark the shop uninstalled and drop its tokens (admin: 403, storefront: 404).
+
+    Bulk statements, not a flush of the loaded row: should the row be gone (a
+    concurrent ``shop/redact`` deleted it), they change nothing instead of raising
+    StaleDataError -- uninstalling a deleted shop is done already."""
     from engine.services.install import forget_tokens
 
-    shop.installed = False
-    shop.uninstalled_at = now
-    session.flush()
+    session.execute(update(Shop).where(Shop.id == shop.id)
+                    .values(installed=False, uninstalled_at=now)
+                    .execution_options(synchronize_session=False))
     forget_tokens(session, shop.id)
     session.expire(shop)
 
@@ -111,8 +115,10 @@ def scrub_outbox(outbox_dir: str | None, payload: Any) -> int:
 
 
 def redact_shop(session: Session, shop: Shop) -> None:
-    """Delete everything stored for the shop (rows cascade from the shop)."""
-    session.execute(delete(Shop).where(Shop.id == shop.id))
+    """Delete everything stored for the shop (rows cascade from the shop). A bulk
+    DELETE: a row already gone (a concurrent ``shop/redact``) deletes nothing, no error."""
+    session.execute(delete(Shop).where(Shop.id == shop.id)
+                    .execution_options(synchronize_session=False))
 
 
 # --------------------------------------------------------------------------- merchant view

@@ -115,25 +115,32 @@ def timezone(name: str, value: Any) -> str:
     return value
 
 
+SHOPIFY_ID_DIGITS = 20
+_SHOPIFY_NUMBER = re.compile(r"[1-9][0-9]{0,19}")
+_SHOPIFY_GID = re.compile(r"gid://shopify/[A-Za-z]{1,64}/[1-9][0-9]{0,19}")
+
+
 def shopify_id(name: str, value: Any) -> str:
-    """A Shopify id: a positive integer, a string of digits, or a ``gid://shopify/...`` id."""
+    """A Shopify id: a decimal string of at most 20 digits (a positive JSON integer of
+    that size is accepted too), or a ``gid://shopify/<Type>/<digits>`` id. Always kept
+    and returned as a string (see :func:`render_shopify_id`)."""
     if isinstance(value, bool):
         raise ValidationError(f"{name} must be a Shopify id", field=name)
-    if isinstance(value, int) and value > 0:
+    if isinstance(value, int) and 0 < value < 10 ** SHOPIFY_ID_DIGITS:
         return str(value)
-    if isinstance(value, str) and (
-        re.fullmatch(r"[1-9][0-9]{0,19}", value)
-        or re.fullmatch(r"gid://shopify/[A-Za-z]+/[1-9][0-9]{0,19}", value)
-    ):
+    # fullmatch with [0-9] (not \d): only ASCII digits, never "²" or Arabic-Indic digits.
+    if isinstance(value, str) and (_SHOPIFY_NUMBER.fullmatch(value)
+                                   or _SHOPIFY_GID.fullmatch(value)):
         return value
-    raise ValidationError(f"{name} must be a Shopify id (a number or a gid://shopify/... id)",
+    raise ValidationError(f"{name} must be a Shopify id (a decimal string of at most "
+                          f"{SHOPIFY_ID_DIGITS} digits, or a gid://shopify/... id)",
                           field=name)
 
 
-def render_shopify_id(value: str | None) -> int | str | None:
-    """Numeric ids go back out as numbers (as Shopify's REST API has them), gids as strings."""
-    if value is not None and value.isdigit():
-        return int(value)
+def render_shopify_id(value: str | None) -> str | None:
+    """Shopify ids go back out as the strings they are stored as (the contract: decimal
+    strings of at most 20 digits, returned as strings -- a 20-digit id does not fit a
+    64-bit JSON number)."""
     return value
 
 

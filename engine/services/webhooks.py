@@ -68,7 +68,18 @@ def handle(db: Database, clock: Clock, d: Delivery, *, outbox_dir: str | None = 
     with db.write() as session:
         if not _first_time(session, d, now):
             return Outcome("duplicate")
-        shop = session.scalar(select(Shop).where(Shop.domain == d.shop_domain))
+        # The shop row is locked against deletion for the rest of the transaction (FOR
+        # KEY SHARE on PostgreSQL: deliveries of one shop still run side by side, only a
+        # concurrent shop/redact waits; SQLite's BEGIN IMMEDIATE serializes anyway). So a
+        # delivery either sees the shop and finishes its writes before shop/redact
+        # deletes it, or does not see it at all -- never a write against a row that
+        # vanished underneath (StaleDataError, a foreign-key violation: a 500).
+        # shop/redact itself takes the row exclusively (FOR UPDATE), so two of them
+        # queue instead of deadlocking on each other's share locks; the second then
+        # finds no shop.
+        lock = (select(Shop).where(Shop.domain == d.shop_domain)
+                .with_for_update(key_share=d.topic != "shop/redact"))
+        shop = session.scalar(lock)
         if shop is None:
             # Nothing of this shop is stored (never installed, or already redacted).
             log.info("webhook %s for unknown shop %s ignored", d.topic, d.shop_domain)
@@ -79,6 +90,13 @@ def handle(db: Database, clock: Clock, d: Delivery, *, outbox_dir: str | None = 
             except BadPayload as exc:
                 log.warning("webhook %s for %s: %s", d.topic, d.shop_domain, exc)
                 return Outcome("ignored", str(exc))
+            except Exception:
+                # parse_order is meant to be total over any JSON document; should it
+                # still fail, the delivery is recorded and answered, never a 5xx that
+                # Shopify would retry for two days with the same result.
+                log.exception("webhook %s for %s: the payload could not be parsed",
+                              d.topic, d.shop_domain)
+                return Outcome("ignored", "the payload could not be parsed")
             state = apply_order(session, shop, event, now)
             return Outcome("processed", state)
         if d.topic == "app/uninstalled":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import threading
 import time
@@ -13,6 +14,14 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from engine.errors import ValidationError
+
+# Fail fast while the database is unreachable (the contract: 503 at once, not a request
+# hanging for the OS's TCP timeout): a PostgreSQL connection attempt gives up after
+# this many seconds, and a request waiting for a pooled connection after POOL_TIMEOUT.
+CONNECT_TIMEOUT_SECONDS = 3
+POOL_TIMEOUT_SECONDS = 5.0
 
 
 def new_id(prefix: str) -> str:
@@ -47,12 +56,149 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     ping_when_idle = "pool_pre_ping" not in kwargs
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = dict(kwargs.pop("connect_args", None) or {})
+        if "connect_timeout" not in parsed.query:
+            connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
+        kwargs["connect_args"] = connect_args
+    if kwargs.get("poolclass") is None:
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 20)
+        kwargs.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)
     engine = create_engine(url, **kwargs)
+    guard_parameters(engine)
     if ping_when_idle:
         _ping_idle_connections(engine)
     return engine
+
+
+# --------------------------------------------------------------------------- bind guard
+#
+# The last line of defence for text that reaches the database. PostgreSQL refuses a NUL
+# in any text (psycopg raises DataError), and a lone surrogate cannot be encoded as UTF-8
+# by either driver; both used to surface as a 500. Requests are checked at the web
+# boundary (web/guard.py); this guard makes any value that still slips through -- from
+# any caller, on either database, the same way -- a ValidationError (400) before the
+# statement is sent. Cost: one C-level regex scan per bound string, a few microseconds
+# per request on the availability hot path (measured in tests/test_no_5xx_db_guard.py).
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def unstorable_text(value: str) -> bool:
+    """Whether ``value`` holds a character no database column can store (NUL, a lone
+    surrogate)."""
+    return _UNSTORABLE.search(value) is not None
+
+
+def _refuse(what: str) -> ValidationError:
+    return ValidationError(f"a value contains {what}, which cannot be stored",
+                           code="invalid_request")
+
+
+def _check_value(value: Any) -> None:
+    kind = type(value)
+    if kind is str:
+        if _UNSTORABLE.search(value) is not None:
+            raise _refuse("a NUL character or an unpaired surrogate")
+    elif kind is int:
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise _refuse("a number beyond 64 bits")
+    elif kind is not float and kind is not bool and value is not None:
+        # JSON wrappers (psycopg's Json/Jsonb keep the document in ``obj``) and plain
+        # containers: walk them without recursion. Everything else (datetimes, bytes,
+        # decimals) is storable as is.
+        inner = getattr(value, "obj", value)
+        if isinstance(inner, dict | list | tuple):
+            _check_document(inner)
+
+
+def _check_document(doc: Any) -> None:
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, val in item.items():
+                if isinstance(key, str) and _UNSTORABLE.search(key) is not None:
+                    raise _refuse("a NUL character or an unpaired surrogate")
+                stack.append(val)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if _UNSTORABLE.search(item) is not None:
+                raise _refuse("a NUL character or an unpaired surrogate")
+        elif type(item) is int and not _INT64[0] <= item <= _INT64[1]:
+            raise _refuse("a number beyond 64 bits")
+
+
+def _check_parameters(parameters: Any) -> None:
+    if isinstance(parameters, dict):
+        for value in parameters.values():
+            _check_value(value)
+    elif isinstance(parameters, list | tuple):
+        for value in parameters:
+            _check_value(value)
+
+
+def _before_cursor_execute(_conn: Any, _cursor: Any, _statement: str, parameters: Any,
+                           _context: Any, executemany: bool) -> None:
+    if not parameters:
+        return
+    if executemany:
+        for row in parameters:
+            _check_parameters(row)
+    else:
+        _check_parameters(parameters)
+
+
+def guard_parameters(engine: Engine) -> None:
+    """Refuse unstorable bound values on ``engine`` with a ValidationError (see above)."""
+    event.listen(engine, "before_cursor_execute", _before_cursor_execute)
+
+
+# --------------------------------------------------------------------------- unreachable
+
+# SQLSTATEs that mean "the server cannot serve this right now, try again": connection
+# exceptions (class 08), operator intervention (57P01-57P03: shutdown, crash, starting
+# up), insufficient resources (class 53: too many connections, disk full), and the
+# transient refusals of a busy server (class 40: deadlock or serialization failure,
+# 55P03 lock not available, 57014 statement timeout). None of them is the request's
+# fault, and a retry may well succeed.
+_UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03", "53", "40", "55P03", "57014")
+_SQLITE_UNAVAILABLE = ("unable to open database file", "disk i/o error")
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database cannot be reached (so the request should be
+    answered 503 and retried later), as opposed to a fault of the statement or the data.
+
+    Connection failures (``OperationalError`` from psycopg with a connection SQLSTATE or
+    none at all, ``InterfaceError``, a lost connection, the pool timing out) count;
+    SQLite's "database is locked" does not: that database is there, merely busy past
+    its busy timeout.
+    """
+    if isinstance(error, exc.TimeoutError | exc.DisconnectionError):
+        return True
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    if isinstance(error, exc.InterfaceError):
+        return True
+    if not isinstance(error, exc.OperationalError):
+        return False
+    orig = error.orig
+    module = type(orig).__module__
+    if module.startswith("sqlite3"):
+        text = str(orig).lower()
+        return any(marker in text for marker in _SQLITE_UNAVAILABLE)
+    state = getattr(orig, "sqlstate", None)
+    if state is None:
+        # psycopg's client-side failures (connection refused, timed out, server closed
+        # the connection) carry no SQLSTATE.
+        return True
+    return any(state.startswith(prefix) for prefix in _UNAVAILABLE_STATES)
 
 
 # A pooled connection unused for this long is pinged before it is handed out (a database

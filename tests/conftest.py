@@ -255,14 +255,18 @@ def order_payload(order_id: int, holds: list[str], *, financial_status: str = "p
                   price: str = "50.00", email: str = "jon@example.com",
                   first_name: str = "Jon", last_name: str = "Snow", customer_id: int = 77,
                   updated_at: str = "2026-11-30T12:00:00Z", currency: str = "EUR",
-                  cancelled: bool = False) -> dict[str, Any]:
+                  cancelled: bool = False, variant_id: int | None = 4242,
+                  quantity: int = 1) -> dict[str, Any]:
+    """An order as Shopify's webhooks send it; each line buys ``variant_id`` (what
+    make_catalog's service sells, by default) with one ``_hold`` property."""
     return {
         "id": order_id, "email": email, "financial_status": financial_status,
         "currency": currency, "updated_at": updated_at,
         "cancelled_at": updated_at if cancelled else None,
         "customer": {"id": customer_id, "first_name": first_name, "last_name": last_name,
                      "email": email},
-        "line_items": [{"id": order_id * 100 + n, "price": price, "quantity": 1,
+        "line_items": [{"id": order_id * 100 + n, "price": price, "quantity": quantity,
+                        "variant_id": variant_id, "product_id": 9100,
                         "properties": [{"name": "_hold", "value": h},
                                        {"name": "Appointment", "value": "x"}]}
                        for n, h in enumerate(holds)],

@@ -114,6 +114,7 @@ class WebhookMachine(RuleBasedStateMachine):
                 "cancelled_at": "2026-11-30T12:00:00Z" if topic == "orders/cancelled" else None,
                 "customer": {"id": o.order_id, "first_name": "C", "last_name": str(o.order_id)},
                 "line_items": [{"id": o.order_id * 10, "price": "30.00", "quantity": 1,
+                                "variant_id": 4242,
                                 "properties": [{"name": "_hold", "value": o.hold}]}]}
 
     def _post(self, webhook_id: str, topic: str, body: bytes) -> None:
@@ -192,7 +193,7 @@ class WebhookMachine(RuleBasedStateMachine):
                 if o.decided in (None, "cancelled_first"):
                     assert claims == [] and refunds == [], o
                 elif o.decided == "refunded":
-                    assert claims == [] and [r.reason for r in refunds] == ["slot_taken"], o
+                    assert claims == [] and [r.reason for r in refunds] == ["slot_unavailable"], o
                 else:
                     assert refunds == [], o
                     [c] = claims

@@ -178,7 +178,7 @@ def test_expired_hold_whose_slot_was_taken_is_refunded_once(
     r = admin("GET", "/refunds")
     [entry] = r.json["refunds"]
     assert entry["order_id"] == "10" and entry["line_item_id"] == "1000"
-    assert entry["reason"] == "slot_taken"
+    assert entry["reason"] == "slot_unavailable"
     assert (entry["amount"], entry["currency"]) == ("45.50", "EUR")
     with ctx.db.read() as s:
         assert s.get(Claim, other).status == "held"
@@ -203,7 +203,7 @@ def test_two_orders_for_one_hold_book_once(store: Storefront, admin: Admin,
     store.webhook("orders/paid", order_payload(13, [h]))
     assert [b["order_id"] for b in bookings(admin)] == ["12"]
     [entry] = admin("GET", "/refunds").json["refunds"]
-    assert (entry["order_id"], entry["reason"]) == ("13", "slot_taken")
+    assert (entry["order_id"], entry["reason"]) == ("13", "slot_unavailable")
 
 
 def test_uninstalled_shop_refunds_and_locks_its_surfaces(store: Storefront, admin: Admin,

@@ -11,10 +11,24 @@ from sqlalchemy.orm import Session
 from engine.clock import Clock
 from engine.errors import NotFound, ValidationError
 from engine.services.holds import parse_instant
-from engine.services.orders import cancel_booking
+from engine.services.orders import (
+    MERCHANT_CANCELLED,
+    cancel_booking,
+    lock_order,
+    refund_cancelled_booking,
+)
 from engine.services.outbox import delivery_status, delivery_statuses
 from engine.store import Database
-from engine.store.models import BOOKING_STATUSES, Claim, Expert, Refund, Service
+from engine.store.models import (
+    BOOKING_STATUSES,
+    CONFIRMED,
+    REFUND_CANCEL,
+    Claim,
+    Expert,
+    Refund,
+    Service,
+    Shop,
+)
 
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -48,6 +62,9 @@ def render_booking(session: Session, c: Claim, delivery: Any = _UNSET) -> dict[s
         "order_id": c.order_id,
         "line_item_id": c.line_item_id,
         "customer": {"name": c.customer_name, "email": c.customer_email},
+        "customer_timezone": c.customer_tz,
+        # The seats this booking took (its line's units, at most the hold's seats).
+        "seats": c.line_quantity or 1,
         "meeting_url": c.meeting_url,
         # What happened to the calendar event and the messages (engine/services/outbox.py).
         "delivery": delivery_status(session, c.id) if delivery is _UNSET else delivery,
@@ -87,18 +104,54 @@ def get_booking(db: Database, shop_id: str, booking_id: str) -> dict[str, Any]:
         return render_booking(session, _booking(session, shop_id, booking_id))
 
 
+# What the cancel endpoint says about the money: Shopify refund states as the merchant
+# reads them (engine.services.shopify_actions).
+_SHOPIFY_WORDS = {None: "off", "pending": "queued", "awaiting_payment": "queued",
+                  "refunded": "refunded", "failed": "failed", "skipped": "skipped"}
+
+
+def render_refund_outcome(refund: Refund | None) -> dict[str, Any] | None:
+    """``{"reason", "amount", "currency", "shopify"}`` for a cancel's refund entry, where
+    ``shopify`` is ``queued`` (auto-refund on: Shopify will be asked), ``off`` (only
+    logged: the merchant refunds by hand), or what became of it later (``refunded``,
+    ``failed``, ``skipped``); None: no money to return (an unpaid booking)."""
+    if refund is None:
+        return None
+    return {"reason": refund.reason, "amount": refund.amount, "currency": refund.currency,
+            "shopify": _SHOPIFY_WORDS.get(refund.shopify_status, refund.shopify_status)}
+
+
 def merchant_cancel(db: Database, clock: Clock, shop_id: str, booking_id: str
                     ) -> dict[str, Any]:
     """Cancel a booking from the admin: frees the slot, cancels the event, mails the
-    customer (through the outbox). Cancelling twice is fine."""
+    customer (through the outbox). A confirmed (paid) booking gets one refund entry
+    ``merchant_cancelled`` (what its line paid for the units it booked), refunded through
+    Shopify too when auto-refund is on; a pending one gets none (nothing was paid -- if the
+    order is paid later, the entry is written then: engine.services.orders).
+
+    Cancelling twice is fine: nothing more is written, and the answer is the same. The
+    booking comes back with ``"refund": {...} | null`` (:func:`render_refund_outcome`)."""
     now = clock.now()
     with db.write() as session:
-        c = session.scalar(select(Claim).where(Claim.id == booking_id).with_for_update())
+        c = session.get(Claim, booking_id)
         if c is None or c.shop_id != shop_id or c.order_id is None \
                 or c.status not in BOOKING_STATUSES:
             raise NotFound(f"no booking {booking_id!r}")
-        cancel_booking(session, c, now)
-        return render_booking(session, c)
+        shop = session.get(Shop, shop_id)
+        assert shop is not None and c.line_item_id is not None
+        # The order's lock first, then the booking's: the order webhooks take them in
+        # this order, and refund entries are written under the order's lock.
+        order = lock_order(session, shop_id, c.order_id, now)
+        session.refresh(c, with_for_update=True)
+        was_confirmed = c.status == CONFIRMED
+        if cancel_booking(session, c, now, by="merchant") and was_confirmed:
+            refund_cancelled_booking(session, shop, order, c, MERCHANT_CANCELLED, now)
+        refund = session.scalar(select(Refund).where(
+            Refund.shop_id == shop_id, Refund.order_id == c.order_id,
+            Refund.line_item_id == c.line_item_id, Refund.kind == REFUND_CANCEL))
+        out = render_booking(session, c)
+        out["refund"] = render_refund_outcome(refund)
+        return out
 
 
 def list_refunds(db: Database, shop_id: str) -> list[dict[str, Any]]:
@@ -107,6 +160,7 @@ def list_refunds(db: Database, shop_id: str) -> list[dict[str, Any]]:
                                .order_by(Refund.created_at, Refund.id))
         return [{"id": r.id, "order_id": r.order_id, "line_item_id": r.line_item_id,
                  "hold": r.hold_id, "reason": r.reason, "amount": r.amount,
+                 "quantity": r.quantity,
                  "currency": r.currency, "created_at": r.created_at.strftime(ISO),
                  "shopify_refund": None if r.shopify_status is None else {
                      "status": r.shopify_status, "id": r.shopify_refund_id,

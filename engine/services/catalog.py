@@ -6,6 +6,7 @@ every listing, from availability, and answers 404 from then on.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -51,6 +52,26 @@ EXPERT_FIELDS: dict[str, Field] = {
 
 
 # --- services -------------------------------------------------------------------------
+
+_SHOPIFY_NUMBER = re.compile(r"(?:gid://shopify/[A-Za-z]+/)?([0-9]{1,30})")
+
+
+def shopify_number(value: Any) -> str | None:
+    """A Shopify id reduced to its number, as a decimal string without leading zeros:
+    ``808950810``, ``"808950810"`` and ``"gid://shopify/ProductVariant/808950810"`` are
+    all ``"808950810"``. Anything else (bools, floats, negative numbers, other text,
+    more than 30 digits) is None. What a webhook's line names and what the service
+    sells are compared in this form (engine.services.orders)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value) if 0 <= value < 10 ** 30 else None
+    if isinstance(value, str):
+        m = _SHOPIFY_NUMBER.fullmatch(value.strip())
+        if m is not None:
+            return m.group(1).lstrip("0") or "0"
+    return None
+
 
 
 def render_service(s: Service) -> dict[str, Any]:

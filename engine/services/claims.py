@@ -7,9 +7,9 @@ the ``claims_no_overlap_*`` triggers, with every writer under ``BEGIN IMMEDIATE`
 here never decides "free" by itself before writing; it writes and maps the refusal to
 :class:`SlotUnavailable`.
 
-An expired hold never blocks: before a claim is written, the stale holds of that expert
-overlapping the range are marked ``expired`` in the same transaction, whether or not the
-sweeper has run.
+An expired hold (or a pending booking past its ``pending_hold_hours``) never blocks:
+before a claim is written, the stale rows of that expert overlapping the range are
+marked ``expired`` in the same transaction, whether or not the sweeper has run.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from engine.domain.slots import Instant
 from engine.errors import Conflict
-from engine.store.models import EXPIRED, HELD, LIVE_STATUSES, Claim
+from engine.store.models import CONFIRMED, EXPIRED, HELD, PENDING, Claim
 from engine.store.types import UTCDateTime, epoch
 
 HOLD_RETENTION = timedelta(days=30)  # expired/released holds are kept this long (>= 7 days)
@@ -49,16 +49,28 @@ def _rowcount(result: object) -> int:
 
 
 def live_clause(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
-    """SQL: the claim holds time at ``now`` (a held row counts only until it expires)."""
-    return or_(Claim.status.in_((LIVE_STATUSES[1], LIVE_STATUSES[2])),
-               and_(Claim.status == HELD, Claim.expires_at > now))
+    """SQL: the claim holds time at ``now``. A confirmed booking always does; a hold and a
+    pending booking only until their ``expires_at`` (a hold's ten minutes, a pending
+    booking's ``pending_hold_hours``). A pending row without a deadline (none is written
+    since migration 0007, which gave the old ones theirs) counts as live: the safe side."""
+    return or_(Claim.status == CONFIRMED,
+               and_(Claim.status == HELD, Claim.expires_at > now),
+               and_(Claim.status == PENDING,
+                    or_(Claim.expires_at.is_(None), Claim.expires_at > now)))
 
 
 def expire_stale_holds(session: Session, now: datetime, *, expert_id: str | None = None,
                        start: datetime | None = None, end: datetime | None = None) -> int:
-    """Mark holds past their ``expires_at`` as expired (of one expert and range, or all)."""
+    """Move claims past their ``expires_at`` out of the live set (of one expert and range,
+    or all): stale holds and lapsed pending bookings become ``expired``. A lapsed pending
+    booking keeps its order and line item ids, so a later paid delivery finds it (and
+    books it again only if its time is still free and offered: engine.services.orders).
+
+    Every writer of a claim calls this for the expert and range first, in the same
+    transaction: the overlap rule of the database is status-based, and a stale row must
+    not refuse a claim that availability (:func:`live_clause`) shows as free."""
     stmt = (update(Claim)
-            .where(Claim.status == HELD, Claim.expires_at <= now)
+            .where(Claim.status.in_((HELD, PENDING)), Claim.expires_at <= now)
             .values(status=EXPIRED, updated_at=now)
             .execution_options(synchronize_session=False))
     if expert_id is not None:
@@ -120,8 +132,9 @@ def busy_from_claims(session: Session, expert_ids: Sequence[str], start: Instant
 
 
 def sweep(session: Session, now: datetime) -> tuple[int, int]:
-    """One sweeper pass: expire stale holds; delete expired/released holds older than
-    the retention period. Returns (expired, deleted)."""
+    """One sweeper pass: expire stale holds and lapsed pending bookings; delete
+    expired/released holds that never became bookings, older than the retention period
+    (a lapsed pending booking keeps its order id and is kept). Returns (expired, deleted)."""
     from sqlalchemy import delete
 
     from engine.store.models import RELEASED

@@ -9,12 +9,22 @@ Convergence rests on two facts:
   nothing, and a cancel that arrives first leaves nothing to book when the create comes.
   The newest ``X-Shopify-Triggered-At`` / ``updated_at`` is kept on the order row.
 * Every line item is decided once — booked (the claim carries the order and line item
-  ids) or refunded (one refund-log row, unique per order and line item) — and never
-  decided again, so redeliveries find the decision and stop.
+  ids) or not honoured (one refund-log entry of kind ``line``) — and never decided
+  again, so redeliveries find the decision and stop. Units beyond the hold's seats are
+  one more entry of kind ``extra``, written with the booking; the refund log's unique
+  key ``(shop, order, line item, kind)`` backs this up in the database.
+
+What was bought must be what was held (:func:`_decide`): the line's variant (else
+product) must be the held service's, the start must not have passed, and a line whose
+hold is no longer live books only if its start is still a slot the engine offers now
+(``engine.domain.slots.is_offered``, as holds are judged) and the database accepts the
+claim. A pending booking keeps its slot for the shop's ``pending_hold_hours``; then it
+lapses (``engine.services.claims.expire_stale_holds``) and a later paid delivery books
+it only on the same terms as a late line.
 
 All of it runs in one transaction per delivery, with the order row locked (PostgreSQL:
 ``SELECT … FOR UPDATE``; SQLite: ``BEGIN IMMEDIATE``), after the webhook id was recorded.
-External work (calendar, video, mail) is only written to the outbox here.
+External work (calendar, video, mail, Shopify refunds) is only written to the outbox here.
 """
 
 from __future__ import annotations
@@ -29,8 +39,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from engine.domain.slots import is_offered
+from engine.errors import NotFound
 from engine.services import shopify_actions
+from engine.services.availability import expert_calendars, rules_of
+from engine.services.catalog import shopify_number
 from engine.services.claims import SlotUnavailable, expire_stale_holds, write_claim
+from engine.services.shops import ShopRef
 from engine.store import new_id
 from engine.store.models import (
     CANCELLED,
@@ -38,27 +53,56 @@ from engine.store.models import (
     EXPIRED,
     HELD,
     PENDING,
+    REFUND_CANCEL,
+    REFUND_EXTRA,
+    REFUND_LINE,
     RELEASED,
     Claim,
+    Expert,
     Order,
     OutboxItem,
     Refund,
     Reminder,
+    Service,
     Shop,
     ShopSettings,
 )
 
 PAID_STATUSES = frozenset({"paid", "partially_paid", "authorized"})
 RANK = {"none": 0, "pending": 1, "paid": 2, "cancelled": 3}
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters and lone surrogates: neither may reach the database (PostgreSQL
+# refuses NUL, a lone surrogate cannot be encoded as UTF-8 at all).
+UNSAFE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+# Ids kept as text: printable ASCII without spaces, as Shopify's and ours are.
+ID_TEXT = re.compile(r"[\x21-\x7e]{1,64}")
+MAX_QUANTITY = 100_000
+MAX_PRICE = Decimal(10) ** 12
+PRICE_PLACES = Decimal("0.000001")
+DEFAULT_PENDING_HOURS = 48
+
+# Refund-log reasons (the contract's list).
+SLOT_UNAVAILABLE = "slot_unavailable"
+HOLD_UNKNOWN = "hold_unknown"
+WRONG_PRODUCT = "wrong_product"
+EXTRA_QUANTITY = "extra_quantity"
+SLOT_PASSED = "slot_passed"
+SHOP_UNINSTALLED = "shop_uninstalled"
+CUSTOMER_CANCELLED = "customer_cancelled"
+MERCHANT_CANCELLED = "merchant_cancelled"
 
 
 @dataclass(frozen=True)
 class LineItem:
+    """One line of ours (it carries a ``_hold`` property). ``hold_id`` is None when the
+    property's value cannot be a hold id (the line is then refunded as hold_unknown);
+    ``product_id`` / ``variant_id`` are decimal strings (see catalog.shopify_number)."""
+
     id: str
     hold_id: str | None
     price: Decimal
     quantity: int
+    product_id: str | None = None
+    variant_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,56 +124,109 @@ class BadPayload(ValueError):
 
 
 def _clean(value: Any, limit: int) -> str | None:
+    """Text as it may be stored: control characters and lone surrogates removed,
+    stripped, at most ``limit`` characters; anything that is not a string is None."""
     if not isinstance(value, str):
         return None
-    value = CONTROL.sub("", value).strip()
-    return value[:limit] or None
+    value = UNSAFE.sub("", value).strip()
+    return value[:limit].strip() or None
 
 
 def _id(value: Any) -> str | None:
+    """An id kept as a string: a non-negative integer (any size up to 30 digits), or
+    printable ASCII text of at most 64 characters; else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str) and value.strip() and len(value) <= 64:
-        return value.strip()
+        return str(value) if 0 <= value < 10 ** 30 else None
+    if isinstance(value, str):
+        stripped: str = value.strip()
+        if ID_TEXT.fullmatch(stripped):
+            return stripped
     return None
 
 
 def parse_time(value: Any) -> datetime | None:
     """An ISO-8601 instant from Shopify (header or payload); naive counts as UTC; anything
     unparseable is None (a timestamp is advisory, never a reason to refuse a delivery)."""
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value.strip() or len(value) > 64:
         return None
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
         return None
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _properties(raw: Any) -> dict[str, str]:
-    """Line-item properties: Shopify sends ``[{"name", "value"}]``; a dict is accepted."""
-    out: dict[str, str] = {}
+def _properties(raw: Any) -> dict[str, Any]:
+    """Line-item properties: Shopify sends ``[{"name", "value"}]``; a dict is accepted.
+    The first entry of a name wins; values are returned as sent (any JSON value)."""
+    out: dict[str, Any] = {}
     if isinstance(raw, dict):
         raw = [{"name": k, "value": v} for k, v in raw.items()]
     if isinstance(raw, list):
         for p in raw:
             if isinstance(p, dict) and isinstance(p.get("name"), str):
-                value = p.get("value")
-                out[p["name"]] = value if isinstance(value, str) else str(value)
+                out.setdefault(p["name"], p.get("value"))
     return out
 
 
+def _price(value: Any) -> Decimal:
+    """A unit price: a decimal string or a JSON number, 0 <= price < 10^12, at most six
+    decimal places; anything else is 0 (the refund log then shows 0, never a crash)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return Decimal(0)
+    if isinstance(value, int) and not -MAX_PRICE < value < MAX_PRICE:
+        return Decimal(0)  # checked before str(): a huge int would be slow to print
+    try:
+        price = Decimal(value.strip() if isinstance(value, str) else str(value))
+        if not price.is_finite() or not Decimal(0) <= price < MAX_PRICE:
+            return Decimal(0)
+        if price.as_tuple().exponent < -6:  # type: ignore[operator]
+            price = price.quantize(PRICE_PLACES)
+        return price
+    except (InvalidOperation, ValueError):
+        return Decimal(0)
+
+
+def _quantity(value: Any) -> int | None:
+    """Units bought: a whole number 1..100000 (a JSON integer, an integral float, or a
+    string of ASCII digits); 0 or less is None (nothing bought); anything else counts
+    as one unit (what Shopify always sends is an integer)."""
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_QUANTITY * 10:
+        value = int(value)
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() \
+            and len(value.strip()) <= 6:
+        value = int(value.strip())
+    if isinstance(value, int):
+        if value <= 0:
+            return None
+        return value if value <= MAX_QUANTITY else 1
+    return 1
+
+
+def _amount(price: Decimal, units: int) -> str:
+    """price x units as a plain decimal string (never exponent notation)."""
+    return format(price * units, "f")
+
+
 def parse_order(topic: str, payload: Any, triggered_at: datetime | None) -> OrderEvent:
+    """What an order delivery says. Total: any JSON value gives a sane OrderEvent or
+    raises BadPayload (no id, not an object) -- never another exception. Every text in
+    the event is safe to store (no control characters or lone surrogates, bounded)."""
     if not isinstance(payload, dict):
         raise BadPayload("the order payload must be a JSON object")
     order_id = _id(payload.get("id"))
     if order_id is None:
-        raise BadPayload("the order payload has no id")
-    if topic == "orders/cancelled" or payload.get("cancelled_at"):
+        raise BadPayload("the order payload has no usable id")
+    financial = payload.get("financial_status")
+    financial = financial.strip().lower() if isinstance(financial, str) else None
+    cancelled_at = payload.get("cancelled_at")
+    if topic == "orders/cancelled" or (isinstance(cancelled_at, str) and cancelled_at.strip()):
         state = "cancelled"
-    elif topic == "orders/paid" or payload.get("financial_status") in PAID_STATUSES:
+    elif topic == "orders/paid" or financial in PAID_STATUSES:
         state = "paid"
     else:
         state = "pending"
@@ -137,8 +234,9 @@ def parse_order(topic: str, payload: Any, triggered_at: datetime | None) -> Orde
     customer: dict[str, Any] = raw_customer if isinstance(raw_customer, dict) else {}
     names = [_clean(customer.get("first_name"), 100), _clean(customer.get("last_name"), 100)]
     name = " ".join(n for n in names if n) or None
-    if name is None and isinstance(payload.get("billing_address"), dict):
-        name = _clean(payload["billing_address"].get("name"), 200)
+    billing = payload.get("billing_address")
+    if name is None and isinstance(billing, dict):
+        name = _clean(billing.get("name"), 200)
     email = _clean(payload.get("email"), 320) or _clean(customer.get("email"), 320)
     if email is not None and ("@" not in email or " " in email):
         email = None
@@ -147,21 +245,18 @@ def parse_order(topic: str, payload: Any, triggered_at: datetime | None) -> Orde
     for raw in raw_lines if isinstance(raw_lines, list) else []:
         if not isinstance(raw, dict):
             continue
-        line_id = _id(raw.get("id"))
         props = _properties(raw.get("properties"))
-        hold = props.get("_hold")
-        if line_id is None or hold is None:
+        if "_hold" not in props:
             continue  # not one of ours
-        try:
-            price = Decimal(str(raw.get("price", "0")))
-            if not price.is_finite():
-                raise InvalidOperation
-        except InvalidOperation:
-            price = Decimal("0")
-        quantity = raw.get("quantity", 1)
-        quantity = quantity if isinstance(quantity, int) and not isinstance(quantity, bool) \
-            and 0 < quantity < 10_000 else 1
-        lines.append(LineItem(line_id, hold.strip()[:64] or None, price, quantity))
+        line_id = _id(raw.get("id"))
+        quantity = _quantity(raw.get("quantity", 1))
+        if line_id is None or quantity is None:
+            continue  # no line to key a decision by, or nothing bought
+        hold_value = props["_hold"]
+        hold = _id(hold_value) if isinstance(hold_value, str) else None
+        lines.append(LineItem(line_id, hold, _price(raw.get("price", "0")), quantity,
+                              shopify_number(raw.get("product_id")),
+                              shopify_number(raw.get("variant_id"))))
     currency = _clean(payload.get("currency"), 8)
     event_at = triggered_at or parse_time(payload.get("updated_at"))
     return OrderEvent(order_id, state, currency, _id(customer.get("id")), name, email,
@@ -171,7 +266,10 @@ def parse_order(topic: str, payload: Any, triggered_at: datetime | None) -> Orde
 # --------------------------------------------------------------------------- processing
 
 
-def _lock_order(session: Session, shop_id: str, order_id: str, now: datetime) -> Order:
+def lock_order(session: Session, shop_id: str, order_id: str, now: datetime) -> Order:
+    """The order's row, locked for this transaction (created in state ``none`` if new).
+    Everything that decides an order's lines or writes its refund entries takes this
+    lock first, so those decisions are serialized per order."""
     order = session.scalar(select(Order).where(Order.shop_id == shop_id,
                                                Order.order_id == order_id)
                            .with_for_update())
@@ -209,23 +307,29 @@ def schedule_reminders(session: Session, claim: Claim, now: datetime) -> None:
 
 def confirm(session: Session, shop: Shop, claim: Claim, now: datetime) -> None:
     """Confirm a paid booking and record what follows: the confirmation work, its
-    reminders and, for a shop on Shopify, tagging the order."""
+    reminders and, for a shop on Shopify, tagging the order. A confirmed booking has no
+    deadline (``expires_at`` is cleared)."""
     claim.status = CONFIRMED
     claim.confirmed_at = now
     claim.updated_at = now
+    claim.expires_at = None
     session.flush()
     record_outbox(session, claim, "booking.confirmed", now)
     schedule_reminders(session, claim, now)
     shopify_actions.record_tag(session, shop, claim, now)
 
 
-def cancel_booking(session: Session, claim: Claim, now: datetime) -> bool:
-    """Cancel a pending or confirmed booking; frees its time. False if nothing changed."""
+def cancel_booking(session: Session, claim: Claim, now: datetime, *,
+                   by: str | None = None) -> bool:
+    """Cancel a pending or confirmed booking; frees its time. ``by`` records who
+    (merchant | customer | order). False if nothing changed. Refund entries are the
+    caller's: see :func:`refund_cancelled_booking`."""
     if claim.status not in (PENDING, CONFIRMED):
         return False
     was_confirmed = claim.status == CONFIRMED
     claim.status = CANCELLED
     claim.cancelled_at = now
+    claim.cancelled_by = by
     claim.updated_at = now
     claim.sequence += 1
     session.execute(update(Reminder).where(Reminder.booking_id == claim.id,
@@ -237,58 +341,221 @@ def cancel_booking(session: Session, claim: Claim, now: datetime) -> bool:
     return True
 
 
-def _refund(session: Session, shop: Shop, event: OrderEvent, line: LineItem, reason: str,
-            now: datetime) -> None:
-    amount = line.price * line.quantity
-    refund = Refund(id=new_id("ref"), shop_id=shop.id, order_id=event.order_id,
-                    line_item_id=line.id, hold_id=line.hold_id, reason=reason,
-                    amount=str(amount), currency=event.currency, quantity=line.quantity,
+def hold_seats(hold: Claim) -> int:
+    """The seats a hold holds: the units of its line that can be booked. One in this
+    release (a hold is one seat); the one place that says so."""
+    del hold
+    return 1
+
+
+def refund_entry(session: Session, shop: Shop, order: Order, *, line_item_id: str,
+                 hold_id: str | None, kind: str, reason: str, amount: str,
+                 currency: str | None, quantity: int, now: datetime) -> Refund | None:
+    """Write one refund-log entry of ``kind`` for the line, unless the line has one of
+    that kind already (then None: redeliveries and repeated cancels write nothing more).
+    Queues the Shopify refund when auto-refund is on and the order is paid; an unpaid
+    order's entry waits for the payment (engine.services.shopify_actions).
+
+    Callers hold the order's lock (:func:`lock_order`), so the check and the insert are
+    one step; the unique key (shop, order, line item, kind) is the database's backstop."""
+    existing = session.scalar(select(Refund).where(
+        Refund.shop_id == shop.id, Refund.order_id == order.order_id,
+        Refund.line_item_id == line_item_id, Refund.kind == kind))
+    if existing is not None:
+        return None
+    refund = Refund(id=new_id("ref"), shop_id=shop.id, order_id=order.order_id,
+                    line_item_id=line_item_id, hold_id=hold_id, kind=kind, reason=reason,
+                    amount=amount, currency=currency or order.currency, quantity=quantity,
                     created_at=now)
     session.add(refund)
-    shopify_actions.record_refund(session, shop, refund, now)
+    shopify_actions.record_refund(session, shop, refund, order.state, now)
     session.flush()
+    return refund
 
 
-def _book_line(session: Session, shop: Shop, event: OrderEvent, line: LineItem, paid: bool,
-               now: datetime) -> None:
-    """Decide one line item once: book it (from its hold) or log a refund."""
+def refund_cancelled_booking(session: Session, shop: Shop, order: Order, claim: Claim,
+                             reason: str, now: datetime) -> Refund | None:
+    """The refund entry of a paid booking cancelled by the merchant or the customer
+    (``merchant_cancelled`` / ``customer_cancelled``): what its line paid for the units
+    it booked. One per booking (kind ``cancel``); None if it exists already. A booking
+    of before migration 0007 has no price on record: its entry says 0 (the Shopify
+    refund, by line item and quantity, is still right)."""
+    assert claim.line_item_id is not None
+    units = claim.line_quantity or 1
+    return refund_entry(session, shop, order, line_item_id=claim.line_item_id,
+                        hold_id=claim.id, kind=REFUND_CANCEL, reason=reason,
+                        amount=_amount(Decimal(claim.line_price or "0"), units),
+                        currency=claim.currency, quantity=units, now=now)
+
+
+def _not_honoured(session: Session, shop: Shop, order: Order, event: OrderEvent,
+                  line: LineItem, reason: str, now: datetime, units: int | None = None
+                  ) -> None:
+    """Decide the line as not honoured: one ``line`` entry for ``units`` (all of the
+    line's units unless given: a lapsed booking's extra units were logged already)."""
+    units = line.quantity if units is None else units
+    refund_entry(session, shop, order, line_item_id=line.id, hold_id=line.hold_id,
+                 kind=REFUND_LINE, reason=reason, amount=_amount(line.price, units),
+                 currency=event.currency, quantity=units, now=now)
+
+
+def _pending_hours(session: Session, shop: Shop) -> int:
+    settings = session.get(ShopSettings, shop.id)
+    hours = settings.pending_hold_hours if settings is not None else None
+    return int(hours) if hours else DEFAULT_PENDING_HOURS
+
+
+def _sells(service: Service | None, line: LineItem) -> bool:
+    """Whether the line bought what the service sells: its variant when the service
+    names one, else its product when it names one, else anything (a service with
+    neither is not tied to a product)."""
+    if service is None:
+        return False
+    wanted_variant = shopify_number(service.variant_id)
+    if wanted_variant is not None:
+        return line.variant_id == wanted_variant
+    wanted_product = shopify_number(service.product_id)
+    if wanted_product is not None:
+        return line.product_id == wanted_product
+    return service.variant_id is None and service.product_id is None
+
+
+def offered_now(session: Session, shop: Shop, claim: Claim, now: datetime) -> bool:
+    """Whether the claim's start is still a slot the engine offers at ``now``: the same
+    judgement a new hold gets (grid, the expert's hours, notice, horizon; ignoring what
+    is taken -- the database decides that). A deleted service or expert, or an expert
+    who no longer offers the service, offers nothing."""
+    service = session.get(Service, claim.service_id)
+    expert = session.get(Expert, claim.expert_id)
+    if service is None or service.deleted_at is not None or service.shop_id != shop.id \
+            or expert is None or expert.deleted_at is not None or claim.start_at.microsecond:
+        return False
+    day = claim.start_at.date()
+    try:
+        cals, _ = expert_calendars(session, ShopRef(shop.id, shop.domain, shop.timezone),
+                                   service.id, expert.id, day - timedelta(days=2),
+                                   day + timedelta(days=2))
+    except NotFound:
+        return False
+    cal = next((c for c in cals if c.expert_id == expert.id), None)
+    return cal is not None and is_offered(cal, rules_of(service), now=int(now.timestamp()),
+                                          start=int(claim.start_at.timestamp()))
+
+
+def _lapsed(claim: Claim, now: datetime) -> bool:
+    """A booking that no longer holds its time: marked expired, or pending past its
+    deadline (the sweeper has not come by yet)."""
+    return claim.status == EXPIRED or (
+        claim.status == PENDING and claim.expires_at is not None and claim.expires_at <= now)
+
+
+def _rebook(session: Session, shop: Shop, order: Order, event: OrderEvent, line: LineItem,
+            claim: Claim, now: datetime) -> None:
+    """A paid delivery for a booking that lapsed (or whose start passed while pending):
+    it books again only if its start has not passed, is still offered and is still
+    free; otherwise the units it had booked are refunded (its extra units, if any, were
+    logged when it was booked) and it stays out of the live set."""
+    if claim.start_at <= now:
+        reason: str | None = SLOT_PASSED
+    elif not offered_now(session, shop, claim, now):
+        reason = SLOT_UNAVAILABLE
+    else:
+        reason = None
+    if reason is None and claim.status == EXPIRED:
+        # Its time may have been taken since it lapsed: the database decides.
+        expire_stale_holds(session, now, expert_id=claim.expert_id, start=claim.claim_start,
+                           end=claim.claim_end)
+        try:
+            write_claim(session, claim, status=PENDING, updated_at=now)
+        except SlotUnavailable:
+            session.refresh(claim)
+            reason = SLOT_UNAVAILABLE
+    # (Still pending although past its deadline: no writer has claimed over it since,
+    # for each would have marked it expired first -- its time is still its own.)
+    if reason is not None:
+        if claim.status == PENDING:
+            claim.status, claim.updated_at = EXPIRED, now
+            session.flush()
+        _not_honoured(session, shop, order, event, line, reason, now,
+                      units=claim.line_quantity or 1)
+        return
+    confirm(session, shop, claim, now)
+
+
+def _decide(session: Session, shop: Shop, order: Order, event: OrderEvent, line: LineItem,
+            paid: bool, now: datetime) -> None:
+    """Decide one line item once: book it (from its hold) or log why not. A decided line
+    may still move: pending -> confirmed when paid, lapsed -> booked again when paid
+    while its time is free and offered."""
+    if session.scalar(select(Refund.id).where(
+            Refund.shop_id == shop.id, Refund.order_id == event.order_id,
+            Refund.line_item_id == line.id, Refund.kind == REFUND_LINE)):
+        return  # decided: not honoured
     decided = session.scalar(select(Claim).where(Claim.shop_id == shop.id,
                                                  Claim.order_id == event.order_id,
-                                                 Claim.line_item_id == line.id))
+                                                 Claim.line_item_id == line.id)
+                             .with_for_update())
     if decided is not None:
-        if paid and decided.status == PENDING:
+        if not paid:
+            return
+        if decided.status == PENDING and not _lapsed(decided, now) and decided.start_at > now:
             confirm(session, shop, decided, now)
-        return
-    if session.scalar(select(Refund.id).where(Refund.shop_id == shop.id,
-                                              Refund.order_id == event.order_id,
-                                              Refund.line_item_id == line.id)):
+        elif decided.status in (PENDING, EXPIRED):
+            _rebook(session, shop, order, event, line, decided, now)
+        elif decided.status == CANCELLED and decided.confirmed_at is None \
+                and decided.cancelled_by in ("merchant", "customer"):
+            # Cancelled while unpaid, and paid for afterwards: the money goes back.
+            refund_cancelled_booking(session, shop, order, decided,
+                                     f"{decided.cancelled_by}_cancelled", now)
         return
     if not shop.installed:
-        _refund(session, shop, event, line, "shop_uninstalled", now)
+        _not_honoured(session, shop, order, event, line, SHOP_UNINSTALLED, now)
         return
     hold = session.scalar(select(Claim).where(Claim.id == line.hold_id).with_for_update()) \
         if line.hold_id else None
     if hold is None or hold.shop_id != shop.id:
-        _refund(session, shop, event, line, "hold_unknown", now)
+        _not_honoured(session, shop, order, event, line, HOLD_UNKNOWN, now)
         return
     if hold.order_id is not None or hold.status not in (HELD, EXPIRED, RELEASED):
         # Another order (or line) already turned this hold into a booking.
-        _refund(session, shop, event, line, "slot_taken", now)
+        _not_honoured(session, shop, order, event, line, SLOT_UNAVAILABLE, now)
         return
-    # An expired or released hold still books if its time is free: the database decides.
-    if hold.status != HELD or (hold.expires_at is not None and hold.expires_at <= now):
+    if not _sells(session.get(Service, hold.service_id), line):
+        _not_honoured(session, shop, order, event, line, WRONG_PRODUCT, now)
+        return
+    if hold.start_at <= now:
+        _not_honoured(session, shop, order, event, line, SLOT_PASSED, now)
+        return
+    live = hold.status == HELD and hold.expires_at is not None and hold.expires_at > now
+    if not live:
+        # A late line: its hold expired or was released. It books only if its start is
+        # still offered now, and the database finds the time free.
+        if not offered_now(session, shop, hold, now):
+            _not_honoured(session, shop, order, event, line, SLOT_UNAVAILABLE, now)
+            return
         expire_stale_holds(session, now, expert_id=hold.expert_id, start=hold.claim_start,
                            end=hold.claim_end)
         session.refresh(hold)
+    seats = hold_seats(hold)
+    booked = min(line.quantity, seats)
     try:
         write_claim(session, hold, order_id=event.order_id, line_item_id=line.id,
                     customer_id=event.customer_id, customer_name=event.customer_name,
-                    customer_email=event.customer_email, expires_at=None, status=PENDING,
-                    updated_at=now)
+                    customer_email=event.customer_email, status=PENDING,
+                    expires_at=now + timedelta(hours=_pending_hours(session, shop)),
+                    line_price=str(line.price), line_quantity=booked,
+                    currency=event.currency or order.currency, updated_at=now)
     except SlotUnavailable:
         session.refresh(hold)
-        _refund(session, shop, event, line, "slot_taken", now)
+        _not_honoured(session, shop, order, event, line, SLOT_UNAVAILABLE, now)
         return
+    extra = line.quantity - seats
+    if extra > 0:
+        # Units beyond the hold's seats are dishonoured: their share of the amount.
+        refund_entry(session, shop, order, line_item_id=line.id, hold_id=line.hold_id,
+                     kind=REFUND_EXTRA, reason=EXTRA_QUANTITY,
+                     amount=_amount(line.price, extra), currency=event.currency,
+                     quantity=extra, now=now)
     if paid:
         confirm(session, shop, hold, now)
 
@@ -296,7 +563,7 @@ def _book_line(session: Session, shop: Shop, event: OrderEvent, line: LineItem, 
 def _cancel_order(session: Session, shop: Shop, event: OrderEvent, now: datetime) -> None:
     for claim in session.scalars(select(Claim).where(Claim.shop_id == shop.id,
                                                      Claim.order_id == event.order_id)):
-        cancel_booking(session, claim, now)
+        cancel_booking(session, claim, now, by="order")
     # Holds named by the cancelled order that were never booked: free them now, so a
     # create that arrives after the cancel finds nothing to book.
     for line in event.lines:
@@ -309,7 +576,7 @@ def _cancel_order(session: Session, shop: Shop, event: OrderEvent, now: datetime
 
 def apply_order(session: Session, shop: Shop, event: OrderEvent, now: datetime) -> str:
     """Apply one order delivery; returns the order's state afterwards."""
-    order = _lock_order(session, shop.id, event.order_id, now)
+    order = lock_order(session, shop.id, event.order_id, now)
     if RANK[event.state] > RANK[order.state]:
         order.state = event.state
     if event.currency and not order.currency:
@@ -323,6 +590,9 @@ def apply_order(session: Session, shop: Shop, event: OrderEvent, now: datetime) 
     else:
         paid = order.state == "paid"
         for line in event.lines:
-            _book_line(session, shop, event, line, paid, now)
+            _decide(session, shop, order, event, line, paid, now)
+    # Refund entries written while the order was unpaid wait for the payment; a cancelled
+    # order's are settled by Shopify's cancellation (engine.services.shopify_actions).
+    shopify_actions.settle_waiting_refunds(session, shop, order, now)
     session.flush()
     return order.state

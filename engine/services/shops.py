@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from engine.clock import Clock
 from engine.crypto import Keyring
 from engine.errors import Forbidden, NotFound, ValidationError
-from engine.services.validation import Field, Mode, parse_document, text, timezone
+from engine.services.validation import Field, Mode, integer, parse_document, text, timezone
 from engine.shopify import valid_shop_domain
 from engine.store import Database, new_id
 from engine.store.models import Shop, ShopSettings
@@ -63,7 +63,8 @@ def install_shop(db: Database, clock: Clock, keyring: Keyring, domain: str, tz: 
             session.add(shop)
             session.add(ShopSettings(shop_id=shop.id, calendar_provider="local",
                                      video_provider="none", mail_provider="outbox",
-                                     reminders=list(DEFAULT_REMINDERS)))
+                                     reminders=list(DEFAULT_REMINDERS),
+                                     pending_hold_hours=48))
         else:
             shop.timezone = tz
             shop.installed = True
@@ -127,6 +128,8 @@ SETTINGS_FIELDS: dict[str, Field] = {
     "reminders": Field(_reminders, default=lambda: list(DEFAULT_REMINDERS)),
     # Refund undeliverable line items through Shopify too (needs the write_orders scope).
     "auto_refund": Field(_boolean, default=False),
+    # How long an unpaid (pending) booking keeps its slot; then the slot is free again.
+    "pending_hold_hours": Field(integer(1, 720), default=48),
 }
 
 
@@ -138,6 +141,7 @@ def _render_settings(shop: Shop, settings: ShopSettings) -> dict[str, Any]:
         "mail_provider": settings.mail_provider,
         "reminders": list(settings.reminders),
         "auto_refund": bool(settings.auto_refund),
+        "pending_hold_hours": int(settings.pending_hold_hours or 48),
     }
 
 

@@ -73,6 +73,10 @@ class ShopSettings(Base):
     # Refund a line item that cannot be honoured through Shopify (refundCreate) as well
     # as logging it; off by default: the merchant decides.
     auto_refund: Mapped[bool] = mapped_column(Boolean, default=False)
+    # How long an unpaid (pending) booking keeps its slot, in whole hours (1-720; migration
+    # 0007). Applies to pending bookings made after a change: each carries its own
+    # deadline in claims.expires_at.
+    pending_hold_hours: Mapped[int] = mapped_column(Integer, default=48, server_default="48")
 
 
 class Service(Base):
@@ -149,6 +153,9 @@ HELD, EXPIRED, RELEASED = "held", "expired", "released"
 PENDING, CONFIRMED, CANCELLED = "pending", "confirmed", "cancelled"
 LIVE_STATUSES = (HELD, PENDING, CONFIRMED)
 BOOKING_STATUSES = (PENDING, CONFIRMED, CANCELLED)
+# A pending booking holds its time until its ``expires_at`` (the shop's pending_hold_hours
+# after it was made); then it lapses: it is marked ``expired`` like a stale hold, keeps its
+# order and line item ids, and only a later paid delivery can book it again.
 # The predicate of "this claim holds time": the exclusion constraint (PostgreSQL) and the
 # overlap trigger (SQLite) use exactly this. A held row past its expires_at is still
 # "live" to the database until it is marked expired, which every writer does for the
@@ -188,6 +195,14 @@ class Claim(Base):
     updated_at: Mapped[datetime]
     confirmed_at: Mapped[datetime | None]
     cancelled_at: Mapped[datetime | None]
+    # What the booked order line paid (migration 0007): the unit price as a decimal string,
+    # the units this booking took (the hold's seats at most) and the order's currency. A
+    # refund of the booking (merchant or customer cancel) is line_price x line_quantity.
+    line_price: Mapped[str | None] = mapped_column(String(32))
+    line_quantity: Mapped[int | None] = mapped_column(Integer)
+    currency: Mapped[str | None] = mapped_column(String(8))
+    # Who cancelled a booking: merchant | customer | order (orders/cancelled).
+    cancelled_by: Mapped[str | None] = mapped_column(String(16))
 
 
 class Order(Base):
@@ -209,11 +224,19 @@ class Order(Base):
     updated_at: Mapped[datetime]
 
 
+# Refund-log entry kinds (migration 0007). A line item has at most one entry of each kind:
+# ``line``   the line was not honoured at all (slot_unavailable, hold_unknown,
+#            wrong_product, slot_passed, shop_uninstalled); this decides the line;
+# ``extra``  units beyond the hold's seats (extra_quantity); written with the booking;
+# ``cancel`` a paid booking cancelled afterwards (merchant_cancelled, customer_cancelled).
+REFUND_LINE, REFUND_EXTRA, REFUND_CANCEL = "line", "extra", "cancel"
+
+
 class Refund(Base):
-    """The refund log: one entry per line item that could not be honoured."""
+    """The refund log: one entry per line item and kind (see the kinds above)."""
 
     __tablename__ = "refunds"
-    __table_args__ = (UniqueConstraint("shop_id", "order_id", "line_item_id"),)
+    __table_args__ = (UniqueConstraint("shop_id", "order_id", "line_item_id", "kind"),)
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
@@ -225,7 +248,10 @@ class Refund(Base):
     currency: Mapped[str | None] = mapped_column(String(8))
     created_at: Mapped[datetime]
     quantity: Mapped[int | None] = mapped_column(Integer)
-    # With auto-refund on: pending -> refunded | failed, and Shopify's refund id.
+    kind: Mapped[str] = mapped_column(String(16), default=REFUND_LINE, server_default="line")
+    # With auto-refund on: awaiting_payment (the order is not paid yet) -> pending (queued)
+    # -> refunded | failed; skipped when the order was cancelled (Shopify's cancellation
+    # settles the money). None: auto-refund was off, the merchant refunds by hand.
     shopify_status: Mapped[str | None] = mapped_column(String(16))
     shopify_refund_id: Mapped[str | None] = mapped_column(String(128))
     shopify_error: Mapped[str | None] = mapped_column(Text)

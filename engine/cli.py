@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -23,29 +24,89 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+# Argument types: a value that can never be right is bad usage (exit 2, one line), found
+# while parsing, before any setting is read or any database opened.
+
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
+def _port(value: str) -> int:
+    # ASCII digits only: int() would also take fullwidth digits or " 80 ".
+    if not _DIGITS.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number")
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port between 1 and 65535")
+    return port
+
+
+def _positive(value: str) -> int:
+    if not _DIGITS.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    return number
+
+
+def _timezone(value: str) -> str:
+    # The same check install_shop makes, so the two can never disagree.
+    from engine.errors import ValidationError
+    from engine.services.validation import timezone
+
+    try:
+        return timezone("--timezone", value)
+    except ValidationError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an IANA timezone such as 'Europe/Berlin'") from None
+
+
+def _shop_domain(value: str) -> str:
+    from engine.shopify.signatures import valid_shop_domain
+
+    domain = value.strip().lower()
+    if not valid_shop_domain(domain):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a shop domain like example.myshopify.com")
+    return domain
+
+
 def _parser() -> argparse.ArgumentParser:
+    """The whole command line. Every option's help line states its default
+    (``%(default)s``), or that it is required; tests/test_cli_options.py checks it."""
     p = _Parser(prog="consultbook", description="Consultation booking for Shopify stores.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="run the web app (and, with no broker, the worker)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=2)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=_port, default=8000,
+                       help="port to listen on; refused if another server listens there "
+                            "(default: %(default)s)")
+    serve.add_argument("--workers", type=_positive, default=2,
+                       help="web worker processes (default: %(default)s)")
 
     sub.add_parser("migrate", help="bring the database schema to head")
 
     demo = sub.add_parser("demo", help="run the embedded demo shop")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--host", default="127.0.0.1",
+                      help="address to listen on (default: %(default)s)")
+    demo.add_argument("--port", type=_port, default=8000,
+                      help="port to listen on (default: %(default)s)")
     demo.add_argument("--no-serve", action="store_true",
-                      help="seed the demo shop and print its URLs, but do not start the server")
+                      help="seed the demo shop and print its URLs, but do not start the "
+                           "server (default: serve)")
 
     shop = sub.add_parser("shop", help="shops").add_subparsers(dest="shop_command",
                                                               required=True, parser_class=_Parser)
     install = shop.add_parser("install", help="provision a shop without the OAuth dance")
-    install.add_argument("domain")
-    install.add_argument("--timezone", required=True)
-    install.add_argument("--access-token")
+    install.add_argument("domain", type=_shop_domain,
+                         help="the shop's myshopify.com domain (required)")
+    install.add_argument("--timezone", type=_timezone, required=True,
+                         help="the shop's IANA timezone, e.g. Europe/Berlin (required)")
+    install.add_argument("--access-token", default=None,
+                         help="an Admin API access token to store, encrypted "
+                              "(default: none; the shop connects later)")
 
     keys = sub.add_parser("keys", help="encryption keys").add_subparsers(
         dest="keys_command", required=True, parser_class=_Parser)
@@ -53,20 +114,27 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_parser("rotate", help="re-encrypt every stored secret with the first key")
 
     worker = sub.add_parser("worker", help="run the Celery worker against the broker URL")
-    worker.add_argument("--concurrency", type=int, default=4,
-                        help="worker processes (default 4)")
-    worker.add_argument("--loglevel", default="info")
+    worker.add_argument("--concurrency", type=_positive, default=4,
+                        help="worker processes (default: %(default)s)")
+    worker.add_argument("--loglevel", default="info",
+                        choices=("debug", "info", "warning", "error", "critical"),
+                        help="Celery's log level (default: %(default)s)")
     worker.add_argument("--beat", action="store_true",
-                        help="also run the scheduler in this worker (small deployments)")
+                        help="also run the scheduler in this worker, for small deployments "
+                             "(default: off)")
     beat = sub.add_parser("beat", help="run the Celery scheduler (beat) against the broker URL")
-    beat.add_argument("--loglevel", default="info")
+    beat.add_argument("--loglevel", default="info",
+                      choices=("debug", "info", "warning", "error", "critical"),
+                      help="Celery's log level (default: %(default)s)")
     beat.add_argument("--schedule", default=None,
-                      help="beat's state file (default: celerybeat-schedule here)")
+                      help="beat's state file (default: celerybeat-schedule in the working "
+                           "directory)")
     sub.add_parser("sweep", help="one pass of the hold sweeper")
     reminders = sub.add_parser("reminders", help="reminders").add_subparsers(
         dest="reminders_command", required=True, parser_class=_Parser)
     run = reminders.add_parser("run", help="one pass of the reminder scan")
-    run.add_argument("--limit", type=int, default=500, help="most reminders to send")
+    run.add_argument("--limit", type=_positive, default=500,
+                     help="most reminders to send in this pass (default: %(default)s)")
     return p
 
 
@@ -124,8 +192,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.store.migrate import check_schema
     from web.server import serve
 
-    if args.workers < 1:
-        raise UsageError("consultbook serve: --workers must be at least 1")
     config = _config()
     ctx = bootstrap(config)
     check_schema(ctx.db.engine)
@@ -180,14 +246,22 @@ def _worker_deps() -> Any:
     return Deps(config=ctx.config, db=ctx.db, clock=ctx.clock, plugins=ctx.plugins)
 
 
+def _check_plugins(config: Any) -> None:
+    """Discover and load the plugins before Celery starts: a broken one stops start-up
+    here with one line (PluginError), instead of failing every task. Prefork children
+    inherit what was discovered (engine.plugins discovers once per process)."""
+    from engine.plugins import make_plugin_manager
+
+    make_plugin_manager(config)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from engine.store import Database
     from engine.store.migrate import check_schema
     from engine.tasks import QUEUE, make_celery
 
-    if args.concurrency < 1:
-        raise UsageError("consultbook worker: --concurrency must be at least 1")
     config = _config()
+    _check_plugins(config)
     app = make_celery(config)
     db = Database(config.database_url)
     check_schema(db.engine)
@@ -203,7 +277,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_beat(args: argparse.Namespace) -> int:
     from engine.tasks import make_celery
 
-    app = make_celery(_config())
+    config = _config()
+    _check_plugins(config)
+    app = make_celery(config)
     argv = ["beat", f"--loglevel={args.loglevel}"]
     if args.schedule:
         argv += ["--schedule", args.schedule]
@@ -223,8 +299,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_reminders_run(args: argparse.Namespace) -> int:
     from engine.tasks.jobs import send_reminders
 
-    if args.limit < 1:
-        raise UsageError("consultbook reminders run: --limit must be at least 1")
     r = send_reminders(_worker_deps(), args.limit)
     print(f"{r.claimed} due: {len(r.sent)} sent, {len(r.skipped)} skipped, "
           f"{len(r.retried)} to retry, {len(r.failed)} failed")

@@ -19,9 +19,10 @@ from __future__ import annotations
 import importlib
 import logging
 import re
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
@@ -178,6 +179,69 @@ def retry_policy(config: Config) -> RetryPolicy:
                        timeout=config.provider_timeout_seconds)
 
 
+# --- discovery, once per process ------------------------------------------------------
+#
+# Reading the entry points and importing the plugins happens once per process: every
+# Context built later (each periodic job, each CLI step) reuses what the first one found.
+# So a plugin installed into a running deployment takes effect at the next restart, and
+# if it is broken that restart refuses to start with one line naming it -- instead of
+# every job importing it again and logging the same traceback every few minutes. A fork
+# (gunicorn, Celery prefork) inherits the memo with the imported modules it describes.
+
+_discovery_lock = threading.RLock()
+_entry_points: tuple[EntryPoint, ...] | None = None
+#: "name=target" -> the loaded plugin object, or the PluginError its loading raised.
+_loaded: dict[str, object] = {}
+#: How many times the entry-point group was read (tests assert it stays 1).
+discovery_count = 0
+
+
+def discovered_entry_points() -> tuple[EntryPoint, ...]:
+    """The ``consultbook.plugins`` entry points, read from the installed distributions
+    the first time this is called in the process and remembered after that."""
+    global _entry_points, discovery_count
+    with _discovery_lock:
+        if _entry_points is None:
+            _entry_points = tuple(entry_points(group=ENTRY_POINT_GROUP))
+            discovery_count += 1
+        return _entry_points
+
+
+def _load_failure(name: str, exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return (f"plugin {name!r} failed to load: {type(exc).__name__}"
+            + (f": {first}" if first else "")
+            + " (fix or uninstall it, or list it in CONSULTBOOK_DISABLE_PLUGINS)")
+
+
+def _load_once(key: str, load: Callable[[], object]) -> object:
+    """``load()`` the first time ``key`` is asked for; the same object (or the same
+    PluginError, re-raised) every time after. A blocked plugin is never asked for, so
+    it is never imported."""
+    with _discovery_lock:
+        if key not in _loaded:
+            try:
+                _loaded[key] = load()
+            except Exception as exc:
+                # Remembered as one line: the process refuses to start with it (the
+                # CLI prints it), and any later attempt says the same without
+                # importing the plugin again or growing a traceback.
+                _loaded[key] = PluginError(_load_failure(key.split("=", 1)[0], exc))
+        found = _loaded[key]
+    if isinstance(found, PluginError):
+        raise PluginError(str(found)) from None
+    return found
+
+
+def reset_discovery() -> None:
+    """Forget what was discovered, so the next plugin manager reads the entry points and
+    imports the plugins again (tests; an embedding app that installs plugins live)."""
+    global _entry_points
+    with _discovery_lock:
+        _entry_points = None
+        _loaded.clear()
+
+
 def make_plugin_manager(config: Config, *, entrypoints: bool = True, builtins: bool = True,
                         extra: Iterable[tuple[str, object]] = ()) -> pluggy.PluginManager:
     """A plugin manager with the hookspecs, the blocked names, and every plugin loaded.
@@ -200,19 +264,21 @@ def make_plugin_manager(config: Config, *, entrypoints: bool = True, builtins: b
         try:
             plugin = load()
             pm.register(plugin, name=name)
+        except PluginError:
+            raise
         except pluggy.PluginValidationError as exc:
             raise PluginError(f"plugin {name!r} is invalid: {exc}") from None
         except Exception as exc:
-            raise PluginError(f"plugin {name!r} failed to load: "
-                              f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+            raise PluginError(_load_failure(name, exc)) from None
 
     register("core", lambda: _Core())
     if entrypoints:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            register(ep.name, ep.load)
+        for ep in discovered_entry_points():
+            register(ep.name, lambda ep=ep: _load_once(f"{ep.name}={ep.value}", ep.load))
     if builtins:
         for name, module in DEFAULT_PLUGINS:
-            register(name, lambda module=module: importlib.import_module(module))
+            register(name, lambda name=name, module=module: _load_once(
+                f"{name}={module}", lambda: importlib.import_module(module)))
     for name, plugin in extra:
         register(name, lambda plugin=plugin: plugin)
     try:

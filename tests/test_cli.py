@@ -57,10 +57,11 @@ def test_migrate_then_shop_install(tmp_path: Path) -> None:
     # The token is stored only encrypted.
     assert b"shpat_secret_value" not in (tmp_path / "cb.db").read_bytes()
 
+    # A domain or timezone that can never be right is bad usage: exit 2, one line.
     for bad in (["shop", "install", "evil.com", "--timezone", "UTC"],
                 ["shop", "install", "a.myshopify.com", "--timezone", "Mars/Base"]):
         r = run(bad, tmp_path, CONSULTBOOK_DATABASE_URL=url, **SECRETS)
-        assert r.returncode == 1
+        assert r.returncode == 2
         one_line(r.stderr)
 
 

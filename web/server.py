@@ -2,11 +2,75 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.util import is_ipv6
 
 from engine.config import Config
+from engine.errors import ConsultbookError
+
+#: Each worker binds its own listening socket with SO_REUSEPORT (Linux): the kernel
+#: spreads new connections over the workers, instead of one worker accepting most
+#: keep-alive connections and pinning them to its single core.
+REUSE_PORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+class AddressInUse(ConsultbookError):
+    """The address cannot be served: another server listens there, or it is not ours."""
+
+    code = "address_in_use"
+
+
+def claim_address(host: str, port: int) -> socket.socket:
+    """Make sure no other server listens on ``host:port`` and keep it that way; returns
+    the guard socket, to be held (open) for as long as this server runs.
+
+    SO_REUSEPORT lets any socket of the same user that also sets it bind the address, so
+    a second ``consultbook serve`` on a busy port would start silently and take half the
+    traffic. The guard closes that door without a race:
+
+    1. it binds and listens *without* SO_REUSEPORT -- the kernel's atomic claim:
+       it fails (EADDRINUSE) if anything listens there, or if another guard holds it;
+    2. then it sets SO_REUSEPORT, so this server's own workers (same user, SO_REUSEPORT)
+       may bind beside it, stops listening (``shutdown``: it stays bound and never
+       accepts a connection), and clears SO_REUSEADDR, so that nothing without
+       SO_REUSEPORT -- another server, another guard -- can bind the port while it is
+       held, not even in the moment before the workers listen.
+
+    SO_REUSEADDR is on while claiming, so connections of a server that just stopped
+    (TIME_WAIT) do not block a restart. Raises :class:`AddressInUse` with one line.
+    """
+    family = socket.AF_INET6 if is_ipv6(host) else socket.AF_INET
+    guard = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        guard.bind((host, port))
+        guard.listen(1)
+        if REUSE_PORT:
+            guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            guard.shutdown(socket.SHUT_RD)
+            guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+    except OSError as exc:
+        guard.close()
+        where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            reason = "another server already listens there"
+        elif exc.errno == errno.EACCES:
+            reason = "permission denied (ports below 1024 need privileges)"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            reason = "that is not an address of this machine"
+        else:
+            reason = exc.strerror or str(exc)
+        raise AddressInUse(f"cannot serve on {where}: {reason}") from None
+    if not REUSE_PORT:
+        # Without SO_REUSEPORT gunicorn's master binds the one socket itself, and a busy
+        # port makes that fail; the check above was all that is needed.
+        guard.close()
+    return guard
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -40,16 +104,19 @@ def _stop_embedded_worker(server: Any, worker: Any) -> None:
 
 
 def serve(config: Config, *, host: str, port: int, workers: int) -> None:
-    """Run until interrupted. Each worker process builds its own app (engine, pool)."""
+    """Run until interrupted. Each worker process builds its own app (engine, pool).
+
+    Refuses (:class:`AddressInUse`, one line) when another server listens on the
+    address, before anything starts; see :func:`claim_address`."""
+    guard = claim_address(host, port)
     options = {
-        "bind": f"{host}:{port}",
+        "bind": f"[{host}]:{port}" if is_ipv6(host) else f"{host}:{port}",
         "workers": workers,
         "worker_class": "gthread" if workers > 0 else "sync",
         "threads": 4,
-        # Each worker binds its own socket (SO_REUSEPORT): the kernel spreads new
-        # connections over the workers, instead of one worker accepting most keep-alive
-        # connections and pinning them to its single core.
-        "reuse_port": True,
+        # The workers of this one server share the port (see REUSE_PORT); the guard
+        # keeps every other server out.
+        "reuse_port": REUSE_PORT,
         "accesslog": None,  # per-request logging halves throughput; errors still log
         "errorlog": "-",
         "loglevel": "warning",
@@ -59,4 +126,7 @@ def serve(config: Config, *, host: str, port: int, workers: int) -> None:
         "proc_name": "consultbook",
         "worker_exit": _stop_embedded_worker,
     }
-    _Gunicorn(config, options).run()
+    try:
+        _Gunicorn(config, options).run()
+    finally:
+        guard.close()

@@ -7,6 +7,12 @@ the reminder scan, the hold sweeper and the free/busy refresh on the beat interv
 (:func:`engine.tasks.jobs.schedule`). Several web processes each run one: the database
 claims (conditional updates, leases, step markers) make every piece of work happen
 once, whichever process gets there first.
+
+Shopify Admin API actions (order tagging, refunds) run on a second thread, the
+*Shopify lane*: a slow, hanging or failing Admin API delays only them, never the
+customer's confirmation or cancellation mail, which the main thread relays
+(``outbox.CUSTOMER``). A failing Shopify call is rescheduled with backoff by the outbox,
+never slept on.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from engine.services import outbox
 from engine.tasks import jobs
 
 if TYPE_CHECKING:
@@ -41,8 +48,10 @@ class EmbeddedWorker:
         self.intervals = intervals or jobs.schedule(config)
         self.owner = f"embedded-{uuid.uuid4().hex}"
         self._wake = threading.Event()
+        self._shopify_wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._shopify_thread: threading.Thread | None = None
         self.runs: dict[str, int] = dict.fromkeys(self.intervals, 0)
 
     # -- control ------------------------------------------------------------------------
@@ -52,20 +61,29 @@ class EmbeddedWorker:
             self._thread = threading.Thread(target=self._loop, name="consultbook-worker",
                                             daemon=True)
             self._thread.start()
+        if self._shopify_thread is None:
+            self._shopify_thread = threading.Thread(
+                target=self._shopify_loop, name="consultbook-worker-shopify", daemon=True)
+            self._shopify_thread.start()
         return self
 
     def wake(self) -> None:
-        """Run the outbox relay now (work was just committed)."""
+        """Run the outbox relay now (work was just committed), in both lanes."""
         self._wake.set()
+        self._shopify_wake.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():  # still finishing a job: leave it its connections
-                return
-            self._thread = None
+        self._shopify_wake.set()
+        deadline = time.monotonic() + timeout
+        for attr in ("_thread", "_shopify_thread"):
+            thread = getattr(self, attr)
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():  # still finishing a job: leave it its connections
+                    return
+                setattr(self, attr, None)
         self.runtime.close()
 
     @property
@@ -77,7 +95,9 @@ class EmbeddedWorker:
     def _jobs(self) -> dict[str, Callable[[], object]]:
         deps = self.runtime.deps()
         return {
-            "relay_outbox": lambda: jobs.relay_outbox(deps, self.owner),
+            "relay_outbox": lambda: jobs.relay_outbox(deps, self.owner, lane=outbox.CUSTOMER),
+            "relay_shopify": lambda: jobs.relay_outbox(deps, f"{self.owner}-shopify",
+                                                       lane=outbox.SHOPIFY),
             "send_reminders": lambda: jobs.send_reminders(deps),
             "sweep": lambda: jobs.sweep_holds(deps),
             "refresh_freebusy": lambda: jobs.refresh_freebusy(deps),
@@ -118,6 +138,19 @@ class EmbeddedWorker:
                         next_at[name] = self._next_relay(result, next_at[name])
             timeout = max(0.05, min(next_at.values()) - time.monotonic())
             self._wake.wait(timeout)
+
+    def _shopify_loop(self) -> None:
+        """The Shopify lane: relay Shopify actions when woken, when a retry falls due,
+        and on the relay's interval."""
+        every = self.intervals.get("relay_outbox", jobs.RELAY_EVERY)
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            woken = self._shopify_wake.is_set()
+            self._shopify_wake.clear()
+            if woken or time.monotonic() >= next_at:
+                result = self._run("relay_shopify")
+                next_at = self._next_relay(result, time.monotonic() + every)
+            self._shopify_wake.wait(max(0.05, next_at - time.monotonic()))
 
     def _next_relay(self, result: object, default: float) -> float:
         """Sooner than the interval when a retry falls due before it."""

@@ -4,12 +4,35 @@ The webhook (or the merchant's cancel) writes an ``outbox`` row in the same tran
 as the booking change; after commit it kicks the relay. The relay never loses a row and
 never does a step twice:
 
-* **Claim with a lease.** A conditional ``UPDATE`` takes a pending, available row whose
-  lease (``locked_until``) is free -- or already held by the same ``owner``: a Celery
-  task redelivered after its worker died carries the same task id and takes its lease
-  back at once. Rows of one booking run in order (a cancellation waits for the
-  confirmation before it). A worker that dies without a redelivery just lets the lease
-  run out; the periodic relay picks the row up again.
+* **Claim with a short lease, kept alive by a heartbeat.** A conditional ``UPDATE``
+  takes a pending, available row whose lease (``locked_until``) is free -- or already
+  held by the same ``owner``: a Celery task redelivered after its worker child died
+  carries the same task id and takes its lease back at once. The lease is short
+  (``CONSULTBOOK_OUTBOX_LEASE_SECONDS``); while the work runs, a heartbeat thread renews
+  it every third of that with a conditional ``UPDATE ... WHERE lease_owner = owner``, so
+  slow provider calls keep it, and the work checks that it still holds the lease before
+  each step (a renewal that found another owner, or renewals that kept failing until
+  the lease ran out, stop the work before its next step; the new owner does the rest).
+  When the worker process dies -- ``kill -9`` of the whole worker, whose unacknowledged
+  message Redis would only hand out again after the visibility timeout -- the heartbeat
+  dies with it, the lease runs out within one lease, and the periodic relay (every
+  :func:`relay_interval`, at most 10 s) gives the row to another worker: a dead worker's
+  delivery is taken over within lease + relay interval (40 s with the defaults).
+* **Two lanes.** Customer-facing work (``booking.*``: confirmation, cancellation) and
+  Shopify actions (``order.tag``, ``order.refund``: :data:`SHOPIFY_KINDS`) never wait on
+  each other. Only customer rows of one booking run in order (a cancellation waits for
+  the confirmation before it); a Shopify row is neither ordered behind them nor in front
+  of them. The Celery relay sends Shopify rows to a queue of their own
+  (``consultbook.shopify``), and the embedded worker runs them on a thread of their own.
+  Shopify actions of one shop run one at a time (a row is not claimable while another
+  Shopify row of its shop holds a live lease: Shopify's rate limit is per shop, and a
+  hanging Admin API then holds at most one worker per shop).
+* **Shopify is never slept on.** Shopify actions run inside
+  :func:`engine.shopify.admin_api.no_waiting`: a wait the client would take becomes a
+  retry of the row, ``available_at`` pushed back with backoff (no sooner than the wait
+  Shopify asked for), with short HTTP timeouts. A shop whose Admin API is failing gets
+  its other due Shopify rows pushed back to the same time (they would fail the same way),
+  without counting an attempt against them.
 * **Steps with done-markers** (``outbox_steps``). A confirmation is: video meeting ->
   calendar event -> customer mail -> expert mail; a cancellation: cancel the event ->
   customer mail -> expert mail. Each step is recorded right after it succeeds. Meeting
@@ -18,8 +41,10 @@ never does a step twice:
   inserted as ``sending``) before the message goes out; a redelivered task finds the
   claim and does not send again. A send that the provider reports as not accepted
   (:class:`ProviderUnavailable`) gives the claim back for the retry. A worker that died
-  in the middle of a send leaves ``sending`` behind: after the lease that step becomes
-  ``unknown`` -- it is never sent twice, and the merchant sees the doubt.
+  in the middle of a send leaves ``sending`` behind: once nobody holds the row's lease
+  that step becomes ``unknown`` -- it is never sent twice, and the merchant sees the
+  doubt. A worker that dies anywhere else (in the calendar call, between steps) loses
+  nothing: the next owner finishes the remaining steps.
 * **Retries.** Provider 429/5xx/timeouts (:class:`ProviderUnavailable`), a broken
   connection (the merchant must reconnect) and database hiccups put the row back with
   exponential backoff and jitter (honouring ``Retry-After``), up to
@@ -34,12 +59,14 @@ from __future__ import annotations
 import logging
 import random
 import re
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy import and_, delete, exists, or_, select, true, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -52,6 +79,7 @@ from engine.providers.errors import (
 )
 from engine.providers.types import EventRef, MailMessage
 from engine.services import notify, shopify_actions
+from engine.shopify import admin_api
 from engine.store.models import CONFIRMED, Claim, OutboxItem, OutboxStep
 
 if TYPE_CHECKING:
@@ -100,36 +128,111 @@ def error_text(exc: BaseException) -> str:
 
 # --------------------------------------------------------------------------- claiming
 
+#: Shopify Admin API actions: their own lane, never in a booking's customer chain.
+SHOPIFY_KINDS: tuple[str, ...] = (shopify_actions.TAG_KIND, shopify_actions.REFUND_KIND)
+CUSTOMER, SHOPIFY = "customer", "shopify"
+#: The longest the periodic relay waits between scans for rows whose lease ran out.
+RELAY_MAX_INTERVAL = 10.0
 
-def _claimable(now: datetime, owner: str | None) -> Any:
+
+def lane_of(kind: str) -> str:
+    """``shopify`` for Shopify actions, ``customer`` for everything the customer hears."""
+    return SHOPIFY if kind in SHOPIFY_KINDS else CUSTOMER
+
+
+def relay_interval(lease_seconds: float) -> float:
+    """How often the periodic relay scans: a third of the lease, at most
+    :data:`RELAY_MAX_INTERVAL`, so a dead worker's row is taken over within
+    lease + interval."""
+    return max(0.5, min(RELAY_MAX_INTERVAL, float(lease_seconds) / 3))
+
+
+def heartbeat_interval(lease_seconds: float) -> float:
+    """How often a running delivery renews its lease: three chances before it lapses."""
+    return max(0.05, float(lease_seconds) / 3)
+
+
+def _in_lane(lane: str | None) -> Any:
+    if lane == SHOPIFY:
+        return OutboxItem.kind.in_(SHOPIFY_KINDS)
+    if lane == CUSTOMER:
+        return OutboxItem.kind.notin_(SHOPIFY_KINDS)
+    return true()
+
+
+def _claimable(now: datetime, owner: str | None, lane: str | None = None) -> Any:
     earlier = aliased(OutboxItem)
+    busy = aliased(OutboxItem)
     lease_free = or_(OutboxItem.locked_until.is_(None), OutboxItem.locked_until <= now)
     if owner is not None:
         lease_free = or_(lease_free, OutboxItem.lease_owner == owner)
+    is_shopify = OutboxItem.kind.in_(SHOPIFY_KINDS)
     return and_(
         OutboxItem.status == PENDING,
         OutboxItem.available_at <= now,
         lease_free,
-        # One booking's work runs in order: a cancellation waits for its confirmation.
-        ~exists().where(earlier.booking_id == OutboxItem.booking_id,
-                        earlier.id < OutboxItem.id, earlier.status == PENDING),
+        _in_lane(lane),
+        or_(
+            # One booking's customer work runs in order: a cancellation waits for its
+            # confirmation. Shopify actions are not in that chain, either way round.
+            is_shopify,
+            ~exists().where(earlier.booking_id == OutboxItem.booking_id,
+                            earlier.id < OutboxItem.id, earlier.status == PENDING,
+                            earlier.kind.notin_(SHOPIFY_KINDS)),
+        ),
+        or_(
+            # One Admin API call per shop at a time (Shopify's rate limit is per shop; a
+            # hanging Admin API holds one worker per shop, not all of them). Best effort
+            # under concurrency: it bounds load, correctness never depends on it.
+            ~is_shopify,
+            ~exists().where(busy.shop_id == OutboxItem.shop_id, busy.id != OutboxItem.id,
+                            busy.kind.in_(SHOPIFY_KINDS), busy.status == PENDING,
+                            busy.locked_until > now),
+        ),
     )
 
 
-def due_ids(db: Database, now: datetime, limit: int = 100) -> list[int]:
-    """Rows the relay could take now (for the dispatcher; claiming decides)."""
+def due(db: Database, now: datetime, limit: int = 100, lane: str | None = None,
+        shop_id: str | None = None) -> list[tuple[int, str, str]]:
+    """``(id, kind, shop_id)`` of rows the relay could take now, oldest first (for the
+    dispatcher; claiming decides)."""
+    query = select(OutboxItem.id, OutboxItem.kind, OutboxItem.shop_id) \
+        .where(_claimable(now, None, lane))
+    if shop_id is not None:
+        query = query.where(OutboxItem.shop_id == shop_id)
     with db.read() as session:
-        return list(session.scalars(
-            select(OutboxItem.id).where(_claimable(now, None))
-            .order_by(OutboxItem.available_at, OutboxItem.id).limit(limit)))
+        return [(int(i), str(k), str(s)) for i, k, s in session.execute(
+            query.order_by(OutboxItem.available_at, OutboxItem.id).limit(limit))]
 
 
-def next_due(db: Database) -> datetime | None:
+def due_ids(db: Database, now: datetime, limit: int = 100, lane: str | None = None, *,
+            shop_id: str | None = None) -> list[int]:
+    """Ids of rows the relay could take now, in the order it should (one Shopify row per
+    shop: the others of that shop follow when it is done)."""
+    ids: list[int] = []
+    shops: set[str] = set()
+    for item_id, kind, shop in due(db, now, limit, lane, shop_id):
+        if kind in SHOPIFY_KINDS:
+            if shop in shops:
+                continue
+            shops.add(shop)
+        ids.append(item_id)
+    return ids
+
+
+def shop_of(db: Database, item_id: int) -> str | None:
+    """The shop of outbox row ``item_id`` (None when it is gone)."""
+    with db.read() as session:
+        shop_id = session.scalar(select(OutboxItem.shop_id).where(OutboxItem.id == item_id))
+    return None if shop_id is None else str(shop_id)
+
+
+def next_due(db: Database, lane: str | None = None) -> datetime | None:
     """When the earliest pending row becomes available (the embedded worker sleeps
     until then)."""
     with db.read() as session:
         rows = session.execute(select(OutboxItem.available_at, OutboxItem.locked_until)
-                               .where(OutboxItem.status == PENDING)
+                               .where(OutboxItem.status == PENDING, _in_lane(lane))
                                .order_by(OutboxItem.available_at).limit(50)).all()
     # A leased row is someone else's until its lease runs out.
     times = [max(a, locked) if locked is not None else a for a, locked in rows]
@@ -138,7 +241,8 @@ def next_due(db: Database) -> datetime | None:
 
 def claim(db: Database, item_id: int, owner: str, now: datetime, lease_seconds: float) -> bool:
     """Take row ``item_id`` for ``owner`` until ``now + lease``; False if someone else
-    holds it, it is done, not yet due, or waits behind an earlier row of its booking."""
+    holds it, it is done, not yet due, or waits behind an earlier row of its booking
+    (or, for a Shopify action, behind another Shopify call of its shop in flight)."""
     with db.write() as session:
         result = session.execute(
             update(OutboxItem)
@@ -149,6 +253,82 @@ def claim(db: Database, item_id: int, owner: str, now: datetime, lease_seconds: 
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def renew(db: Database, item_id: int, owner: str, now: datetime, lease_seconds: float) -> bool:
+    """Extend ``owner``'s lease on row ``item_id`` to ``now + lease``; False when the row
+    is no longer ``owner``'s (taken over after the lease ran out, or finished)."""
+    with db.write() as session:
+        result = session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id == item_id, OutboxItem.status == PENDING,
+                   OutboxItem.lease_owner == owner)
+            .values(locked_until=now + timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+class LeaseLost(Exception):
+    """This execution no longer holds the row's lease: another owner does the rest."""
+
+
+class Lease:
+    """A claimed row's lease, renewed by a daemon thread while the work runs.
+
+    :meth:`check` (called before each step) raises :class:`LeaseLost` when a renewal
+    found another owner, or when no renewal succeeded for a whole lease (the database
+    was unreachable: someone else may have taken the row by now). The deadline is kept
+    on the monotonic clock, so the check needs no database round trip.
+    """
+
+    def __init__(self, db: Database, clock: Clock, item_id: int, owner: str,
+                 seconds: float, claimed_at: float | None = None) -> None:
+        self.db, self.clock, self.item_id, self.owner = db, clock, item_id, owner
+        self.seconds = float(seconds)
+        self.renewals = 0
+        self._lost = threading.Event()
+        self._stop = threading.Event()
+        # ``claimed_at``: time.monotonic() taken before the claim that started the lease.
+        self._valid_until = (time.monotonic() if claimed_at is None else claimed_at) \
+            + self.seconds
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Lease:
+        self._thread = threading.Thread(target=self._beat, daemon=True,
+                                        name=f"consultbook-lease-{self.item_id}")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+    def _beat(self) -> None:
+        every = heartbeat_interval(self.seconds)
+        while not self._stop.wait(every):
+            started = time.monotonic()
+            try:
+                held = renew(self.db, self.item_id, self.owner, self.clock.now(),
+                             self.seconds)
+            except Exception as exc:  # a database hiccup: try again; check() times out
+                log.warning("outbox item %s: could not renew the lease: %s", self.item_id,
+                            exc)
+                continue
+            if not held:
+                if not self._stop.is_set():
+                    log.warning("outbox item %s: lease lost to another worker",
+                                self.item_id)
+                    self._lost.set()
+                return
+            self.renewals += 1
+            self._valid_until = started + self.seconds
+
+    def check(self) -> None:
+        if self._lost.is_set():
+            raise LeaseLost(f"outbox item {self.item_id}: the lease went to another worker")
+        if time.monotonic() >= self._valid_until:
+            raise LeaseLost(f"outbox item {self.item_id}: the lease ran out")
+
+
 def _release(db: Database, item_id: int, owner: str, **values: Any) -> None:
     with db.write() as session:
         session.execute(update(OutboxItem)
@@ -156,6 +336,21 @@ def _release(db: Database, item_id: int, owner: str, **values: Any) -> None:
                                OutboxItem.lease_owner == owner)
                         .values(locked_until=None, lease_owner=None, **values)
                         .execution_options(synchronize_session=False))
+
+
+def _hold_back_shop(db: Database, item: OutboxItem, until: datetime, now: datetime) -> int:
+    """The shop's Admin API is failing: its other due Shopify rows would fail the same
+    way, so they wait as long as the failed one (no attempt counted against them)."""
+    with db.write() as session:
+        result = session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.shop_id == item.shop_id, OutboxItem.id != item.id,
+                   OutboxItem.kind.in_(SHOPIFY_KINDS), OutboxItem.status == PENDING,
+                   OutboxItem.available_at < until,
+                   or_(OutboxItem.locked_until.is_(None), OutboxItem.locked_until <= now))
+            .values(available_at=until)
+            .execution_options(synchronize_session=False))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- steps
@@ -205,12 +400,21 @@ class _Job:
     item: OutboxItem
     lease_seconds: float
     notes: list[str] = field(default_factory=list)
+    lease: Lease | None = None
 
     @property
     def now(self) -> datetime:
         return self.clock.now()
 
+    def check_lease(self) -> None:
+        """Before each step: stop (:class:`LeaseLost`) if the row is not ours any more."""
+        if self.lease is not None:
+            self.lease.check()
+
     def done(self, step: str) -> bool:
+        """Whether ``step`` needs no doing; asked before each step, so it checks the
+        lease first."""
+        self.check_lease()
         row = _steps(self.db, self.item.id).get(step)
         return row is not None and row.status in (STEP_DONE, SKIPPED, UNKNOWN)
 
@@ -219,6 +423,7 @@ class _Job:
 
     def send_once(self, step: str, build: Callable[[], MailMessage | None]) -> None:
         """Send the message of ``step`` at most once (claimed before it goes out)."""
+        self.check_lease()
         existing = _steps(self.db, self.item.id).get(step)
         if existing is not None:
             if existing.status != SENDING:
@@ -236,6 +441,7 @@ class _Job:
         if message is None:
             self.mark(step, SKIPPED, "no valid address")
             return
+        self.check_lease()
         if not _claim_step(self.db, self.item.id, step, self.now):
             return self.send_once(step, build)
         try:
@@ -390,12 +596,15 @@ def backoff(config: Config, attempts: int, retry_after: float | None = None) -> 
 
 
 def deliver(db: Database, clock: Clock, plugins: Plugins, item_id: int, owner: str) -> Outcome:
-    """Claim row ``item_id`` for ``owner`` and do its work. Never raises for the work's
-    failures: they are recorded on the row (retry or failed)."""
+    """Claim row ``item_id`` for ``owner`` and do its work under a heartbeat-renewed
+    lease. Never raises for the work's failures: they are recorded on the row (retry or
+    failed). ``status`` ``lost``: the lease went to another worker mid-way, which
+    finishes the row."""
     config = plugins.config
-    lease = float(config.outbox_lease_seconds)
+    lease_seconds = float(config.outbox_lease_seconds)
     now = clock.now()
-    if not claim(db, item_id, owner, now, lease):
+    claimed_at = time.monotonic()
+    if not claim(db, item_id, owner, now, lease_seconds):
         return Outcome(item_id, "skipped")
     with db.read() as session:
         item = session.get(OutboxItem, item_id)
@@ -404,16 +613,40 @@ def deliver(db: Database, clock: Clock, plugins: Plugins, item_id: int, owner: s
     handler = HANDLERS.get(item.kind)
     if handler is None:
         return _fail(db, clock, item, owner, f"unknown outbox kind {item.kind!r}")
-    job = _Job(db=db, clock=clock, plugins=plugins, item=item, lease_seconds=lease)
+    with Lease(db, clock, item_id, owner, lease_seconds, claimed_at) as lease:
+        job = _Job(db=db, clock=clock, plugins=plugins, item=item,
+                   lease_seconds=lease_seconds, lease=lease)
+        return _run(job, handler, owner)
+
+
+def _run(job: _Job, handler: Callable[[_Job], None], owner: str) -> Outcome:
+    db, clock, item, config = job.db, job.clock, job.item, job.plugins.config
+    item_id = item.id
+    shopify = item.kind in SHOPIFY_KINDS
     try:
-        handler(job)
+        if shopify:
+            # Never sleep on Shopify in a worker: a wait it asks for is a retry of the row.
+            with admin_api.no_waiting() as deferral:
+                try:
+                    job.check_lease()
+                    handler(job)
+                except ProviderUnavailable as exc:
+                    if exc.retry_after is None and deferral.retry_after is not None:
+                        raise ProviderUnavailable(exc.message, provider="shopify",
+                                                  retry_after=deferral.retry_after) from None
+                    raise
+        else:
+            handler(job)
+    except LeaseLost as exc:
+        log.warning("%s; leaving the rest to its new owner", exc)
+        return Outcome(item_id, "lost", error=str(exc))
     except ProviderUnavailable as exc:
         return _retry(db, clock, config, item, owner, error_text(exc), exc.retry_after)
     except ConnectionBroken as exc:
         return _retry(db, clock, config, item, owner,
                       f"{error_text(exc)} (reconnect the account in the app)", BROKEN_MIN_DELAY)
     except StepBusy as exc:
-        return _retry(db, clock, config, item, owner, error_text(exc), lease)
+        return _retry(db, clock, config, item, owner, error_text(exc), job.lease_seconds)
     except (ProviderRejected, ProviderNotConfigured, ValueError) as exc:
         return _fail(db, clock, item, owner, error_text(exc))
     except DBAPIError as exc:
@@ -426,7 +659,8 @@ def deliver(db: Database, clock: Clock, plugins: Plugins, item_id: int, owner: s
     finished = clock.now()
     with db.write() as session:
         session.execute(update(OutboxItem)
-                        .where(OutboxItem.id == item_id, OutboxItem.status == PENDING)
+                        .where(OutboxItem.id == item_id, OutboxItem.status == PENDING,
+                               OutboxItem.lease_owner == owner)
                         .values(status=DONE, done_at=finished, locked_until=None,
                                 lease_owner=None,
                                 last_error="; ".join(job.notes)[:500] or None)
@@ -444,8 +678,11 @@ def _retry(db: Database, clock: Clock, config: Config, item: OutboxItem, owner: 
     delay = backoff(config, attempts, retry_after)
     log.info("outbox item %s: attempt %s failed (%s); retry in %.1fs", item.id, attempts,
              error, delay)
-    _release(db, item.id, owner, available_at=clock.now() + timedelta(seconds=delay),
-             last_error=error)
+    now = clock.now()
+    until = now + timedelta(seconds=delay)
+    _release(db, item.id, owner, available_at=until, last_error=error)
+    if item.kind in SHOPIFY_KINDS:
+        _hold_back_shop(db, item, until, now)
     return Outcome(item.id, "retry", retry_in=delay, error=error)
 
 
@@ -454,21 +691,23 @@ def _fail(db: Database, clock: Clock, item: OutboxItem, owner: str, error: str) 
                 item.booking_id, error)
     with db.write() as session:
         session.execute(update(OutboxItem)
-                        .where(OutboxItem.id == item.id, OutboxItem.status == PENDING)
+                        .where(OutboxItem.id == item.id, OutboxItem.status == PENDING,
+                               OutboxItem.lease_owner == owner)
                         .values(status=FAILED, done_at=clock.now(), locked_until=None,
                                 lease_owner=None, last_error=error)
                         .execution_options(synchronize_session=False))
     return Outcome(item.id, "failed", error=error)
 
 
-def relay(db: Database, clock: Clock, plugins: Plugins, owner: str, limit: int = 100
-          ) -> RelayResult:
+def relay(db: Database, clock: Clock, plugins: Plugins, owner: str, limit: int = 100,
+          lane: str | None = None) -> RelayResult:
     """Deliver what is due now, one row at a time, as ``owner`` (the embedded worker and
-    ``consultbook`` commands; Celery dispatches rows to separate tasks instead)."""
+    ``consultbook`` commands; Celery dispatches rows to separate tasks instead).
+    ``lane`` (:data:`CUSTOMER` / :data:`SHOPIFY`) limits it to one lane."""
     result = RelayResult()
     seen: set[int] = set()
     while len(result.outcomes) < limit:
-        ids = [i for i in due_ids(db, clock.now(), limit) if i not in seen]
+        ids = [i for i in due_ids(db, clock.now(), limit, lane) if i not in seen]
         if not ids:
             break
         for item_id in ids:
@@ -476,18 +715,23 @@ def relay(db: Database, clock: Clock, plugins: Plugins, owner: str, limit: int =
             result.outcomes.append(deliver(db, clock, plugins, item_id, owner))
             if len(result.outcomes) >= limit:
                 break
-    result.next_due = next_due(db)
+    result.next_due = next_due(db, lane)
     return result
 
 
 def recover_stuck_steps(db: Database, now: datetime, lease_seconds: float) -> int:
     """Mail steps left ``sending`` by a worker that died become ``unknown`` (never resent),
-    so the merchant sees them; returns how many."""
+    so the merchant sees them; returns how many. A step whose row is still under a live
+    lease is being sent by a live worker (its heartbeat renews the lease): left alone,
+    however long the send takes."""
     cutoff = now - timedelta(seconds=lease_seconds)
+    leased = select(OutboxItem.id).where(OutboxItem.status == PENDING,
+                                         OutboxItem.locked_until > now)
     with db.write() as session:
         result = session.execute(
             update(OutboxStep)
-            .where(OutboxStep.status == SENDING, OutboxStep.updated_at < cutoff)
+            .where(OutboxStep.status == SENDING, OutboxStep.updated_at < cutoff,
+                   OutboxStep.outbox_id.notin_(leased))
             .values(status=UNKNOWN, updated_at=now,
                     detail="the worker stopped while sending; the message may not have "
                            "arrived")

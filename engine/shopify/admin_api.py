@@ -22,16 +22,28 @@ Resilience, in the order Shopify asks for it:
 Every wait is capped (``max_wait``) and the attempts are bounded (``max_attempts``).
 The client never reads the wall clock for its decisions except through ``sleep``,
 which tests replace to record the waits.
+
+**Workers never sleep on Shopify.** Inside :func:`no_waiting` (the outbox relay runs
+every Shopify action in it) a wait the client would take -- a retry after a 5xx, a
+network error, a 429 or ``THROTTLED`` -- is not slept: the call stops at once with
+:class:`AdminApiDeferred` (a :class:`ShopifyUnavailable`), and the wait it wanted is kept
+on the :class:`Deferral` the context manager yields, so the caller reschedules the work
+no sooner than that. Requests in that mode also get short timeouts
+(:data:`WORKER_TIMEOUT`): a hanging Admin API holds a worker for seconds, not minutes.
+Interactive callers (the web process, the CLI) keep the in-place retries.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import random
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -42,11 +54,15 @@ from engine.shopify.oauth import ShopifyUnavailable, shop_origin
 
 __all__ = [
     "DEFAULT_API_VERSION",
+    "WORKER_TIMEOUT",
     "AdminApi",
     "AdminApiAuthError",
+    "AdminApiDeferred",
     "AdminApiError",
     "AdminApiUserError",
+    "Deferral",
     "ShopifyUnavailable",
+    "no_waiting",
     "order_gid",
 ]
 
@@ -68,6 +84,52 @@ class AdminApiAuthError(Unauthorized):
     """The access token was refused (HTTP 401), even after one fresh token."""
 
     code = "shopify_unauthorized"
+
+
+class AdminApiDeferred(ShopifyUnavailable):
+    """A retry the client would have slept for, handed back instead (:func:`no_waiting`).
+
+    ``retry_after`` is the wait it wanted, in seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+#: (connect, read) timeouts of requests made inside :func:`no_waiting`. tagsAdd and
+#: refundCreate answer in well under a second when Shopify is well; a call that has not
+#: answered in 10 s is retried later rather than held on to.
+WORKER_TIMEOUT: tuple[float, float] = (3.0, 10.0)
+
+
+@dataclass
+class Deferral:
+    """What :func:`no_waiting` learned: the longest wait the client asked for (seconds),
+    or ``None`` when it never wanted to wait."""
+
+    timeout: tuple[float, float] = WORKER_TIMEOUT
+    retry_after: float | None = None
+
+    def want(self, seconds: float) -> None:
+        self.retry_after = seconds if self.retry_after is None else max(self.retry_after,
+                                                                         seconds)
+
+
+_deferral: contextvars.ContextVar[Deferral | None] = contextvars.ContextVar(
+    "consultbook_admin_api_deferral", default=None)
+
+
+@contextmanager
+def no_waiting(timeout: tuple[float, float] = WORKER_TIMEOUT) -> Iterator[Deferral]:
+    """Within this block (this thread / context only), :class:`AdminApi` never sleeps:
+    a wait becomes :class:`AdminApiDeferred`, recorded on the yielded :class:`Deferral`,
+    and requests use ``timeout``. For workers, which reschedule instead of waiting."""
+    deferral = Deferral(timeout=timeout)
+    token = _deferral.set(deferral)
+    try:
+        yield deferral
+    finally:
+        _deferral.reset(token)
 
 
 class AdminApiUserError(Unprocessable):
@@ -182,6 +244,14 @@ class AdminApi:
 
     def _wait(self, seconds: float, why: str) -> None:
         seconds = min(max(seconds, 0.0), self.max_wait)
+        deferral = _deferral.get()
+        if deferral is not None:
+            # A worker: hand the wait back to be rescheduled, never sleep on it.
+            deferral.want(seconds)
+            log.info("shopify admin api: %s, deferring the call %.2fs (%s)", why, seconds,
+                     self.shop)
+            raise AdminApiDeferred(f"Shopify's Admin API is not answering ({why}); "
+                                   "the call is retried later.", seconds)
         log.info("shopify admin api: %s, waiting %.2fs (%s)", why, seconds, self.shop)
         self._sleep(seconds)
 
@@ -207,8 +277,10 @@ class AdminApi:
             attempt += 1
             last = attempt >= self.max_attempts
             try:
+                deferral = _deferral.get()
                 resp = self._http.post(
-                    self.url, json=payload, timeout=self.timeout, allow_redirects=False,
+                    self.url, json=payload, allow_redirects=False,
+                    timeout=self.timeout if deferral is None else deferral.timeout,
                     headers={"X-Shopify-Access-Token": self._token,
                              "Accept": "application/json"})
             except requests.ConnectTimeout:

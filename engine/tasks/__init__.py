@@ -9,9 +9,14 @@ per-booking ETA tasks (Redis would redeliver those after the visibility timeout)
 
 Tasks:
 
-``consultbook.relay_outbox``      kick after a commit, and every 30 s: hand due outbox rows
-                                  to ``deliver_outbox`` (picks up rows whose kick was lost)
-``consultbook.deliver_outbox``    do one outbox row (lease owned by the task id)
+``consultbook.relay_outbox``      kick after a commit, and every few seconds (a third of the
+                                  outbox lease, at most 10 s): hand due outbox rows to the
+                                  delivery tasks (picks up rows whose kick was lost, and rows
+                                  whose worker died once their lease ran out)
+``consultbook.deliver_outbox``    do one customer-facing outbox row (lease owned by the
+                                  task id), queue ``consultbook``
+``consultbook.deliver_shopify``   do one Shopify action (order.tag, order.refund), queue
+                                  ``consultbook.shopify``: never in front of customer mail
 ``consultbook.send_reminders``    every minute: the reminder scan
 ``consultbook.sweep``             every minute: expire stale holds, purge old ones
 ``consultbook.refresh_freebusy``  every free/busy TTL: warm the busy-time cache
@@ -26,6 +31,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from engine.services import outbox
 from engine.tasks import jobs
 
 if TYPE_CHECKING:
@@ -36,7 +42,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("consultbook.worker")
 
-QUEUE = "consultbook"
+#: Customer-facing work (and the periodic jobs).
+CUSTOMER_QUEUE = "consultbook"
+#: Shopify Admin API actions: a queue of their own, so a slow or failing Admin API never
+#: stands between a customer and their confirmation.
+SHOPIFY_QUEUE = "consultbook.shopify"
+#: What a worker consumes, in Celery's ``-Q`` syntax (``consultbook worker`` passes it).
+#: The Redis transport takes from the two queues in turn, so customer tasks are never
+#: stuck behind a backlog of Shopify ones.
+QUEUE = f"{CUSTOMER_QUEUE},{SHOPIFY_QUEUE}"
 #: Retries shorter than this are scheduled as a countdown task; longer ones wait for
 #: the periodic relay (keeps ETA messages well inside the visibility timeout).
 MAX_COUNTDOWN = 300.0
@@ -68,7 +82,8 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "accept_content": ["json"],
         "task_ignore_result": True,
         "result_backend": None,
-        "task_default_queue": QUEUE,
+        "task_default_queue": CUSTOMER_QUEUE,
+        "task_routes": {"consultbook.deliver_shopify": {"queue": SHOPIFY_QUEUE}},
         "task_publish_retry": True,
         "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0,
                                       "interval_step": 0.2, "interval_max": 0.5},
@@ -100,20 +115,42 @@ def make_celery(config: Config, *, extra_plugins: Iterable[tuple[str, object]] =
 
     @app.task(name="consultbook.relay_outbox", bind=True)  # type: ignore[untyped-decorator]
     def relay_outbox(self: Any) -> int:
-        ids = jobs.due_outbox(runtime.deps())
-        for item_id in ids:
+        deps = runtime.deps()
+        # Customer work first; Shopify actions go to their own queue (one per shop: the
+        # next of that shop follows when it is done).
+        customer = jobs.due_outbox(deps, lane=outbox.CUSTOMER)
+        for item_id in customer:
             deliver_outbox.delay(item_id)
-        return len(ids)
+        shopify = jobs.due_outbox(deps, lane=outbox.SHOPIFY)
+        for item_id in shopify:
+            deliver_shopify.delay(item_id)
+        return len(customer) + len(shopify)
+
+    def run(task: Any, item_id: int) -> str:
+        # The task id owns the row's lease: a redelivery of this very message (its worker
+        # child died) takes the lease back at once.
+        outcome = jobs.deliver(runtime.deps(), int(item_id), owner=str(task.request.id))
+        if outcome.status == "retry" and outcome.retry_in is not None \
+                and outcome.retry_in <= MAX_COUNTDOWN:
+            task.apply_async((item_id,), countdown=outcome.retry_in)
+        return outcome.status
 
     @app.task(name="consultbook.deliver_outbox", bind=True)  # type: ignore[untyped-decorator]
     def deliver_outbox(self: Any, item_id: int) -> str:
-        # The task id owns the row's lease: a redelivery of this very message (its worker
-        # died) takes the lease back at once.
-        outcome = jobs.deliver(runtime.deps(), int(item_id), owner=str(self.request.id))
-        if outcome.status == "retry" and outcome.retry_in is not None \
-                and outcome.retry_in <= MAX_COUNTDOWN:
-            deliver_outbox.apply_async((item_id,), countdown=outcome.retry_in)
-        return outcome.status
+        return run(self, item_id)
+
+    @app.task(name="consultbook.deliver_shopify", bind=True)  # type: ignore[untyped-decorator]
+    def deliver_shopify(self: Any, item_id: int) -> str:
+        status = run(self, item_id)
+        if status != "skipped":
+            # This shop's Admin API slot is free again: hand on its next due action.
+            deps = runtime.deps()
+            shop_id = outbox.shop_of(deps.db, int(item_id))
+            if shop_id is not None:
+                for next_id in outbox.due_ids(deps.db, deps.clock.now(), 1, outbox.SHOPIFY,
+                                              shop_id=shop_id):
+                    deliver_shopify.delay(next_id)
+        return status
 
     @app.task(name="consultbook.send_reminders")  # type: ignore[untyped-decorator]
     def send_reminders() -> dict[str, int]:

@@ -3,6 +3,8 @@
 Each job is a few lines over a service. :class:`Deps` is what a worker process holds:
 settings, its own database engine, the clock and the plugins. A Celery prefork child
 builds its own (``Runtime.deps`` checks the pid), so no connection crosses a fork.
+Everything a job needs is built once per :class:`Deps` -- once per process -- and reused
+by every run (plugins are discovered once, not on each tick).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,7 @@ from engine.services import outbox, reminders
 from engine.services.claims import sweep
 
 if TYPE_CHECKING:
+    from engine.bootstrap import Context
     from engine.clock import Clock
     from engine.config import Config
     from engine.plugins import Plugins
@@ -29,7 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("consultbook.worker")
 
 #: Seconds between runs of each periodic job (beat and the embedded scheduler alike).
-RELAY_EVERY = 30.0
+#: The outbox relay's interval follows the lease (outbox.relay_interval, at most this):
+#: it is what takes over a delivery whose worker died once its lease ran out.
+RELAY_EVERY = outbox.RELAY_MAX_INTERVAL
 REMINDERS_EVERY = 60.0
 SWEEP_EVERY = 60.0
 FREEBUSY_DAYS = 14
@@ -40,7 +45,7 @@ ICS_FEEDS_EVERY = 900.0
 def schedule(config: Config) -> dict[str, float]:
     """Job name -> interval in seconds."""
     return {
-        "relay_outbox": RELAY_EVERY,
+        "relay_outbox": outbox.relay_interval(config.outbox_lease_seconds),
         "send_reminders": REMINDERS_EVERY,
         "sweep": SWEEP_EVERY,
         "refresh_freebusy": float(max(30, config.freebusy_ttl_seconds)),
@@ -55,6 +60,19 @@ class Deps:
     db: Database
     clock: Clock
     plugins: Plugins
+    _context: Context | None = field(default=None, init=False, repr=False, compare=False)
+    _context_lock: threading.Lock = field(default_factory=threading.Lock, init=False,
+                                          repr=False, compare=False)
+
+    def context(self) -> Context:
+        """An :class:`engine.bootstrap.Context` over these deps, built on first use and
+        kept: a periodic job never rebuilds one (and so never rediscovers plugins)."""
+        with self._context_lock:
+            if self._context is None:
+                from engine.bootstrap import Context
+
+                self._context = Context(config=self.config, db=self.db, clock=self.clock)
+            return self._context
 
 
 def build_deps(config: Config, *, clock: Clock | None = None, db: Database | None = None,
@@ -102,16 +120,18 @@ class Runtime:
 # --------------------------------------------------------------------------- jobs
 
 
-def relay_outbox(deps: Deps, owner: str, limit: int = 100) -> outbox.RelayResult:
-    """Deliver every due outbox row in this process (embedded mode, CLI)."""
+def relay_outbox(deps: Deps, owner: str, limit: int = 100, lane: str | None = None
+                 ) -> outbox.RelayResult:
+    """Deliver every due outbox row in this process (embedded mode, CLI); ``lane``
+    (``outbox.CUSTOMER`` / ``outbox.SHOPIFY``) limits it to one lane."""
     outbox.recover_stuck_steps(deps.db, deps.clock.now(), deps.config.outbox_lease_seconds)
-    return outbox.relay(deps.db, deps.clock, deps.plugins, owner, limit)
+    return outbox.relay(deps.db, deps.clock, deps.plugins, owner, limit, lane)
 
 
-def due_outbox(deps: Deps, limit: int = 200) -> list[int]:
-    """Outbox rows to hand to delivery tasks (Celery's dispatcher)."""
+def due_outbox(deps: Deps, limit: int = 200, lane: str | None = None) -> list[int]:
+    """Outbox rows to hand to delivery tasks (Celery's dispatcher), in that lane."""
     outbox.recover_stuck_steps(deps.db, deps.clock.now(), deps.config.outbox_lease_seconds)
-    return outbox.due_ids(deps.db, deps.clock.now(), limit)
+    return outbox.due_ids(deps.db, deps.clock.now(), limit, lane)
 
 
 def deliver(deps: Deps, item_id: int, owner: str) -> outbox.Outcome:
@@ -125,11 +145,9 @@ def send_reminders(deps: Deps, limit: int = 500) -> reminders.ScanResult:
 def refresh_shopify_tokens(deps: Deps) -> dict[str, int]:
     """Refresh the expiring Shopify offline tokens that run out soon
     (engine.services.install; a refused refresh is flagged for the merchant)."""
-    from engine.bootstrap import Context
     from engine.services.install import refresh_expiring_tokens
 
-    ctx = Context(config=deps.config, db=deps.db, clock=deps.clock)
-    return {"shops": refresh_expiring_tokens(ctx)}
+    return {"shops": refresh_expiring_tokens(deps.context())}
 
 
 def refresh_ics_feeds(deps: Deps) -> dict[str, int]:

@@ -24,7 +24,7 @@ from engine.providers import Grant
 from engine.services.connections import store_connection
 from engine.services.shops import ShopRef, install_shop
 from engine.store.models import OutboxItem
-from engine.tasks import celery_settings
+from engine.tasks import QUEUE, celery_settings
 from tests.conftest import POSTGRES_URL, Admin, Storefront, _truncate, make_config
 from tests.fakes.google import FakeGoogle
 from tests.fakes.http import Request, Response
@@ -212,7 +212,16 @@ def test_the_celery_settings_are_the_safe_ones() -> None:
     assert s["accept_content"] == ["json"] and s["task_serializer"] == "json"
     assert s["broker_transport_options"]["visibility_timeout"] == 1800
     beat = {k: v["schedule"].total_seconds() for k, v in s["beat_schedule"].items()}
-    assert beat["send_reminders"] == 60 and beat["relay_outbox"] == 30
+    assert beat["send_reminders"] == 60
+    # The relay is what takes over a dead worker's delivery once its lease ran out.
+    assert beat["relay_outbox"] == 10
+    short = celery_settings(make_config("sqlite://", broker_url="redis://127.0.0.1:6379/0",
+                                        outbox_lease_seconds=6))
+    assert short["beat_schedule"]["relay_outbox"]["schedule"].total_seconds() == 2
+    # Shopify actions have a queue of their own; a worker consumes both.
+    assert s["task_default_queue"] == "consultbook"
+    assert s["task_routes"] == {"consultbook.deliver_shopify": {"queue": "consultbook.shopify"}}
+    assert QUEUE.split(",") == ["consultbook", "consultbook.shopify"]
     assert beat["sweep"] == 60 and "refresh_freebusy" in beat
     assert beat["refresh_shopify_tokens"] == 300 and beat["refresh_ics_feeds"] == 900
 

@@ -16,8 +16,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
+import certifi
 import icalendar
-import requests
+import urllib3
 from dateutil.rrule import rrulestr
 
 from engine.errors import ValidationError
@@ -134,17 +135,58 @@ def _occurrences(event: icalendar.Event, tz: ZoneInfo, window_start: datetime,
             yield start, end, summary
 
 
-def _check_host(host: str, port: int, allow_private: bool) -> None:
+def resolve_checked(host: str, port: int, allow_private: bool) -> list[str]:
+    """The addresses to connect to for ``host``: resolved once, every one checked.
+
+    All addresses must be global unless ``allow_private`` (an operator setting, and what
+    the tests use to reach their server on 127.0.0.1): one private address among public
+    ones is refused, since the client might pick it. The caller connects to these
+    addresses only and never lets the HTTP client resolve ``host`` again, so a name that
+    answers differently the second time (DNS rebinding) cannot smuggle in a private
+    address after the check.
+    """
     try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except socket.gaierror:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
         raise FeedError(f"the feed's host {host} cannot be resolved") from None
-    if allow_private:
-        return
+    addresses: list[str] = []
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0])
-        if not ip.is_global:
+        # An IPv6 scope ("fe80::1%eth0") is not part of what ip_address checks.
+        text = str(info[4][0]).split("%", 1)[0]
+        ip = ipaddress.ip_address(text)
+        if not allow_private and not ip.is_global:
             raise FeedError("the feed's address is a private or local network address")
+        if str(ip) not in addresses:
+            addresses.append(str(ip))
+    if not addresses:
+        raise FeedError(f"the feed's host {host} cannot be resolved")
+    return addresses
+
+
+def _host_header(host: str, port: int, scheme: str) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port == (443 if scheme == "https" else 80) else f"{shown}:{port}"
+
+
+def _pinned_pool(scheme: str, address: str, port: int, host: str, timeout: float,
+                 verify: str | bool) -> urllib3.HTTPConnectionPool:
+    """A connection pool to ``address`` (an IP, never resolved again) that speaks to
+    it as ``host``: for https the TLS server name (SNI) and the certificate check use
+    ``host``, exactly as if the client had connected by name."""
+    timeouts = urllib3.Timeout(connect=timeout, read=timeout)
+    if scheme == "http":
+        return urllib3.HTTPConnectionPool(address, port, timeout=timeouts, maxsize=1,
+                                          retries=False)
+    if verify is False:
+        return urllib3.HTTPSConnectionPool(address, port, timeout=timeouts, maxsize=1,
+                                           retries=False, cert_reqs="CERT_NONE",
+                                           assert_hostname=False, server_hostname=host)
+    ca_certs = verify if isinstance(verify, str) else certifi.where()
+    return urllib3.HTTPSConnectionPool(address, port, timeout=timeouts, maxsize=1,
+                                       retries=False, cert_reqs="CERT_REQUIRED",
+                                       ca_certs=ca_certs, server_hostname=host,
+                                       assert_hostname=host)
 
 
 def normalize_url(url: str) -> str:
@@ -160,33 +202,64 @@ def normalize_url(url: str) -> str:
 
 def fetch(url: str, *, timeout: float, allow_private: bool = False,
           verify: str | bool = True) -> bytes:
-    """The feed's bytes (at most 5 MiB). Refuses private addresses (SSRF) unless allowed;
-    redirects are followed by hand so every hop is checked."""
-    session = requests.Session()
-    session.trust_env = False
-    try:
-        for _ in range(MAX_REDIRECTS + 1):
-            url = normalize_url(url)
-            parts = urlsplit(url)
-            _check_host(parts.hostname or "", parts.port or (443 if parts.scheme == "https"
-                                                              else 80), allow_private)
+    """The feed's bytes (at most 5 MiB, decoded).
+
+    Refuses private addresses (SSRF) unless ``allow_private``. The host is resolved
+    once per hop (:func:`resolve_checked`) and the connection goes to a checked address,
+    with the name in ``Host`` and, for https, in SNI and the certificate check.
+    Redirects are followed by hand, so every hop is resolved and checked the same way.
+    ``verify`` is a CA file, True (the certifi bundle) or False.
+    """
+    for _ in range(MAX_REDIRECTS + 1):
+        url = normalize_url(url)
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise FeedError("the feed URL has an invalid port") from None
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {"Host": _host_header(host, port, parts.scheme),
+                   "Accept": "text/calendar", "Accept-Encoding": "gzip, deflate",
+                   "User-Agent": "consultbook-ics"}
+        resp = None
+        failure: Exception | None = None
+        for address in resolve_checked(host, port, allow_private):
+            pool = _pinned_pool(parts.scheme, address, port, host, timeout, verify)
             try:
-                resp = session.get(url, timeout=timeout, stream=True, allow_redirects=False,
-                                   verify=verify, headers={"Accept": "text/calendar"})
-            except requests.RequestException as exc:
-                raise FeedError(f"the feed could not be fetched ({type(exc).__name__})") from None
-            with resp:
-                if resp.is_redirect and resp.headers.get("Location"):
-                    url = urljoin(url, resp.headers["Location"])
-                    continue
-                if resp.status_code != 200:
-                    raise FeedError(f"the feed answered HTTP {resp.status_code}")
-                body = bytearray()
-                for chunk in resp.iter_content(65536):
+                resp = pool.urlopen("GET", target, headers=headers, redirect=False,
+                                    retries=False, preload_content=False,
+                                    assert_same_host=False)
+                break
+            except urllib3.exceptions.NewConnectionError as exc:
+                pool.close()
+                failure = exc  # this address is unreachable: try the next checked one
+            except urllib3.exceptions.HTTPError as exc:
+                pool.close()
+                raise FeedError(f"the feed could not be fetched ({type(exc).__name__})"
+                                ) from None
+        if resp is None:
+            name = type(failure).__name__ if failure else "no address"
+            raise FeedError(f"the feed could not be fetched ({name})")
+        try:
+            location = resp.headers.get("Location")
+            if resp.status in (301, 302, 303, 307, 308) and location:
+                url = urljoin(url, location)
+                continue
+            if resp.status != 200:
+                raise FeedError(f"the feed answered HTTP {resp.status}")
+            body = bytearray()
+            try:
+                for chunk in resp.stream(65536, decode_content=True):
                     body.extend(chunk)
                     if len(body) > MAX_BYTES:
                         raise FeedError("the feed is larger than 5 MiB")
-                return bytes(body)
-        raise FeedError("the feed redirects too often")
-    finally:
-        session.close()
+            except urllib3.exceptions.HTTPError as exc:
+                raise FeedError(f"the feed could not be read ({type(exc).__name__})"
+                                ) from None
+            return bytes(body)
+        finally:
+            resp.release_conn()
+            resp.close()
+            pool.close()
+    raise FeedError("the feed redirects too often")

@@ -1,11 +1,34 @@
-"""Liveness and readiness probes for load balancers and orchestrators."""
+"""Liveness and readiness probes for load balancers and orchestrators.
+
+``GET /healthz``: the process answers (touches nothing else).
+
+``GET /readyz``: the database and, when one is configured, the broker answer. Ready:
+``200 {"status": "ready", "checks": {"database": "ok", "broker": "ok" | "embedded"}}``.
+Not ready: ``503`` with ``Retry-After`` and
+``{"error": {"code": "service_unavailable", "message": "not ready: the database is
+unavailable"}, "unavailable": ["database"], "checks": {...}}`` -- the failing parts named
+in the message, listed in ``unavailable``, and explained in ``checks``.
+
+The probe fails fast: each check has a deadline of :data:`PROBE_TIMEOUT_SECONDS`,
+whatever the driver's connect timeout or the pool's wait, so a load balancer learns
+within that time that this process should get no traffic. A check that hangs keeps at
+most one thread busy: while it is still waiting, later probes report it unavailable at
+once instead of starting another.
+"""
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Callable
 
 import falcon
 from sqlalchemy import text
 
 from engine.bootstrap import Context
+from web.errors import RETRY_AFTER_SECONDS
+
+#: Longest a readiness check may take before its part counts as unavailable.
+PROBE_TIMEOUT_SECONDS = 2.0
 
 
 class Healthz:
@@ -15,43 +38,97 @@ class Healthz:
         resp.media = {"status": "ok"}
 
 
-class Readyz:
-    """The database and (when configured) the broker answer."""
+class Probe:
+    """One dependency check run with a deadline, at most one attempt in flight.
 
-    def __init__(self, ctx: Context) -> None:
+    ``check`` raises when the dependency does not answer. :meth:`run` returns ``"ok"`` or
+    ``"unavailable: <why>"`` within ``timeout`` seconds (plus scheduling), never raises.
+    """
+
+    def __init__(self, check: Callable[[], None], timeout: float = PROBE_TIMEOUT_SECONDS
+                 ) -> None:
+        self.check, self.timeout = check, timeout
+        self._lock = threading.Lock()
+        self._pending: threading.Thread | None = None
+
+    def run(self) -> str:
+        result: list[str] = []
+        done = threading.Event()
+
+        def attempt() -> None:
+            try:
+                self.check()
+                result.append("ok")
+            except Exception as exc:
+                # The exception's class, never its text: a driver's message can carry
+                # host names or credentials, and the probe answers anyone.
+                result.append(f"unavailable: {type(exc).__name__}")
+            finally:
+                done.set()
+
+        with self._lock:
+            if self._pending is not None and self._pending.is_alive():
+                return (f"unavailable: no answer within {self.timeout:g} s "
+                        "(an earlier check is still waiting)")
+            # A daemon thread: a check stuck in a driver never holds the process open.
+            thread = threading.Thread(target=attempt, name="readyz-probe", daemon=True)
+            self._pending = thread
+            thread.start()
+        if not done.wait(self.timeout):
+            return f"unavailable: no answer within {self.timeout:g} s"
+        return result[0]
+
+
+class Readyz:
+    """The database and (when configured) the broker answer; see the module docstring."""
+
+    def __init__(self, ctx: Context, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
         self.ctx = ctx
+        self.database = Probe(self._check_database, timeout)
+        broker = ctx.config.broker_url
+        self.broker = Probe(lambda: _ping_broker(broker, timeout), timeout) if broker else None
+
+    def _check_database(self) -> None:
+        with self.ctx.db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        checks: dict[str, str] = {}
-        try:
-            with self.ctx.db.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as exc:
-            checks["database"] = f"unavailable: {type(exc).__name__}"
-        if self.ctx.config.broker_url:
-            checks["broker"] = _ping_broker(self.ctx.config.broker_url)
-        else:
-            checks["broker"] = "embedded"
-        ready = all(v in {"ok", "embedded"} for v in checks.values())
-        resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
-        resp.media = ({"status": "ready", "checks": checks} if ready else
-                      {"error": {"code": "not_ready",
-                                 "message": "a dependency is unavailable"}, "checks": checks})
+        # Both parts are checked side by side, so a dead database and a dead broker
+        # together still answer within one deadline.
+        checks = {"database": "", "broker": "embedded"}  # no broker: in-process worker
+        side: threading.Thread | None = None
+        if self.broker is not None:
+            broker = self.broker
+            side = threading.Thread(target=lambda: checks.__setitem__("broker", broker.run()))
+            side.start()
+        checks["database"] = self.database.run()
+        if side is not None:
+            side.join()
+        failing = [part for part, state in checks.items() if state not in {"ok", "embedded"}]
+        resp.cache_control = ["no-store"]
+        if not failing:
+            resp.media = {"status": "ready", "checks": checks}
+            return
+        parts = " and the ".join(failing)
+        verb = "is" if len(failing) == 1 else "are"
+        resp.status = falcon.HTTP_503
+        resp.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
+        resp.media = {"error": {"code": "service_unavailable",
+                                "message": f"not ready: the {parts} {verb} unavailable"},
+                      "unavailable": failing, "checks": checks}
 
 
-def _ping_broker(url: str) -> str:
+def _ping_broker(url: str, timeout: float) -> None:
+    """Raise unless the broker answers a PING (only Redis brokers can be checked)."""
     if not url.startswith(("redis://", "rediss://")):
-        return "ok (not checked)"
+        return
     import redis
 
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
         client.ping()
+    finally:
         client.close()
-        return "ok"
-    except Exception as exc:
-        return f"unavailable: {type(exc).__name__}"
 
 
 def register(app: falcon.App, ctx: Context) -> None:

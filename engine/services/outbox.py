@@ -526,6 +526,7 @@ def _confirm(job: _Job) -> None:
             meeting = job.plugins.video_for(job.item.shop_id).create_meeting(details)
         if meeting is not None:
             details = replace(details, meeting_url=meeting.url)
+        job.check_lease()  # the meeting may have taken long: still ours?
         ref = job.plugins.calendar_for(job.item.shop_id).create_event(details, meeting)
         _save_refs(job.db, booking_id,
                    event={"provider": ref.provider, "id": ref.id,

@@ -120,11 +120,12 @@ _deferral: contextvars.ContextVar[Deferral | None] = contextvars.ContextVar(
 
 
 @contextmanager
-def no_waiting(timeout: tuple[float, float] = WORKER_TIMEOUT) -> Iterator[Deferral]:
+def no_waiting(timeout: tuple[float, float] | None = None) -> Iterator[Deferral]:
     """Within this block (this thread / context only), :class:`AdminApi` never sleeps:
     a wait becomes :class:`AdminApiDeferred`, recorded on the yielded :class:`Deferral`,
-    and requests use ``timeout``. For workers, which reschedule instead of waiting."""
-    deferral = Deferral(timeout=timeout)
+    and requests use ``timeout`` (default :data:`WORKER_TIMEOUT`). For workers, which
+    reschedule instead of waiting."""
+    deferral = Deferral(timeout=WORKER_TIMEOUT if timeout is None else timeout)
     token = _deferral.set(deferral)
     try:
         yield deferral

@@ -1,28 +1,36 @@
 """Provider connections and the local calendar, as the merchant drives them.
 
-* ``GET /auth/<provider>/start`` -- the merchant's browser (top-level, so the session
-  token comes as ``?id_token=`` or as ``Authorization: Bearer``) is sent to the provider's
-  consent page; ``?format=json`` answers ``{"authorize_url": ...}`` instead.
-* ``GET /auth/<provider>/callback`` -- state checked (known, unexpired, single use),
-  code exchanged, credentials stored encrypted; 302 back to ``/admin`` with the outcome.
+* ``POST /admin/api/connections/<provider>/start`` (session token in the Authorization
+  header, never in a URL) -- ``{"start_url", "expires_at"}``: a one-time start URL,
+  good for a minute, that the admin page opens at the top level.
+* ``GET /auth/<provider>/start?ticket=...`` -- spends the ticket, binds a new flow to
+  this browser (a random nonce in an HttpOnly, SameSite=Lax cookie, Secure when the app
+  is served over https, scoped to ``/auth/<provider>/``; its hash is stored with the
+  state) and redirects to the provider's consent page.
+* ``GET|POST /auth/<provider>/callback`` -- state checked (known, unexpired, single use,
+  this browser's cookie), code exchanged, credentials stored encrypted; 302 back to
+  ``/admin`` with the outcome. A ``form_post`` answer is a cross-site POST, which a
+  SameSite=Lax cookie does not ride along with: it is bounced once through a
+  same-origin auto-submitting form, which does carry the cookie.
 * ``GET /admin/api/connections`` -- connections, chosen providers, problems, and which
   experts' slots are hidden because their busy time cannot be read (and why).
-* ``POST|DELETE /admin/api/connections/<provider>`` -- an authorize URL / disconnect.
+* ``POST|DELETE /admin/api/connections/<provider>`` -- a start URL (as ``.../start``) /
+  disconnect.
 * ``/admin/api/calendar/busy[/<id>]`` and ``/admin/api/calendar/feeds[/<id>[/refresh]]``
   -- the local calendar's busy blocks and ICS feeds.
 """
 
 from __future__ import annotations
 
+import html
+import secrets
 from urllib.parse import parse_qsl
 
 import falcon
 
 from engine.bootstrap import Context
 from engine.services import connections
-from engine.services.shops import ShopRef, installed_shop
 from plugins.calendar_local import service as local
-from web.auth import bearer_token, session_claims
 from web.common import query_params, read_json
 from web.errors import ApiError
 
@@ -43,30 +51,50 @@ class _Admin:
         self.ctx = ctx
 
 
+COOKIE = "consultbook_oauth"
+BOUNCE_FIELD = "_consultbook_bounce"
+
+
+def _cookie_path(provider: str) -> str:
+    return f"/auth/{provider}/"
+
+
+def _secure(ctx: Context) -> bool:
+    return ctx.config.app_url.startswith("https://")
+
+
 class Start:
-    """``GET /auth/<provider>/start``: a top-level navigation, authenticated by the
-    session token in ``id_token`` (or the Authorization header)."""
+    """``GET /auth/<provider>/start?ticket=...``: a top-level navigation, authorized by
+    the one-time ticket (never by a session token in the URL)."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def _shop(self, req: falcon.Request) -> ShopRef:
-        token = bearer_token(req) or (req.get_param("id_token") or "").strip()
-        if not token:
-            raise ApiError(falcon.HTTP_401, "unauthorized",
-                           "a session token is required (id_token or Authorization: Bearer)")
-        claims = session_claims(self.ctx, token)
-        with self.ctx.db.lookup() as session:
-            return installed_shop(session, claims.shop, admin=True)
-
     def on_get(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:
-        shop = self._shop(req)
-        url = connections.start_oauth(self.ctx.plugins, shop, item_id)
-        if req.get_param("format") == "json":
-            resp.media = {"authorize_url": url}
-            resp.set_header("Cache-Control", "no-store")
-            return
+        plugins = self.ctx.plugins
+        try:
+            shop = connections.redeem_start(plugins, item_id, req.get_param("ticket") or "")
+        except connections.InvalidState as exc:
+            raise ApiError(falcon.HTTP_400, exc.code, exc.message) from None
+        nonce, browser_hash = connections.new_browser_nonce()
+        url = connections.start_oauth(plugins, shop, item_id, browser_hash=browser_hash)
+        resp.set_cookie(COOKIE, nonce, max_age=int(connections.STATE_TTL.total_seconds()),
+                        path=_cookie_path(item_id), secure=_secure(self.ctx),
+                        http_only=True, same_site="Lax")
         _redirect(resp, url)
+
+
+def _bounce_page(action: str, params: dict[str, str]) -> tuple[str, str]:
+    """(HTML, CSP nonce): a form that re-POSTs ``params`` to ``action`` from our origin."""
+    nonce = secrets.token_urlsafe(16)
+    fields = "".join(
+        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+        for k, v in [*params.items(), (BOUNCE_FIELD, "1")])
+    page = ("<!doctype html><meta charset=utf-8><title>Connecting…</title>"
+            f'<form method="post" action="{html.escape(action)}">{fields}'
+            "<noscript><button type=submit>Continue</button></noscript></form>"
+            f'<script nonce="{nonce}">document.forms[0].submit()</script>')
+    return page, nonce
 
 
 class Callback:
@@ -77,7 +105,7 @@ class Callback:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:
-        self._finish(resp, item_id, query_params(req))
+        self._finish(req, resp, item_id, query_params(req))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:
         raw = req.bounded_stream.read(MAX_FORM + 1)
@@ -87,12 +115,30 @@ class Callback:
             params = dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
         except UnicodeDecodeError:
             raise ApiError(falcon.HTTP_400, "invalid_form", "the form is not UTF-8") from None
-        self._finish(resp, item_id, params)
+        bounced = params.pop(BOUNCE_FIELD, None) is not None
+        if not _browser_nonce(req) and not bounced:
+            # A cross-site form_post: SameSite=Lax kept the cookie back. Re-post the form
+            # from our own origin, once; that request carries the cookie.
+            page, nonce = _bounce_page(connections.callback_uri(self.ctx.plugins, item_id),
+                                       params)
+            resp.content_type = falcon.MEDIA_HTML
+            resp.text = page
+            resp.set_header("Cache-Control", "no-store")
+            resp.set_header("Referrer-Policy", "no-referrer")
+            resp.set_header("Content-Security-Policy",
+                            f"default-src 'none'; script-src 'nonce-{nonce}'; "
+                            "form-action 'self'; frame-ancestors 'none'")
+            return
+        self._finish(req, resp, item_id, params)
 
-    def _finish(self, resp: falcon.Response, item_id: str, params: dict[str, str]) -> None:
+    def _finish(self, req: falcon.Request, resp: falcon.Response, item_id: str,
+                params: dict[str, str]) -> None:
         plugins = self.ctx.plugins
+        # The flow is over either way: the cookie has done its job.
+        resp.unset_cookie(COOKIE, path=_cookie_path(item_id))
         try:
-            done = connections.finish_oauth(plugins, item_id, params)
+            done = connections.finish_oauth(plugins, item_id, params,
+                                            browser_nonce=_browser_nonce(req))
         except connections.InvalidState as exc:
             raise ApiError(falcon.HTTP_400, exc.code, exc.message) from None
         except connections.OAuthDenied as exc:
@@ -102,6 +148,15 @@ class Callback:
         _redirect(resp, connections.admin_redirect(plugins, done.shop, item_id, "connected"))
 
 
+def _browser_nonce(req: falcon.Request) -> str | None:
+    values = req.get_cookie_values(COOKIE) or []
+    # Several cookies of that name (another path, a planted one): try none of them
+    # blindly; only a single, well-formed value counts.
+    if len(values) != 1 or not 16 <= len(values[0]) <= 128:
+        return None
+    return values[0]
+
+
 class Connections(_Admin):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = connections.overview(self.ctx.plugins, req.context.shop)
@@ -109,12 +164,21 @@ class Connections(_Admin):
 
 class Connection(_Admin):
     def on_post(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:
-        resp.media = {"authorize_url": connections.start_oauth(self.ctx.plugins,
-                                                               req.context.shop, item_id)}
+        """The same as ``POST .../start`` (kept for clients of the first release)."""
+        resp.media = connections.issue_start(self.ctx.plugins, req.context.shop, item_id)
+        resp.set_header("Cache-Control", "no-store")
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:
         connections.disconnect(self.ctx.plugins, req.context.shop, item_id)
         resp.status = falcon.HTTP_204
+
+
+class ConnectionStart(_Admin):
+    """``POST /admin/api/connections/<provider>/start``: a one-time start URL."""
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:
+        resp.media = connections.issue_start(self.ctx.plugins, req.context.shop, item_id)
+        resp.set_header("Cache-Control", "no-store")
 
 
 class BusyBlocks(_Admin):
@@ -158,6 +222,7 @@ def register(app: falcon.App, ctx: Context) -> None:
     app.add_route("/auth/{item_id}/callback", Callback(ctx))
     app.add_route("/admin/api/connections", Connections(ctx))
     app.add_route("/admin/api/connections/{item_id}", Connection(ctx))
+    app.add_route("/admin/api/connections/{item_id}/start", ConnectionStart(ctx))
     app.add_route("/admin/api/calendar/busy", BusyBlocks(ctx))
     app.add_route("/admin/api/calendar/busy/{item_id}", BusyBlock(ctx))
     app.add_route("/admin/api/calendar/feeds", Feeds(ctx))

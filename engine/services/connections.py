@@ -5,11 +5,27 @@ Credentials are one JSON document per connection, stored only as an ``engine.cry
 token bound to ``connection:<id>:credentials``. Pending OAuth flows live in
 ``provider_oauth_states`` keyed by the SHA-256 of the ``state`` parameter, encrypted,
 single use and short-lived.
+
+A flow is bound to the browser that started it, and no session token ever travels in
+a URL:
+
+1. the admin page asks ``POST /admin/api/connections/<provider>/start`` (session token
+   in the Authorization header) for a start URL: :func:`issue_start` stores the SHA-256
+   of a random one-time ticket (``START_TTL``) and returns ``/auth/<provider>/start?
+   ticket=...``;
+2. the browser opens it: :func:`redeem_start` spends the ticket (first use only) and
+   :func:`start_oauth` stores the flow with the SHA-256 of a fresh random browser nonce;
+   the web layer puts the nonce in an HttpOnly cookie and redirects to the provider;
+3. the callback (:func:`finish_oauth`) spends the state and requires the cookie's nonce
+   to hash to the stored value. A callback from another browser (a link an attacker
+   sends, to connect the attacker's account to the victim's shop), without the cookie,
+   or replayed, is refused and stores nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -26,7 +42,12 @@ from engine.providers.errors import ConnectionBroken, ProviderError, ProviderNot
 from engine.services.shops import ShopRef
 from engine.store import new_id
 from engine.store.models import Expert
-from engine.store.providers_models import FreeBusyHealth, OAuthState, ProviderConnection
+from engine.store.providers_models import (
+    FreeBusyHealth,
+    OAuthStart,
+    OAuthState,
+    ProviderConnection,
+)
 
 if TYPE_CHECKING:
     from engine.plugins import Plugins
@@ -34,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("consultbook.connections")
 
 STATE_TTL = timedelta(minutes=10)
+START_TTL = timedelta(seconds=60)  # a start URL is opened right after it is issued
 CONNECTED, BROKEN = "connected", "broken"
 
 
@@ -128,8 +150,68 @@ def mark_broken(plugins: Plugins, shop: ShopRef, provider: str, reason: str) -> 
 # --- the OAuth web flow ----------------------------------------------------------------
 
 
-def start_oauth(plugins: Plugins, shop: ShopRef, provider: str) -> str:
-    """Begin connecting ``provider``: returns the URL to send the merchant's browser to."""
+def issue_start(plugins: Plugins, shop: ShopRef, provider: str) -> dict[str, str]:
+    """A one-time start URL for connecting ``provider`` (``{"start_url", "expires_at"}``).
+
+    Raises NotFound for an unknown provider (before anything is stored)."""
+    plugins.connector(provider)
+    ticket = secrets.token_urlsafe(32)
+    now = plugins.clock.now()
+    with plugins.db.write() as session:
+        session.execute(delete(OAuthStart).where(OAuthStart.expires_at < now))
+        session.add(OAuthStart(ticket_hash=_hash_state(ticket), shop_id=shop.id,
+                               provider=provider, created_at=now,
+                               expires_at=now + START_TTL))
+    query = urlencode({"ticket": ticket})
+    return {"start_url": f"{plugins.config.app_url}/auth/{provider}/start?{query}",
+            "expires_at": iso(now + START_TTL)}
+
+
+def redeem_start(plugins: Plugins, provider: str, ticket: str) -> ShopRef:
+    """Spend a start ticket (first use only, unexpired, this provider); its shop.
+
+    Raises InvalidState otherwise; a ticket is dead after any use, even a refused one."""
+    if not ticket or len(ticket) > 512:
+        raise InvalidState("this connect link is not valid; start again from the app")
+    ticket_hash = _hash_state(ticket)
+    now = plugins.clock.now()
+    from engine.store.models import Shop
+
+    with plugins.db.write() as session:
+        row = session.get(OAuthStart, ticket_hash)
+        if row is None:
+            raise InvalidState("this connect link is unknown or was already used; "
+                               "start again from the app")
+        taken = session.execute(delete(OAuthStart).where(OAuthStart.ticket_hash == ticket_hash))
+        if getattr(taken, "rowcount", 1) != 1:
+            raise InvalidState("this connect link was already used; start again from the app")
+        if row.provider != provider or row.expires_at <= now:
+            failure = "is for another provider" if row.provider != provider else "has expired"
+            shop_row = None
+        else:
+            failure = ""
+            shop_row = session.get(Shop, row.shop_id)
+        shop = ShopRef(shop_row.id, shop_row.domain, shop_row.timezone) if shop_row else None
+    if failure:
+        raise InvalidState(f"this connect link {failure}; start again from the app")
+    if shop is None:
+        raise InvalidState("the shop of this connect link is gone")
+    return shop
+
+
+def new_browser_nonce() -> tuple[str, str]:
+    """(nonce for the browser's cookie, its hash to store with the state)."""
+    nonce = secrets.token_urlsafe(32)
+    return nonce, _hash_state(nonce)
+
+
+def start_oauth(plugins: Plugins, shop: ShopRef, provider: str, *, browser_hash: str) -> str:
+    """Begin connecting ``provider``: returns the URL to send the merchant's browser to.
+
+    ``browser_hash`` is the SHA-256 of the nonce the browser will present at the
+    callback (:func:`new_browser_nonce`); it must not be empty."""
+    if not browser_hash:
+        raise ValueError("an OAuth flow must be bound to a browser")
     connector = plugins.connector(provider)
     state = secrets.token_urlsafe(32)
     state_hash = _hash_state(state)
@@ -141,7 +223,7 @@ def start_oauth(plugins: Plugins, shop: ShopRef, provider: str) -> str:
         session.add(OAuthState(
             state_hash=state_hash, shop_id=shop.id, provider=provider,
             flow=plugins.keyring.encrypt(json.dumps(flow), aad=flow_aad(state_hash)),
-            created_at=now, expires_at=now + STATE_TTL))
+            browser_hash=browser_hash, created_at=now, expires_at=now + STATE_TTL))
     return url
 
 
@@ -167,9 +249,12 @@ class Connected:
     account: str | None
 
 
-def finish_oauth(plugins: Plugins, provider: str, params: dict[str, str]) -> Connected:
-    """The callback: check ``state`` (known, unexpired, single use, this provider), then
-    exchange the code and store the credentials encrypted.
+def finish_oauth(plugins: Plugins, provider: str, params: dict[str, str], *,
+                 browser_nonce: str | None) -> Connected:
+    """The callback: check ``state`` (known, unexpired, single use, this provider, and
+    started by this browser: ``browser_nonce`` is the cookie's value and must hash to the
+    stored one), then exchange the code and store the credentials encrypted. The state
+    is spent by any use, also a refused one.
 
     Raises InvalidState, OAuthDenied (the merchant declined, or the provider refused
     the code) or NotFound (an unknown provider).
@@ -190,6 +275,8 @@ def finish_oauth(plugins: Plugins, provider: str, params: dict[str, str]) -> Con
         if getattr(taken, "rowcount", 1) != 1:
             raise InvalidState("this sign-in link was already used; start again")
         expired = row.expires_at <= now
+        same_browser = bool(browser_nonce) and bool(row.browser_hash) and hmac.compare_digest(
+            _hash_state(browser_nonce or ""), row.browser_hash)
         flow = json.loads(plugins.keyring.decrypt_str(row.flow, aad=flow_aad(state_hash)))
         shop_row = session.get(Shop, row.shop_id)
         if shop_row is None:
@@ -197,6 +284,9 @@ def finish_oauth(plugins: Plugins, provider: str, params: dict[str, str]) -> Con
         shop = ShopRef(shop_row.id, shop_row.domain, shop_row.timezone)
     if expired:
         raise InvalidState("this sign-in link has expired; start again")
+    if not same_browser:
+        raise InvalidState("this sign-in was not started in this browser; start again "
+                           "from the app")
     if params.get("error"):
         reason = params.get("error_description") or params["error"]
         raise OAuthDenied(f"{provider} sign-in was not completed: {reason[:300]}", shop=shop)
@@ -286,7 +376,8 @@ def overview(plugins: Plugins, shop: ShopRef) -> dict[str, Any]:
             "broken_at": iso(row.broken_at) if row and row.broken_at else None,
             "available": reason is None,
             "unavailable_reason": reason,
-            "connect_url": f"/auth/{name}/start",
+            # POST it (session token in the header) for a one-time start URL.
+            "connect_url": f"/admin/api/connections/{name}/start",
         })
     problems = []
     for choice_kind, choice in (("calendar", sp.choice.calendar), ("video", sp.choice.video),

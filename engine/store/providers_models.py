@@ -46,8 +46,25 @@ class OAuthState(Base):
     provider: Mapped[str] = mapped_column(String(64))
     # Encrypted JSON flow data (PKCE verifier, msal flow): aad oauth_state:<hash>:flow
     flow: Mapped[str] = mapped_column(Text)
+    # SHA-256 of the nonce in the starting browser's cookie; the callback must match it.
+    browser_hash: Mapped[str] = mapped_column(String(64), server_default="")
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
+
+
+class OAuthStart(Base):
+    """A one-time ticket to open ``/auth/<provider>/start`` (keyed by its SHA-256).
+
+    Issued to the admin page over an authenticated API call, so the browser's start URL
+    carries no session token; spent on first use, dead after a minute."""
+
+    __tablename__ = "provider_oauth_starts"
+
+    ticket_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class IcsFeed(Base):

@@ -59,18 +59,32 @@ def stored_credentials(ctx: Context, shop: ShopRef) -> tuple[ProviderConnection,
 # --- OAuth ------------------------------------------------------------------------------
 
 
+def begin_oauth(ctx: Context, client: Any, shop: ShopRef) -> tuple[str, dict[str, str]]:
+    """The admin page's connect flow: a one-time start URL from the API (session token
+    in the header), opened by the browser: (the provider's authorize URL, the cookie)."""
+    issued = client.simulate_post("/admin/api/connections/google/start",
+                                  headers=admin_headers(ctx, shop.domain))
+    assert issued.status_code == 200, issued.text
+    start_url = issued.json["start_url"]
+    assert start_url.startswith(ctx.config.app_url + "/auth/google/start?ticket=")
+    assert "id_token" not in start_url
+    start = client.simulate_get("/auth/google/start", query_string=start_url.split("?", 1)[1])
+    assert start.status_code == 302, start.text
+    cookie = start.cookies["consultbook_oauth"]
+    assert cookie.http_only and cookie.same_site == "Lax" and cookie.path == "/auth/google/"
+    return start.headers["location"], {"consultbook_oauth": cookie.value}
+
+
 def test_oauth_flow_connects_and_stores_the_refresh_token_encrypted(
         ctx: Context, client: Any, shop: ShopRef, google: FakeGoogle, admin: Admin) -> None:
-    token = admin_headers(ctx, shop.domain)["Authorization"].split()[1]
-    start = client.simulate_get("/auth/google/start", params={"id_token": token})
-    assert start.status_code == 302
-    authorize = start.headers["location"]
+    authorize, cookies = begin_oauth(ctx, client, shop)
     assert authorize.startswith(google.url + "/o/oauth2/auth?")
     assert "access_type=offline" in authorize and "code_challenge_method=S256" in authorize
     consent = requests.get(authorize, allow_redirects=False, timeout=5)
     back = consent.headers["Location"]
     assert back.startswith(ctx.config.app_url + "/auth/google/callback?")
-    done = client.simulate_get("/auth/google/callback", query_string=back.split("?", 1)[1])
+    done = client.simulate_get("/auth/google/callback", query_string=back.split("?", 1)[1],
+                               cookies=cookies)
     assert done.status_code == 302
     assert "status=connected" in done.headers["location"]
     row, plain = stored_credentials(ctx, shop)
@@ -80,7 +94,8 @@ def test_oauth_flow_connects_and_stores_the_refresh_token_encrypted(
     google_row = next(c for c in listing["connections"] if c["provider"] == "google")
     assert google_row["status"] == "connected" and google_row["account"] == "owner@example.com"
     # The state is single use: replaying the callback is refused.
-    again = client.simulate_get("/auth/google/callback", query_string=back.split("?", 1)[1])
+    again = client.simulate_get("/auth/google/callback", query_string=back.split("?", 1)[1],
+                                cookies=cookies)
     assert again.status_code == 400 and again.json["error"]["code"] == "invalid_state"
 
 
@@ -88,25 +103,25 @@ def test_oauth_callback_refuses_unknown_state_and_reports_denial(
         ctx: Context, client: Any, shop: ShopRef, google: FakeGoogle) -> None:
     bad = client.simulate_get("/auth/google/callback", params={"code": "x", "state": "nope"})
     assert bad.status_code == 400 and bad.json["error"]["code"] == "invalid_state"
-    start = client.simulate_get("/auth/google/start", params={"format": "json"},
-                                headers=admin_headers(ctx, shop.domain))
-    state = start.json["authorize_url"].split("state=")[1].split("&")[0]
+    authorize, cookies = begin_oauth(ctx, client, shop)
+    state = authorize.split("state=")[1].split("&")[0]
     denied = client.simulate_get("/auth/google/callback",
-                                 params={"error": "access_denied", "state": state})
+                                 params={"error": "access_denied", "state": state},
+                                 cookies=cookies)
     assert denied.status_code == 302 and "status=error" in denied.headers["location"]
-    # A state issued for Google is no good at the Outlook callback either.
+    # The start page needs a ticket; a session token is no longer accepted in the URL.
     unauth = client.simulate_get("/auth/google/start")
-    assert unauth.status_code == 401
+    assert unauth.status_code == 400
+    assert client.simulate_post("/admin/api/connections/google/start").status_code == 401
 
 
 def test_oauth_state_expires(ctx: Context, client: Any, shop: ShopRef,
                              google: FakeGoogle) -> None:
-    start = client.simulate_get("/auth/google/start", params={"format": "json"},
-                                headers=admin_headers(ctx, shop.domain))
-    url = start.json["authorize_url"]
+    url, cookies = begin_oauth(ctx, client, shop)
     back = requests.get(url, allow_redirects=False, timeout=5).headers["Location"]
     ctx.clock.advance(11 * 60)  # type: ignore[attr-defined]
-    late = client.simulate_get("/auth/google/callback", query_string=back.split("?", 1)[1])
+    late = client.simulate_get("/auth/google/callback", query_string=back.split("?", 1)[1],
+                               cookies=cookies)
     assert late.status_code == 400 and late.json["error"]["code"] == "invalid_state"
 
 

@@ -56,8 +56,15 @@ def overrides(ms: FakeMicrosoft) -> dict[str, Any]:
 
 
 def oauth_connect(ctx: Context, client: Any, shop: ShopRef) -> Any:
-    start = client.simulate_get("/auth/outlook/start", headers=admin_headers(ctx, shop.domain))
+    # The admin page's flow: a one-time start URL (session token only in the header),
+    # opened by the browser, which gets the flow's cookie.
+    issued = client.simulate_post("/admin/api/connections/outlook/start",
+                                  headers=admin_headers(ctx, shop.domain))
+    assert issued.status_code == 200, issued.text
+    start = client.simulate_get("/auth/outlook/start",
+                                query_string=issued.json["start_url"].split("?", 1)[1])
     assert start.status_code == 302, start.text
+    cookies = {"consultbook_oauth": start.cookies["consultbook_oauth"].value}
     session = requests.Session()
     session.trust_env = False
     consent = session.get(start.headers["location"], allow_redirects=False, timeout=5,
@@ -69,7 +76,8 @@ def oauth_connect(ctx: Context, client: Any, shop: ShopRef) -> Any:
     fields = {html.unescape(k): html.unescape(v) for k, v in
               re.findall(r'name="([^"]+)" value="([^"]*)"', consent.text)}
     return client.simulate_post("/auth/outlook/callback", body=urlencode(fields),
-                                headers={"Content-Type": "application/x-www-form-urlencoded"})
+                                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                                cookies=cookies)
 
 
 @pytest.fixture

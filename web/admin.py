@@ -82,23 +82,62 @@ class Schedule(_Resource):
                                             read_json(req))
 
 
+#: The settings fields that name a provider, and the registry kind each one draws from.
+PROVIDER_FIELDS = {"calendar_provider": "calendar", "video_provider": "video",
+                   "mail_provider": "mail"}
+
+
 class Settings(_Resource):
+    """``GET|PUT|PATCH /admin/api/settings``.
+
+    GET adds one read-only field to the settings document, ``choices``: for each provider
+    field, every provider registered in this process (built-in or plugin), as
+    ``{"name", "label"}`` sorted by label, so that the admin page offers each by its
+    label -- ``{"calendar_provider": [{"name": "google", "label": "Google Calendar"},
+    ...], "video_provider": [...], "mail_provider": [...]}``. PUT and PATCH answer the
+    settings document without it, and ignore a ``choices`` sent back (a GET-edit-PUT
+    round trip works); any other unknown field is still refused.
+    """
+
     def _providers(self) -> dict[str, list[str]] | None:
         plugins = getattr(self.ctx, "plugins", None)
         if plugins is None:
             return None
         return {k: plugins.registry.names(k) for k in ("calendar", "video", "mail")}
 
+    def _choices(self) -> dict[str, list[dict[str, str]]]:
+        registry = self.ctx.plugins.registry
+        choices: dict[str, list[dict[str, str]]] = {}
+        for field, kind in PROVIDER_FIELDS.items():
+            options = []
+            for name in registry.names(kind):
+                cls = registry.get(kind, name)
+                # A provider declares its label as a class attribute (engine.providers.
+                # base.Provider.label); one that leaves it empty is shown by its name.
+                label = getattr(cls, "label", "") or name
+                options.append({"name": name, "label": str(label)})
+            choices[field] = sorted(options, key=lambda o: (o["label"].casefold(), o["name"]))
+        return choices
+
+    @staticmethod
+    def _document(req: falcon.Request) -> object:
+        doc = read_json(req)
+        if isinstance(doc, dict) and "choices" in doc:
+            # Read-only, from GET: not a setting (unknown fields are still refused).
+            doc = {k: v for k, v in doc.items() if k != "choices"}
+        return doc
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = shops.get_settings(self.ctx.db, req.context.shop.id)
+        doc = shops.get_settings(self.ctx.db, req.context.shop.id)
+        resp.media = {**doc, "choices": self._choices()}
 
     def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = shops.update_settings(self.ctx.db, req.context.shop.id, read_json(req),
-                                           "replace", self._providers())
+        resp.media = shops.update_settings(self.ctx.db, req.context.shop.id,
+                                           self._document(req), "replace", self._providers())
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = shops.update_settings(self.ctx.db, req.context.shop.id, read_json(req),
-                                           "update", self._providers())
+        resp.media = shops.update_settings(self.ctx.db, req.context.shop.id,
+                                           self._document(req), "update", self._providers())
 
 
 class Bookings(_Resource):

@@ -416,15 +416,111 @@
             [customer.name || "—", customer.email ? h("br") : null, customer.email || null],
             h("span", { class: "badge " + b.status, text: b.status }), String(b.order_id || "—"),
             b.meeting_url ? h("a", { href: b.meeting_url, target: "_blank", rel: "noopener", text: "Join" }) : "—",
-            b.status === "confirmed" ? h("button", { type: "button", class: "danger",
+            b.status === "confirmed" || b.status === "pending" ? h("button", { type: "button", class: "danger",
               "aria-label": "Cancel the booking of " + (customer.name || "the customer") + " on " + when(b.start),
-              onclick: function () {
-                if (!window.confirm("Cancel this booking? The customer is told and the slot becomes free.")) return;
-                api("POST", "/bookings/" + b.id + "/cancel").then(function () { bookings(); say("Booking cancelled."); }).catch(fail);
-              } }, "Cancel") : ""];
+              "aria-haspopup": "dialog",
+              onclick: function () { cancelDialog(b, this); } }, "Cancel") : ""];
         }), "No bookings this week."));
     }).catch(function (e) { holder.textContent = ""; fail(e); });
     if (focus) heading.focus();
+  }
+
+  // ------------------------------------------------------------------ cancel dialog
+
+  function money(amount, currency) {
+    if (amount === null || amount === undefined || amount === "") return null;
+    try {
+      return new Intl.NumberFormat(undefined, { style: "currency", currency: currency }).format(Number(amount));
+    } catch (e) { return amount + (currency ? " " + currency : ""); }
+  }
+
+  // What cancelling will do to the money, said before the merchant decides. A confirmed
+  // booking was paid: it gets one refund entry (merchant cancelled), refunded through
+  // Shopify too when auto-refund is on. A pending booking was not paid: nothing to return.
+  function cancelConsequences(b) {
+    var items = [h("li", { text: "The customer is mailed that the booking is cancelled, and the time becomes free again." })];
+    if (b.status === "confirmed") {
+      var amount = money(b.amount, b.currency);
+      var entry = "A refund entry (merchant cancelled) of " + (amount || "what the customer paid for it") +
+        " is written to the refund log";
+      items.push(h("li", { "data-money": "refund", text: state.settings && state.settings.auto_refund
+        ? entry + ", and it is refunded through Shopify."
+        : entry + ". Automatic refunds are off (Settings), so refund it in Shopify yourself." }));
+    } else {
+      items.push(h("li", { "data-money": "none", text: "This booking is pending: nothing was paid, nothing is refunded." }));
+    }
+    return items;
+  }
+
+  // What the server says it did (the cancel response's "refund").
+  function cancelOutcome(before, after) {
+    var r = after && after.refund;
+    if (!r) {
+      return before.status === "pending" ? "Booking cancelled. Nothing was paid, so nothing is refunded."
+        : "Booking cancelled. No refund entry was written.";
+    }
+    var text = "Booking cancelled. A refund entry (merchant cancelled) of " + (money(r.amount, r.currency) || "0") +
+      " was written to the refund log.";
+    var shopify = {
+      queued: " It is being refunded through Shopify.",
+      refunded: " It was refunded through Shopify.",
+      failed: " The refund through Shopify failed: refund it in Shopify yourself.",
+      skipped: " Shopify was not asked to refund it: refund it in Shopify yourself if it is due.",
+      off: " Refund it in Shopify yourself (automatic refunds are off)."
+    }[r.shopify];
+    return text + (shopify || "");
+  }
+
+  // An in-page modal dialog (<dialog> with showModal: focus stays inside, Escape closes,
+  // the page behind is inert); focus returns to the button that opened it.
+  function cancelDialog(b, opener) {
+    var customer = (b.customer && b.customer.name) || "the customer";
+    var title = h("h2", { id: "cancel-title", text: "Cancel this booking?" });
+    var summary = h("p", { id: "cancel-summary", text: nameOf(state.services, b.service) + " with " +
+      nameOf(state.experts, b.expert) + " for " + customer + ", " + when(b.start) + "." });
+    var effects = h("ul", { id: "cancel-effects", class: "effects" }, cancelConsequences(b));
+    var lead = h("p", { class: "help", text: "What happens:" });
+    var outcome = h("p", { id: "cancel-outcome", class: "outcome", role: "status", "aria-live": "polite" });
+    var problem = h("p", { class: "error-text", role: "alert" });
+    var keep = h("button", { type: "button", autofocus: true }, "Keep the booking");
+    var go = h("button", { type: "button", class: "danger" }, "Cancel the booking");
+    var close = h("button", { type: "button", class: "primary", hidden: true }, "Close");
+    var dlg = h("dialog", { class: "dialog", "aria-labelledby": "cancel-title",
+      "aria-describedby": "cancel-summary cancel-effects" },
+      title, summary, lead, effects, outcome, problem,
+      h("div", { class: "actions" }, keep, go, close));
+    var changed = false;
+    function finish() { dlg.close(); }
+    keep.addEventListener("click", finish);
+    close.addEventListener("click", finish);
+    dlg.addEventListener("close", function () {
+      dlg.remove();
+      if (changed) { bookings(); return; }
+      if (opener && document.body.contains(opener)) opener.focus();
+    });
+    go.addEventListener("click", function () {
+      go.disabled = true; keep.disabled = true; problem.textContent = "";
+      go.textContent = "Cancelling…";
+      api("POST", "/bookings/" + b.id + "/cancel").then(function (after) {
+        changed = true;
+        var text = cancelOutcome(b, after);
+        title.textContent = "Booking cancelled";
+        effects.hidden = true;
+        lead.hidden = true;
+        outcome.textContent = text;
+        go.hidden = true; keep.hidden = true; close.hidden = false;
+        close.focus();
+        say(text);
+      }).catch(function (e) {
+        go.disabled = false; keep.disabled = false; go.textContent = "Cancel the booking";
+        problem.textContent = (e && e.message) ? e.message : String(e);
+      });
+    });
+    document.body.appendChild(dlg);
+    if (typeof dlg.showModal === "function") dlg.showModal();
+    else { dlg.setAttribute("open", ""); dlg.setAttribute("role", "dialog"); dlg.setAttribute("aria-modal", "true"); }
+    keep.focus();
+    return dlg;
   }
 
   function weekView(first, list) {
@@ -512,13 +608,23 @@
     return s;
   }
 
+  // The providers registered on the server (built-in or plugin), by label, from the
+  // settings document's read-only "choices" (GET /admin/api/settings). A saved choice
+  // whose plugin is gone stays selected, marked, rather than silently changing.
+  function providerSelect(id, field, value) {
+    var list = ((state.settings && state.settings.choices) || {})[field] || [];
+    var options = list.map(function (o) { return [o.name, o.label || o.name]; });
+    if (value && !list.some(function (o) { return o.name === value; })) options.push([value, value + " (not installed)"]);
+    return choice(id, value, options);
+  }
+
   function settings(focus) {
     var heading = section("Settings");
     var s = state.settings;
     var tz = zoneSelect("set-tz", s.timezone, false);
-    var cal = choice("set-cal", s.calendar_provider, [["local", "Local (no external calendar)"], ["google", "Google Calendar"], ["outlook", "Outlook / Microsoft 365"]]);
-    var video = choice("set-video", s.video_provider, [["none", "No video link"], ["meet", "Google Meet"], ["teams", "Microsoft Teams"]]);
-    var mail = choice("set-mail", s.mail_provider, [["outbox", "Outbox folder (.eml files)"], ["smtp", "SMTP"]]);
+    var cal = providerSelect("set-cal", "calendar_provider", s.calendar_provider);
+    var video = providerSelect("set-video", "video_provider", s.video_provider);
+    var mail = providerSelect("set-mail", "mail_provider", s.mail_provider);
     var rem = h("input", { id: "set-reminders", value: s.reminders.join(", "), inputmode: "numeric" });
     var refund = h("input", { id: "set-auto-refund", type: "checkbox" });
     refund.checked = !!s.auto_refund;
@@ -526,9 +632,14 @@
       ev.preventDefault();
       var parts = rem.value.split(/[\s,]+/).filter(Boolean);
       if (parts.some(function (p) { return !/^\d+$/.test(p); })) { fail(new Error("Reminders must be whole numbers of minutes, separated by commas.")); return; }
-      api("PUT", "/settings", { timezone: tz.value, calendar_provider: cal.value, video_provider: video.value,
-        mail_provider: mail.value, reminders: parts.map(Number), auto_refund: refund.checked })
-        .then(function (doc) { state.settings = doc; settings(); say("Settings saved."); }).catch(fail);
+      // PUT replaces the whole document: send every setting as it is (those this form
+      // does not show keep their values), the edited ones changed, and not "choices".
+      var doc = {};
+      Object.keys(s).forEach(function (k) { if (k !== "choices") doc[k] = s[k]; });
+      doc.timezone = tz.value; doc.calendar_provider = cal.value; doc.video_provider = video.value;
+      doc.mail_provider = mail.value; doc.reminders = parts.map(Number); doc.auto_refund = refund.checked;
+      api("PUT", "/settings", doc)
+        .then(function (saved) { saved.choices = s.choices; state.settings = saved; settings(); say("Settings saved."); }).catch(fail);
     } },
       h("div", { class: "grid" },
         field("Shop time zone", tz, "Experts without a time zone of their own work in it."),
@@ -545,13 +656,22 @@
 
   function connect(provider, url) {
     // OAuth consent pages refuse to be framed: open them at the top level. The session
-    // token rides along as id_token, the way Shopify hands it to embedded apps.
-    token().then(function (t) {
-      var target = (url || "/auth/" + provider + "/start") + "?" + new URLSearchParams({ id_token: t }).toString();
-      var w = window.open(target, "_blank", "noopener");
-      if (!w) window.top.location.href = target;
+    // token never goes into a URL: the API (token in the Authorization header) hands
+    // out a one-time start URL, good for a minute; the new window opens it, and that
+    // page binds the sign-in to this browser with a cookie before going to the provider.
+    // The window is opened now, while the click still counts as a user gesture (popup
+    // blockers), and pointed at the start URL once it is known.
+    var w = window.open("", "_blank");
+    if (w) w.opener = null;
+    var path = (url || "/admin/api/connections/" + encodeURIComponent(provider) + "/start").replace(/^\/admin\/api/, "");
+    api("POST", path).then(function (b) {
+      if (w && !w.closed) w.location.href = b.start_url;
+      else window.top.location.href = b.start_url;
       say("Continue in the new window, then come back and press Refresh.");
-    }).catch(fail);
+    }).catch(function (err) {
+      if (w) w.close();
+      fail(err);
+    });
   }
 
   // The app's own Shopify connection: a token exchange (session token -> offline token).

@@ -1,9 +1,15 @@
-"""Meta-tests: every hook has a test and a documentation entry; secrets rotate."""
+"""Meta-tests: every hook has a test that makes the engine call it, and a documentation
+entry (as datasette checks its hooks); secrets rotate."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -26,10 +32,39 @@ def test_there_are_hooks() -> None:
     assert "consultbook_register_providers" in HOOKS
 
 
+@pytest.fixture(scope="module")
+def hook_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Run every ``test_hook_*`` test of tests/plugins (SQLite variants) in a subprocess
+    under tests/plugins/hook_recorder.py; per test: its outcome and the hooks the engine
+    invoked on the test's own plugin."""
+    from tests.plugins.hook_recorder import RECORD_ENV
+
+    record = tmp_path_factory.mktemp("hooks") / "record.json"
+    env = {**os.environ, RECORD_ENV: str(record)}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "-p", "tests.plugins.hook_recorder", "-k", "test_hook_ and not postgres",
+         str(ROOT / "tests" / "plugins")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert record.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs: dict[str, dict[str, Any]] = json.loads(record.read_text())
+    return runs
+
+
 @pytest.mark.parametrize("hook", HOOKS)
-def test_every_hook_has_a_test(hook: str) -> None:
-    source = "\n".join(p.read_text() for p in (ROOT / "tests" / "plugins").glob("test_*.py"))
-    assert re.search(rf"def test_hook_{hook}\b", source), f"write test_hook_{hook}"
+def test_every_hook_has_a_test_that_makes_the_engine_call_it(
+        hook: str, hook_runs: dict[str, dict[str, Any]]) -> None:
+    """Not "a function of that name exists": ``test_hook_<hook>`` must exist, pass, and
+    during it the engine itself (not the test) must have called an implementation of
+    ``<hook>`` that the test registered."""
+    mine = {node: run for node, run in hook_runs.items()
+            if re.search(rf"::test_hook_{hook}(\[|$)", node)}
+    assert mine, f"write test_hook_{hook} in tests/plugins"
+    for node, run in mine.items():
+        assert run["outcome"] == "passed", (node, run)
+        assert hook in run["hooks"], (
+            f"{node} passed but the engine never called the test's {hook} implementation")
 
 
 @pytest.mark.parametrize("hook", HOOKS)

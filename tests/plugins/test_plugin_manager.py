@@ -4,10 +4,12 @@ hooks themselves (one test per hook; see test_meta.py)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from importlib.metadata import entry_points
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from engine import hookimpl
 from engine.bootstrap import Context
@@ -19,7 +21,9 @@ from engine.providers import (
     CalendarProvider,
     MailMessage,
     MailProvider,
+    Meeting,
     ProviderNotConfigured,
+    VideoProvider,
 )
 from engine.services.shops import ShopRef
 from tests.conftest import NOW
@@ -202,8 +206,75 @@ def test_a_provider_that_needs_an_account_says_so(ctx: Context, shop: ShopRef) -
 def test_the_facade_finds_shops_by_id_or_domain(ctx: Context, shop: ShopRef) -> None:
     assert ctx.plugins.calendar_for(shop.id).ctx.shop == shop
     assert ctx.plugins.calendar_for(shop.domain).ctx.shop == shop
-    assert ctx.plugins.video_for(shop).create_meeting is not None
-    assert ctx.plugins.video_for(shop).provider is None  # video "none"
+    assert ctx.plugins.video_for(shop.id).shop == shop
+    assert ctx.plugins.mailer_for(shop.domain).shop == shop
+
+
+class Kiosk(VideoProvider):
+    """A third-party video provider that counts the meetings it was asked to make."""
+
+    name = "kiosk"
+    made: list[str] = []
+
+    def create_meeting(self, booking: BookingDetails) -> Meeting | None:
+        self.made.append(booking.booking_id)
+        return Meeting(url=f"https://kiosk.example/{booking.booking_id}/{len(self.made)}",
+                       id=f"k{len(self.made)}", provider=self.name)
+
+
+class KioskPlugin:
+    @hookimpl
+    def consultbook_register_providers(self, registry: ProviderRegistry) -> None:
+        registry.add_video(Kiosk)
+
+
+def _stored_meetings(ctx: Context) -> list[tuple[str, str, str]]:
+    from engine.store.providers_models import ProviderMeeting
+
+    with ctx.db.read() as session:
+        return [(m.booking_id, m.provider, m.url)
+                for m in session.scalars(select(ProviderMeeting))]
+
+
+def test_video_none_makes_no_meeting(ctx: Context, shop: ShopRef,
+                                     booking: BookingDetails) -> None:
+    """The contract of ``video_for`` with video "none": no provider, and create_meeting
+    returns None without storing anything."""
+    facade = ctx.plugins.video_for(shop)
+    assert (facade.name, facade.provider, facade.embedded) == ("none", None, False)
+    assert facade.create_meeting(booking) is None
+    assert _stored_meetings(ctx) == []
+
+
+def test_a_calendar_that_embeds_the_video_makes_no_meeting_beforehand(
+        ctx: Context, shop: ShopRef, booking: BookingDetails) -> None:
+    """Meet inside Google Calendar: the calendar event makes the link, so the facade has
+    no provider (not even an unconfigured one) and makes nothing."""
+    set_providers(ctx, shop, calendar="google", video="meet")
+    facade = ctx.plugins.video_for(shop)
+    assert (facade.name, facade.provider, facade.embedded) == ("meet", None, True)
+    assert facade.create_meeting(booking) is None
+    assert _stored_meetings(ctx) == []
+
+
+def test_create_meeting_makes_one_meeting_per_booking(ctx: Context, shop: ShopRef,
+                                                      booking: BookingDetails) -> None:
+    """A plugin's video provider is called once per booking; a retry (even through a new
+    facade, as a retried task would get) returns the remembered meeting."""
+    Kiosk.made.clear()
+    plugins = load(ctx, ("kiosk", KioskPlugin()))
+    set_providers(ctx, shop, video="kiosk")
+    facade = plugins.video_for(shop)
+    assert isinstance(facade.provider, Kiosk) and not facade.embedded
+    first = facade.create_meeting(booking)
+    assert first == Meeting(url=f"https://kiosk.example/{booking.booking_id}/1", id="k1",
+                            provider="kiosk")
+    assert plugins.video_for(shop).create_meeting(booking) == first
+    assert Kiosk.made == [booking.booking_id]
+    assert _stored_meetings(ctx) == [(booking.booking_id, "kiosk", first.url)]
+    other = facade.create_meeting(replace(booking, booking_id="bkg_other"))
+    assert other is not None and other.id == "k2"
+    assert Kiosk.made == [booking.booking_id, "bkg_other"]
 
 
 def test_config_reads_provider_settings() -> None:

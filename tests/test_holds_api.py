@@ -116,7 +116,7 @@ def test_forwarded_address_identifies_the_visitor(store: Storefront, cat: dict[s
                                                  ) -> None:
     for s in ["2026-12-01T08:00:00Z", "2026-12-01T08:30:00Z", "2026-12-01T09:00:00Z"]:
         assert store.hold(cat["service"], cat["expert"], s,
-                          ip="192.0.2.9, 10.0.0.1").status_code == 201
+                          ip="10.0.0.1, 192.0.2.9").status_code == 201
     assert store.hold(cat["service"], cat["expert"], "2026-12-01T09:30:00Z",
                       ip="192.0.2.9").status_code == 429
 

@@ -420,3 +420,28 @@ def test_merchant_cancel_of_a_pending_booking_writes_no_refund(
     deliver(store, "orders/paid", order_payload(42, [h]))
     assert [b["status"] for b in bookings(admin)] == ["cancelled"]
     assert refunds(admin) == [("merchant_cancelled", "50.00", "4200", 1)]
+
+
+def test_a_queued_refund_of_an_order_cancelled_since_is_skipped(
+        store: Storefront, admin: Admin, cat: dict[str, Any], ctx: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from engine.services import shopify_actions
+
+    admin("PATCH", "/settings", {"auto_refund": True})
+    deliver(store, "orders/paid", order_payload(50, ["bk_unknown"]))
+    assert shopify_refunds_queued(ctx) == 1
+    deliver(store, "orders/cancelled", order_payload(50, ["bk_unknown"], cancelled=True))
+    with ctx.db.read() as s:
+        item = s.scalar(select(OutboxItem).where(OutboxItem.kind == "order.refund"))
+        s.expunge(item)
+
+    def no_shopify(_job: Any) -> Any:
+        raise AssertionError("Shopify must not be called for a cancelled order")
+
+    job = SimpleNamespace(item=item, db=ctx.db, clock=ctx.clock, plugins=None)
+    monkeypatch.setattr(shopify_actions, "_client", no_shopify)
+    shopify_actions.refund_line(job)
+    [entry] = admin("GET", "/refunds").json["refunds"]
+    assert entry["shopify_refund"]["status"] == "skipped"

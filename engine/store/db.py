@@ -48,6 +48,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        guard_parameters(engine)
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:

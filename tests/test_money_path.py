@@ -445,3 +445,43 @@ def test_a_queued_refund_of_an_order_cancelled_since_is_skipped(
     shopify_actions.refund_line(job)
     [entry] = admin("GET", "/refunds").json["refunds"]
     assert entry["shopify_refund"]["status"] == "skipped"
+
+
+def test_concurrent_deliveries_and_a_cancel_decide_each_entry_once(
+        store: Storefront, admin: Admin, cat: dict[str, Any], ctx: Any) -> None:
+    """Twenty deliveries of a five-unit order at once, some unpaid, with auto-refund on,
+    racing the merchant's cancel: one booking, one extra_quantity entry, at most one
+    merchant_cancelled entry, and each entry queued for Shopify at most once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    admin("PATCH", "/settings", {"auto_refund": True})
+    h = hold(store, cat)
+    deliver(store, "orders/create", order_payload(60, [h], financial_status="pending",
+                                                  quantity=5))
+    calls = [("orders/paid", "same")] * 6 + [("orders/create", None)] * 6 + \
+        [("orders/paid", None)] * 6 + [("cancel", None)] * 2
+
+    def send(call: tuple[str, str | None]) -> int:
+        topic, wid = call
+        if topic == "cancel":
+            return admin("POST", f"/bookings/{h}/cancel").status_code
+        status = "paid" if topic == "orders/paid" else "pending"
+        return store.webhook(topic, order_payload(60, [h], financial_status=status,
+                                                  quantity=5), webhook_id=wid).status_code
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        codes = list(pool.map(send, calls))
+    assert codes == [200] * len(calls)
+    [b] = bookings(admin)
+    assert b["status"] == "cancelled"
+    entries = refunds(admin)
+    assert ("extra_quantity", "200.00", "6000", 4) in entries
+    # The cancel refunds only if it came after a paid delivery; either way at most once.
+    assert entries in ([("extra_quantity", "200.00", "6000", 4)],
+                       [("extra_quantity", "200.00", "6000", 4),
+                        ("merchant_cancelled", "50.00", "6000", 1)])
+    # A final paid delivery settles a cancel that came first: the money goes back once.
+    deliver(store, "orders/paid", order_payload(60, [h], quantity=5))
+    assert refunds(admin) == [("extra_quantity", "200.00", "6000", 4),
+                              ("merchant_cancelled", "50.00", "6000", 1)]
+    assert shopify_refunds_queued(ctx) == 2

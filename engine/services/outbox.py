@@ -62,6 +62,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -614,10 +615,10 @@ def deliver(db: Database, clock: Clock, plugins: Plugins, item_id: int, owner: s
     handler = HANDLERS.get(item.kind)
     if handler is None:
         return _fail(db, clock, item, owner, f"unknown outbox kind {item.kind!r}")
-    with Lease(db, clock, item_id, owner, lease_seconds, claimed_at) as lease:
-        job = _Job(db=db, clock=clock, plugins=plugins, item=item,
-                   lease_seconds=lease_seconds, lease=lease)
-        return _run(job, handler, owner)
+    lease = Lease(db, clock, item_id, owner, lease_seconds, claimed_at)
+    job = _Job(db=db, clock=clock, plugins=plugins, item=item, lease_seconds=lease_seconds,
+               lease=lease)
+    return _run(job, handler, owner)
 
 
 def _run(job: _Job, handler: Callable[[_Job], None], owner: str) -> Outcome:
@@ -625,19 +626,23 @@ def _run(job: _Job, handler: Callable[[_Job], None], owner: str) -> Outcome:
     item_id = item.id
     shopify = item.kind in SHOPIFY_KINDS
     try:
-        if shopify:
-            # Never sleep on Shopify in a worker: a wait it asks for is a retry of the row.
-            with admin_api.no_waiting() as deferral:
-                try:
-                    job.check_lease()
-                    handler(job)
-                except ProviderUnavailable as exc:
-                    if exc.retry_after is None and deferral.retry_after is not None:
-                        raise ProviderUnavailable(exc.message, provider="shopify",
-                                                  retry_after=deferral.retry_after) from None
-                    raise
-        else:
-            handler(job)
+        # The heartbeat runs while the work does, and has stopped before the outcome is
+        # written (so it never mistakes our own final write for a lost lease).
+        with job.lease if job.lease is not None else nullcontext():
+            if shopify:
+                # Never sleep on Shopify in a worker: a wait it asks for is a retry.
+                with admin_api.no_waiting() as deferral:
+                    try:
+                        job.check_lease()
+                        handler(job)
+                    except ProviderUnavailable as exc:
+                        if exc.retry_after is None and deferral.retry_after is not None:
+                            raise ProviderUnavailable(
+                                exc.message, provider="shopify",
+                                retry_after=deferral.retry_after) from None
+                        raise
+            else:
+                handler(job)
     except LeaseLost as exc:
         log.warning("%s; leaving the rest to its new owner", exc)
         return Outcome(item_id, "lost", error=str(exc))

@@ -21,7 +21,7 @@ def test_service_crud_round_trip(admin: Admin) -> None:
     assert body["title"] == "Intro call"
     assert body["interval_minutes"] == 45  # defaults to the duration
     assert body["buffer_before_minutes"] == 0
-    assert body["product_id"] == 632910392
+    assert body["product_id"] == "632910392"
     assert body["variant_id"] == "gid://shopify/ProductVariant/808950810"
     assert created.headers["location"] == f"/admin/api/services/{body['id']}"
 
@@ -167,7 +167,8 @@ def test_settings_put_defaults_and_patch(admin: Admin) -> None:
     r = admin("PUT", "/settings", {"timezone": "America/New_York"})
     assert r.json == {"timezone": "America/New_York", "calendar_provider": "local",
                       "video_provider": "none", "mail_provider": "outbox",
-                      "reminders": [1440, 60], "auto_refund": False}
+                      "reminders": [1440, 60], "auto_refund": False,
+                      "pending_hold_hours": 48}
     assert admin("PATCH", "/settings", {"auto_refund": True}).json["auto_refund"] is True
     for bad in ({"timezone": "Nowhere"}, {"reminders": [0]}, {"reminders": "1h"},
                 {"auto_refund": "yes"},

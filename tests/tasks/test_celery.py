@@ -248,3 +248,27 @@ def test_the_worker_needs_a_broker(tmp_path: Path) -> None:
         assert r.returncode == 1
         (line,) = r.stderr.strip().splitlines()
         assert "CONSULTBOOK_BROKER_URL" in line
+
+
+def test_periodic_jobs_build_their_context_once_per_process(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job run builds no Context (and so discovers no plugins) after the first."""
+    from engine import bootstrap as bootstrap_module
+    from engine.tasks import jobs
+
+    deps = jobs.build_deps(make_config(sqlite_url))
+    built: list[object] = []
+    real = bootstrap_module.Context.__post_init__
+
+    def counting(self: Context) -> None:
+        built.append(self)
+        real(self)
+
+    monkeypatch.setattr(bootstrap_module.Context, "__post_init__", counting)
+    try:
+        for _ in range(3):
+            assert jobs.refresh_shopify_tokens(deps) == {"shops": 0}
+        assert len(built) == 1
+        assert deps.context() is built[0]
+    finally:
+        deps.db.dispose()

@@ -373,6 +373,9 @@ def test_merchant_cancel_of_a_paid_booking_refunds_once(store: Storefront, admin
                                                         cat: dict[str, Any], ctx: Any) -> None:
     h = hold(store, cat)
     deliver(store, "orders/paid", order_payload(40, [h], price="50.00", currency="USD"))
+    listed = admin("GET", "/bookings").json["bookings"]
+    # The list says what a cancel would refund (the admin's dialog shows it beforehand).
+    assert [(b["id"], b["amount"], b["currency"]) for b in listed] == [(h, "50.00", "USD")]
     r = admin("POST", f"/bookings/{h}/cancel")
     assert r.status_code == 200 and r.json["status"] == "cancelled"
     want = {"reason": "merchant_cancelled", "amount": "50.00", "currency": "USD",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from engine.errors import NotFound, ValidationError
 from engine.services.holds import parse_instant
 from engine.services.orders import (
     MERCHANT_CANCELLED,
+    amount_text,
     cancel_booking,
     lock_order,
     refund_cancelled_booking,
@@ -65,6 +67,11 @@ def render_booking(session: Session, c: Claim, delivery: Any = _UNSET) -> dict[s
         "customer_timezone": c.customer_tz,
         # The seats this booking took (its line's units, at most the hold's seats).
         "seats": c.line_quantity or 1,
+        # What its line paid for those seats (None for a booking older than the price
+        # record), in the order's currency: what a merchant's cancel would refund.
+        "amount": (amount_text(Decimal(c.line_price), c.line_quantity or 1)
+                   if c.line_price is not None else None),
+        "currency": c.currency,
         "meeting_url": c.meeting_url,
         # What happened to the calendar event and the messages (engine/services/outbox.py).
         "delivery": delivery_status(session, c.id) if delivery is _UNSET else delivery,

@@ -207,7 +207,7 @@ def _quantity(value: Any) -> int | None:
     return 1
 
 
-def _amount(price: Decimal, units: int) -> str:
+def amount_text(price: Decimal, units: int) -> str:
     """price x units as a plain decimal string (never exponent notation)."""
     return format(price * units, "f")
 
@@ -384,7 +384,7 @@ def refund_cancelled_booking(session: Session, shop: Shop, order: Order, claim: 
     units = claim.line_quantity or 1
     return refund_entry(session, shop, order, line_item_id=claim.line_item_id,
                         hold_id=claim.id, kind=REFUND_CANCEL, reason=reason,
-                        amount=_amount(Decimal(claim.line_price or "0"), units),
+                        amount=amount_text(Decimal(claim.line_price or "0"), units),
                         currency=claim.currency, quantity=units, now=now)
 
 
@@ -395,7 +395,7 @@ def _not_honoured(session: Session, shop: Shop, order: Order, event: OrderEvent,
     line's units unless given: a lapsed booking's extra units were logged already)."""
     units = line.quantity if units is None else units
     refund_entry(session, shop, order, line_item_id=line.id, hold_id=line.hold_id,
-                 kind=REFUND_LINE, reason=reason, amount=_amount(line.price, units),
+                 kind=REFUND_LINE, reason=reason, amount=amount_text(line.price, units),
                  currency=event.currency, quantity=units, now=now)
 
 
@@ -554,7 +554,7 @@ def _decide(session: Session, shop: Shop, order: Order, event: OrderEvent, line:
         # Units beyond the hold's seats are dishonoured: their share of the amount.
         refund_entry(session, shop, order, line_item_id=line.id, hold_id=line.hold_id,
                      kind=REFUND_EXTRA, reason=EXTRA_QUANTITY,
-                     amount=_amount(line.price, extra), currency=event.currency,
+                     amount=amount_text(line.price, extra), currency=event.currency,
                      quantity=extra, now=now)
     if paid:
         confirm(session, shop, hold, now)

@@ -10,15 +10,24 @@ the state one in-order delivery of the same distinct deliveries would have left:
   create counts), else pending;
 
 and always: no two live claims overlap, at most one refund per line item.
+
+The machine runs on SQLite and on PostgreSQL (``db_url`` parametrization, so the
+PostgreSQL run is marked and skipped exactly like the rest of the suite's). Each example
+gets an empty database: a copy of the migrated SQLite template, or the session's
+PostgreSQL test database emptied. The example counts keep both runs together well under
+a minute on a CI machine; ``CONSULTBOOK_STATE_MACHINE_EXAMPLES`` raises them for a
+longer hunt.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +42,7 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 from sqlalchemy import select
 
@@ -40,28 +50,26 @@ from engine.bootstrap import bootstrap
 from engine.clock import FixedClock
 from engine.services.shops import install_shop
 from engine.shopify import webhook_hmac
-from engine.store import Database
-from engine.store.migrate import upgrade
 from engine.store.models import LIVE_STATUSES, Claim, Refund
-from tests.conftest import API_SECRET, NOW, Admin, Storefront, make_catalog, make_config
+from tests.conftest import (
+    API_SECRET,
+    NOW,
+    Admin,
+    Storefront,
+    _truncate,
+    make_catalog,
+    make_config,
+)
 from web.app import create_app
 
 ORDERS = 3
 STARTS = ["2026-12-01T08:00:00Z", "2026-12-01T08:30:00Z", "2026-12-01T09:00:00Z"]
 TOPICS = ["orders/create", "orders/paid", "orders/cancelled"]
 
-_TEMPLATE: Path | None = None
-
-
-def _template() -> Path:
-    global _TEMPLATE
-    if _TEMPLATE is None:
-        path = Path(tempfile.mkdtemp(prefix="cb-sm-")) / "template.db"
-        db = Database(f"sqlite:///{path}")
-        upgrade(db.engine)
-        db.dispose()
-        _TEMPLATE = path
-    return _TEMPLATE
+# (max_examples, stateful_step_count) per database. PostgreSQL round trips cost more per
+# step, so it runs fewer, shorter examples; together both take about half a minute.
+_SCALE = float(os.environ.get("CONSULTBOOK_STATE_MACHINE_EXAMPLES", "1"))
+BUDGET = {"sqlite": (int(40 * _SCALE), 25), "postgres": (int(20 * _SCALE), 20)}
 
 
 @dataclass
@@ -77,13 +85,15 @@ class OrderModel:
 
 
 class WebhookMachine(RuleBasedStateMachine):
+    # Set by the test before hypothesis runs the machine: returns the URL of an empty,
+    # migrated database and a callable that cleans up after the example.
+    fresh_database: Callable[[], tuple[str, Callable[[], None]]]
+
     def __init__(self) -> None:
         super().__init__()
-        self.dir = Path(tempfile.mkdtemp(prefix="cb-sm-run-"))
-        shutil.copy(_template(), self.dir / "db.sqlite")
+        url, self._cleanup = type(self).fresh_database()
         self.clock = FixedClock(NOW)
-        self.ctx = bootstrap(make_config(f"sqlite:///{self.dir / 'db.sqlite'}"),
-                             clock=self.clock)
+        self.ctx = bootstrap(make_config(url), clock=self.clock)
         self.client = falcon.testing.TestClient(create_app(self.ctx))
         install_shop(self.ctx.db, self.clock, self.ctx.keyring, "alpha.myshopify.com",
                      "Europe/Berlin")
@@ -94,7 +104,7 @@ class WebhookMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.ctx.db.dispose()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self._cleanup()
 
     @initialize(create_paid=st.lists(st.booleans(), min_size=ORDERS, max_size=ORDERS))
     def setup(self, create_paid: list[bool]) -> None:
@@ -217,7 +227,31 @@ class WebhookMachine(RuleBasedStateMachine):
             assert b[0] >= a[1], (a, b)
 
 
-WebhookMachine.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=25, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-test_webhook_deliveries_converge = WebhookMachine.TestCase
+def _sqlite_factory(template: Path) -> Callable[[], tuple[str, Callable[[], None]]]:
+    def fresh() -> tuple[str, Callable[[], None]]:
+        directory = Path(tempfile.mkdtemp(prefix="cb-sm-run-"))
+        shutil.copy(template, directory / "db.sqlite")
+        return (f"sqlite:///{directory / 'db.sqlite'}",
+                lambda: shutil.rmtree(directory, ignore_errors=True))
+    return fresh
+
+
+def _postgres_factory(url: str) -> Callable[[], tuple[str, Callable[[], None]]]:
+    def fresh() -> tuple[str, Callable[[], None]]:
+        _truncate(url)  # every table emptied: the example starts from nothing
+        return url, lambda: None
+    return fresh
+
+
+def test_webhook_deliveries_converge(db_url: str, sqlite_template: Path) -> None:
+    """The state machine on this database (``db_url`` only picks the engine; every
+    example gets its own empty database)."""
+    kind = "sqlite" if db_url.startswith("sqlite") else "postgres"
+    factory = (_sqlite_factory(sqlite_template) if kind == "sqlite"
+               else _postgres_factory(db_url))
+    machine = type(f"WebhookMachine_{kind}", (WebhookMachine,),
+                   {"fresh_database": staticmethod(factory)})
+    examples, steps = BUDGET[kind]
+    run_state_machine_as_test(machine, settings=settings(
+        max_examples=examples, stateful_step_count=steps, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))

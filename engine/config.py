@@ -68,7 +68,7 @@ class Config:
     trace_plugins: bool = False
     ics_allow_private_hosts: bool = False  # ICS feed URLs may point at private addresses
     # The worker (issue 5, docs/operations.md "Workers").
-    outbox_lease_seconds: int = 300  # how long a claimed outbox item is held by its task
+    outbox_lease_seconds: int = 30  # a running delivery renews it every third (heartbeat)
     outbox_max_attempts: int = 10  # then the item is failed and shown to the merchant
     outbox_retry_seconds: float = 30.0  # first retry delay; doubles, jittered
     outbox_retry_max_seconds: float = 3600.0
@@ -320,7 +320,7 @@ def _provider_settings(env: Mapping[str, str]) -> dict[str, object]:
 def _worker_settings(env: Mapping[str, str]) -> dict[str, object]:
     """The worker's settings (issue 5; documented in docs/operations.md)."""
     return {
-        "outbox_lease_seconds": _int(env, "CONSULTBOOK_OUTBOX_LEASE_SECONDS", 300, minimum=1),
+        "outbox_lease_seconds": _int(env, "CONSULTBOOK_OUTBOX_LEASE_SECONDS", 30, minimum=1),
         "outbox_max_attempts": _int(env, "CONSULTBOOK_OUTBOX_MAX_ATTEMPTS", 10, minimum=1),
         "outbox_retry_seconds": _float(env, "CONSULTBOOK_OUTBOX_RETRY_SECONDS", 30.0,
                                        minimum=0),

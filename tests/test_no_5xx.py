@@ -314,6 +314,30 @@ def test_a_secret_no_key_decrypts_is_reconnect_required_not_500(
     assert admin("GET", "/services").status_code == 200
 
 
+def test_provider_credentials_no_key_decrypts_are_a_broken_connection(
+        admin: Admin, ctx: Context) -> None:
+    from engine.providers.errors import ConnectionBroken
+    from engine.services.connections import credentials_aad, open_connection
+    from engine.services.shops import ShopRef
+    from engine.store.models import Shop
+    from engine.store.providers_models import ProviderConnection
+
+    old = Keyring.parse(generate_key())  # a key since dropped from the configuration
+    conn_id = new_id("conn")
+    with ctx.db.write() as s:
+        shop = s.scalars(select(Shop).where(Shop.domain == admin.domain)).one()
+        ref = ShopRef(shop.id, shop.domain, shop.timezone)
+        s.add(ProviderConnection(
+            id=conn_id, shop_id=shop.id, provider="google", account="a@example.com",
+            status="connected", connected_at=ctx.clock.now(), updated_at=ctx.clock.now(),
+            credentials=old.encrypt('{"refresh_token": "x"}', aad=credentials_aad(conn_id))))
+    with pytest.raises(ConnectionBroken, match="reconnect"):
+        open_connection(ctx.plugins, ref, "google")
+    # The connections page still answers, listing the connection.
+    r = admin("GET", "/connections")
+    assert r.status_code == 200, r.text
+
+
 def ctx_shop_id(ctx: Context, domain: str) -> str:
     from engine.store.models import Shop
 

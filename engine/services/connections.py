@@ -36,6 +36,7 @@ from urllib.parse import urlencode
 
 from sqlalchemy import delete, select
 
+from engine.crypto import CryptoError
 from engine.errors import NotFound, ValidationError
 from engine.providers.base import Grant
 from engine.providers.errors import ConnectionBroken, ProviderError, ProviderNotConfigured
@@ -87,9 +88,17 @@ class StoredConnection:
         self._plugins, self.shop = plugins, shop
         self.id, self.provider, self.account = row.id, row.provider, row.account
         token = row.credentials
-        self._credentials: dict[str, Any] = (
-            json.loads(plugins.keyring.decrypt_str(token, aad=credentials_aad(row.id)))
-            if token else {})
+        try:
+            self._credentials: dict[str, Any] = (
+                json.loads(plugins.keyring.decrypt_str(token, aad=credentials_aad(row.id)))
+                if token else {})
+        except CryptoError:
+            # A key that encrypted these credentials was dropped: the connection is as
+            # good as broken (the merchant reconnects); it is not the request's fault.
+            raise ConnectionBroken(
+                f"the stored {row.provider} credentials cannot be decrypted with the "
+                "configured keys (reconnect it in the app's settings)",
+                provider=row.provider) from None
 
     def credentials(self) -> dict[str, Any]:
         return dict(self._credentials)

@@ -1,4 +1,5 @@
-"""The demo shop: seeded data for `consultbook demo` (idempotent: safe to run again)."""
+"""The demo shop: seeded data for `consultbook demo` (idempotent: safe to run again), and
+the demo's configuration: its Shopify is the demo itself (:func:`demo_config`)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from engine.bootstrap import Context
+from engine.config import Config
 from engine.services import catalog, schedules, shops
 from engine.shopify import sign_proxy
 from engine.store.models import Expert, Service
 
 DEMO_SHOP = "consultbook-demo.myshopify.com"
 DEMO_TZ = "Europe/Berlin"
+# The demo shop's offline Admin API token: what the demo's own Shopify (web/demo_shopify.py)
+# accepts in X-Shopify-Access-Token. Not a secret: it opens nothing but the demo.
+DEMO_ACCESS_TOKEN = "shpat_demo_token"
+# Where the demo answers Shopify's Admin API (GraphQL, the token endpoint) for the app.
+ADMIN_API_PREFIX = "/demo/shopify"
 
 WEEKDAYS_9_TO_5 = {d: [["09:00", "17:00"]] for d in ("mon", "tue", "wed", "thu", "fri")}
 DEMO_CURRENCY = "EUR"
@@ -30,6 +37,28 @@ DEMO_PRODUCTS: dict[str, dict[str, str]] = {
 DEFAULT_PRICE = "75.00"
 
 
+def demo_admin_origin(host: str, port: int) -> str:
+    """The demo's own Shopify admin origin, always on this machine: a wildcard bind
+    address (``0.0.0.0``, ``::``, empty) is reached through the loopback address."""
+    if host in ("", "0.0.0.0", "::", "[::]"):  # noqa: S104 (recognising it, not binding)
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address in a URL
+    return f"http://{host}:{port}{ADMIN_API_PREFIX}"
+
+
+def demo_config(config: Config, *, host: str, port: int) -> Config:
+    """The configuration `consultbook demo` serves with: the Shopify Admin API calls the
+    app makes (order tags, refunds, token exchange) go to the demo itself, on
+    ``host:port`` (the address the demo server listens on), never to
+    ``https://consultbook-demo.myshopify.com``. An origin the operator configured
+    (``CONSULTBOOK_SHOPIFY_ADMIN_ORIGIN``) is kept."""
+    if config.origins.get("shopify_admin"):
+        return config
+    origins = {**config.origins, "shopify_admin": demo_admin_origin(host, port)}
+    return config.with_(origins=origins)
+
+
 @dataclass(frozen=True)
 class DemoShop:
     shop: shops.ShopRef
@@ -40,7 +69,7 @@ class DemoShop:
 def seed(ctx: Context) -> DemoShop:
     """Install the demo shop with two services and two experts in different zones."""
     shop = shops.install_shop(ctx.db, ctx.clock, ctx.keyring, DEMO_SHOP, DEMO_TZ,
-                              access_token="shpat_demo_token")
+                              access_token=DEMO_ACCESS_TOKEN)
     with ctx.db.read() as session:
         have_services = {s.title: s.id for s in session.scalars(
             select(Service).where(Service.shop_id == shop.id, Service.deleted_at.is_(None)))}
@@ -100,7 +129,7 @@ def demo_urls(base: str, demo: DemoShop) -> list[tuple[str, str]]:
         urls.append((f"  book: {title}", f"{base}/demo/store/products/{sid}"))
     urls += [
         ("admin (embedded)", f"{base}/demo/admin"),
-        ("outbox (sent mail)", f"{base}/demo/outbox"),
+        ("outbox (mail, Shopify calls)", f"{base}/demo/outbox"),
         ("all demo pages", f"{base}/demo"),
     ]
     return urls

@@ -14,7 +14,12 @@ Everything a newcomer needs to see the app work without a Shopify account:
   layout as ``text/html`` (Shopify renders it inside the theme).
 * ``/demo/admin`` — Shopify admin's frame around the embedded ``/admin`` page;
   ``/demo/session-token`` mints the App Bridge session tokens the page's shim asks for.
-* ``/demo/outbox`` — the ``.eml`` files the outbox mailer wrote.
+* ``/demo/shopify/admin/*`` — Shopify's Admin API as the app calls it (order tags,
+  refunds, the token exchange), answered by the demo (:mod:`web.demo_shopify`): the demo's
+  configuration points the Shopify admin origin here (:func:`engine.demo.demo_config`),
+  so nothing the app does leaves the machine.
+* ``/demo/outbox`` — what the app sent: the ``.eml`` files the outbox mailer wrote, and
+  the Admin API calls it made to the demo's Shopify.
 
 Calls are made in-process (a WSGI call into the same app) rather than over HTTP, so a
 single-worker demo server can never wait on itself.
@@ -39,9 +44,11 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 import falcon
+from sqlalchemy import select
 
 from engine.bootstrap import Context
 from engine.demo import (
+    ADMIN_API_PREFIX,
     DEFAULT_PRICE,
     DEMO_CURRENCY,
     DEMO_PRODUCTS,
@@ -49,9 +56,13 @@ from engine.demo import (
     sample_availability_url,
     seed,
 )
+from engine.domain.customer_time import customer_and_shop_time
 from engine.services import catalog
 from engine.services.shops import installed_shop
 from engine.shopify import encode_session_token, sign_proxy, webhook_hmac
+from engine.store.models import Claim
+from web import demo_shopify
+from web.demo_shopify import Ledger
 from web.pages import HTML, Raw, asset_version, esc, render, variant_number
 
 STORE = "/demo/store"
@@ -265,12 +276,29 @@ def _money(cents: int) -> str:
     return f"€{Decimal(cents) / 100:.2f}"
 
 
+def held_times(ctx: Context, hold_ids: Iterable[str]) -> dict[str, str]:
+    """Each hold's appointment in the customer's words: their time (the hold's ``tz``)
+    with the shop's beside it. Holds of other shops, and unknown ids, are left out."""
+    ids = sorted({h for h in hold_ids if isinstance(h, str) and 0 < len(h) <= 64
+                  and h.isascii() and h.isprintable()})
+    if not ids:
+        return {}
+    with ctx.db.read() as session:
+        shop = installed_shop(session, DEMO_SHOP)
+        rows = session.scalars(select(Claim).where(Claim.id.in_(ids),
+                                                   Claim.shop_id == shop.id))
+        return {c.id: customer_and_shop_time(c.start_at, c.end_at, c.customer_tz,
+                                             shop.timezone) for c in rows}
+
+
 class CartPage:
     def __init__(self, cat: Catalogue) -> None:
         self.cat = cat
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         cart = cart_document(self.cat, read_cart(req))
+        times = held_times(self.cat.ctx, (str(i["properties"].get("_hold", ""))
+                                          for i in cart["items"]))
         if not cart["items"]:
             content = (f'<h1>Your cart</h1><p>Your cart is empty.</p>'
                        f'<p><a href="{STORE}">Continue shopping</a></p>')
@@ -280,6 +308,9 @@ class CartPage:
             # Shopify hides properties whose name starts with "_" from customers.
             props = "".join(f"<li><strong>{esc(k)}:</strong> {esc(v)}</li>"
                             for k, v in item["properties"].items() if not k.startswith("_"))
+            when = times.get(str(item["properties"].get("_hold", "")))
+            if when:
+                props += f'<li class="your-time"><strong>Your time:</strong> {esc(when)}</li>'
             rows.append(
                 f'<li class="line"><div><h2>{esc(item["title"])}</h2><ul class="props">{props}'
                 f'</ul></div><div class="line-side"><span>{_money(item["line_price"])}</span>'
@@ -364,8 +395,8 @@ def deliver_webhook(app: falcon.App, ctx: Context, topic: str,
 
 
 class Checkout:
-    def __init__(self, app: falcon.App, ctx: Context, cat: Catalogue) -> None:
-        self.app, self.ctx, self.cat = app, ctx, cat
+    def __init__(self, app: falcon.App, ctx: Context, cat: Catalogue, ledger: Ledger) -> None:
+        self.app, self.ctx, self.cat, self.ledger = app, ctx, cat, ledger
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         form = _form(req)
@@ -379,6 +410,8 @@ class Checkout:
                          f'name and an email address.</p><p><a href="{STORE}/cart">Back to the '
                          'cart</a></p>', cart=cart["item_count"], status=falcon.HTTP_400)
         order = order_payload(cart, customer, self.ctx.clock.now())
+        # The demo's Shopify knows its orders (to tag and refund them), as Shopify does.
+        self.ledger.record_order(order)
         status, answer = deliver_webhook(self.app, self.ctx, "orders/paid", order)
         write_cart(resp, [])
         items = "".join(
@@ -391,8 +424,8 @@ class Checkout:
         content = f"""<h1>Thank you, {esc(customer["first_name"])}!</h1>
 <p class="order" data-order-id="{order["id"]}">Order {esc(order["name"])} is paid.</p>
 <ul>{items}</ul>
-<p>A confirmation email goes to <strong>{esc(customer["email"])}</strong>:
-see it in the <a href="/demo/outbox">outbox</a>.</p>
+<p>A confirmation email goes to <strong>{esc(customer["email"])}</strong>, and the app
+tags the order in (the demo's) Shopify: see both in the <a href="/demo/outbox">outbox</a>.</p>
 <p class="webhook" data-webhook-status="{status}">Webhook <code>orders/paid</code>: {delivered}.</p>
 <p><a href="{STORE}">Back to the store</a></p>"""
         _page(resp, "Order paid", content, cart=0)
@@ -537,9 +570,26 @@ def _messages(ctx: Context) -> list[tuple[Path, EmailMessage]]:
     return out
 
 
+def _api_calls(ledger: Ledger) -> str:
+    """The Admin API calls the app made to the demo's Shopify, newest first."""
+    calls = ledger.calls()
+    if not calls:
+        return ('<p class="empty">No Admin API calls yet. A paid booking tags its order; '
+                'with auto-refund on, a line that cannot be honoured is refunded.</p>')
+    rows = "".join(
+        f'<tr data-operation="{esc(c.operation)}" data-order="{esc(c.order or "")}">'
+        f'<td>{esc(c.at)}</td><td><code>{esc(c.operation)}</code></td>'
+        f'<td>{esc(c.order_name or c.order or "")}</td><td>{esc(c.detail)}</td>'
+        f'<td>{esc(c.outcome)}</td></tr>' for c in calls)
+    return (f'<table class="outbox shopify-calls"><caption>Newest first</caption><thead><tr>'
+            f'<th scope="col">Time (UTC)</th><th scope="col">Call</th>'
+            f'<th scope="col">Order</th><th scope="col">What</th>'
+            f'<th scope="col">Result</th></tr></thead><tbody>{rows}</tbody></table>')
+
+
 class Outbox:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: Context, ledger: Ledger) -> None:
+        self.ctx, self.ledger = ctx, ledger
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         rows = "".join(
@@ -552,8 +602,14 @@ class Outbox:
                  f'</tr></thead><tbody>{rows}</tbody></table>' if rows
                  else '<p class="empty">No messages yet. Book and pay in the '
                       f'<a href="{STORE}">store</a>, then reload this page.</p>')
-        content = (f'<h1>Outbox</h1><p>The outbox mailer writes one <code>.eml</code> file per '
-                   f'message into <code>{esc(_outbox(self.ctx).resolve())}</code>.</p>{table}')
+        content = (f'<h1>Outbox</h1><p>What the app sent, none of it beyond this machine.</p>'
+                   f'<h2 id="mail">Mail</h2><p>The outbox mailer writes one <code>.eml</code> '
+                   f'file per message into <code>{esc(_outbox(self.ctx).resolve())}</code>.'
+                   f'</p>{table}'
+                   f'<h2 id="shopify">Shopify Admin API calls</h2><p>The app calls Shopify\'s '
+                   f'GraphQL Admin API to tag booked orders and to refund lines it could not '
+                   f'honour. Here the demo answers at <code>{esc(ADMIN_API_PREFIX)}/admin/api'
+                   f'</code>.</p>{_api_calls(self.ledger)}')
         _page(resp, "Outbox", content)
 
 
@@ -598,11 +654,12 @@ class Index:
         content = f"""<h1>consultbook demo</h1>
 <p>This server plays Shopify's part: a storefront with the booking calendar, a cart and a
 checkout that sends the <code>orders/paid</code> webhook, and Shopify admin around the
-embedded app. Nothing leaves your machine; mail lands in the outbox.</p>
+embedded app, and Shopify's Admin API, which the app calls to tag orders and refund them.
+Nothing leaves your machine: mail and the Admin API calls land in the outbox.</p>
 <ul class="index">
 <li><a href="{STORE}">Storefront</a><ul>{books}</ul></li>
 <li><a href="/demo/admin">Admin (embedded app)</a></li>
-<li><a href="/demo/outbox">Outbox</a></li>
+<li><a href="/demo/outbox">Outbox</a> (mail and Shopify Admin API calls)</li>
 <li><a href="/demo/availability">A freshly signed availability URL</a></li>
 </ul>"""
         _page(resp, "consultbook demo", content)
@@ -618,6 +675,7 @@ class DemoAvailability:
 
 def register(app: falcon.App, ctx: Context) -> None:
     cat = Catalogue(ctx)
+    ledger = demo_shopify.register(app, ctx)
     app.add_route("/demo", Index(cat))
     app.add_route("/demo/availability", DemoAvailability(ctx))
     app.add_route(STORE, StoreHome(cat))
@@ -626,9 +684,9 @@ def register(app: falcon.App, ctx: Context) -> None:
     app.add_route(f"{STORE}/cart.js", CartJson(cat))
     app.add_route(f"{STORE}/cart/add.js", CartAdd(cat))
     app.add_route(f"{STORE}/cart/remove", CartRemove(cat))
-    app.add_route(f"{STORE}/checkout", Checkout(app, ctx, cat))
+    app.add_route(f"{STORE}/checkout", Checkout(app, ctx, cat, ledger))
     app.add_route(f"{PROXY_PREFIX}/{{path:path}}", AppProxy(app, ctx, cat))
     app.add_route("/demo/admin", AdminFrame(ctx))
     app.add_route("/demo/session-token", SessionToken(ctx))
-    app.add_route("/demo/outbox", Outbox(ctx))
+    app.add_route("/demo/outbox", Outbox(ctx, ledger))
     app.add_route("/demo/outbox/{name}", OutboxMessage(ctx))

@@ -99,3 +99,31 @@ def test_a_bad_signature_is_still_401_not_503(down_app: tuple) -> None:
         "X-Shopify-Hmac-Sha256": "bad", "X-Shopify-Topic": "orders/paid",
         "X-Shopify-Shop-Domain": "a.myshopify.com"})
     assert r.status_code == 401
+
+
+def test_a_sqlite_writer_locked_out_past_the_busy_timeout_is_a_503_not_a_500(
+        tmp_path: Path) -> None:
+    import sqlite3
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    from engine.store.db import database_unavailable
+
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")  # holds the write lock
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.05})
+    try:
+        with pytest.raises(OperationalError) as caught, engine.begin() as conn:
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+        assert database_unavailable(caught.value)
+    finally:
+        engine.dispose()
+        holder.execute("ROLLBACK")
+        holder.close()
+    # ... while a statement's own fault is not "unavailable".
+    with pytest.raises(OperationalError) as bad, create_engine("sqlite://").begin() as conn:
+        conn.execute(text("SELECT * FROM no_such_table"))
+    assert not database_unavailable(bad.value)

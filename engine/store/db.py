@@ -167,7 +167,9 @@ def guard_parameters(engine: Engine) -> None:
 # 55P03 lock not available, 57014 statement timeout). None of them is the request's
 # fault, and a retry may well succeed.
 _UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03", "53", "40", "55P03", "57014")
-_SQLITE_UNAVAILABLE = ("unable to open database file", "disk i/o error")
+# SQLite: the file cannot be opened, or another writer held the lock past the busy
+# timeout (30 s) -- like PostgreSQL's lock timeout above, a refusal for the moment.
+_SQLITE_UNAVAILABLE = ("unable to open database file", "disk i/o error", "database is locked")
 
 
 def database_unavailable(error: BaseException) -> bool:
@@ -175,9 +177,9 @@ def database_unavailable(error: BaseException) -> bool:
     answered 503 and retried later), as opposed to a fault of the statement or the data.
 
     Connection failures (``OperationalError`` from psycopg with a connection SQLSTATE or
-    none at all, ``InterfaceError``, a lost connection, the pool timing out) count;
-    SQLite's "database is locked" does not: that database is there, merely busy past
-    its busy timeout.
+    none at all, ``InterfaceError``, a lost connection, the pool timing out) count, and
+    so do a busy server's transient refusals (a deadlock, a lock not granted in time --
+    SQLite's "database is locked" after its busy timeout among them): a retry may pass.
     """
     if isinstance(error, exc.TimeoutError | exc.DisconnectionError):
         return True

@@ -1,6 +1,9 @@
 """Browser tests: the real `consultbook demo` server in a subprocess, driven by Playwright
-through Debian's Chromium. Every test here is marked ``browser``; they skip only when
-``/usr/bin/chromium`` is absent."""
+through Debian's Chromium. Every test here is marked ``browser``.
+
+Without Chromium they skip on a developer's machine, saying why; in CI (``CI`` set to
+``true``/``1``/``yes``, as GitHub Actions, GitLab and most runners do) they fail instead,
+so a CI image that lost its browser cannot pass by skipping the browser tests."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,17 +27,41 @@ from engine.config import DEMO_API_SECRET
 from engine.demo import DEMO_SHOP
 from engine.shopify import sign_proxy
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's Chromium; CONSULTBOOK_TEST_CHROMIUM points elsewhere (or nowhere, to check
+# what a run without a browser does).
+CHROMIUM = Path(os.environ.get("CONSULTBOOK_TEST_CHROMIUM", "/usr/bin/chromium"))
 HERE = Path(__file__).resolve().parent
 
 
+def in_ci(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this run is CI's: ``CI`` set to a true value."""
+    return environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+MISSING = (f"{CHROMIUM} is not installed (apt-get install chromium); "
+           "in CI (CI=true) the browser tests fail instead of skipping")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    skip = pytest.mark.skip(reason="/usr/bin/chromium is not installed")
+    skip = pytest.mark.skip(reason=MISSING)
     for item in items:
         if Path(str(item.fspath)).resolve().is_relative_to(HERE):
             item.add_marker(pytest.mark.browser)
-            if not CHROMIUM.exists():
+            if not CHROMIUM.exists() and not in_ci():
                 item.add_marker(skip)
+
+
+def require_chromium() -> None:
+    """In CI a missing browser is a failure of the run, not a reason to skip (outside CI
+    the tests were marked skipped at collection and never get here)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"CI is set and {CHROMIUM} is not installed: the browser tests cannot "
+                    "run (install chromium in the CI image)", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _chromium_is_there() -> None:
+    require_chromium()
 
 
 def free_port() -> int:
@@ -112,6 +139,7 @@ def demo_server(tmp_path: Path) -> Iterator[DemoServer]:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
+    require_chromium()  # session fixtures are set up before the autouse check
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -8,10 +8,12 @@ buffers -- and that this is the database's rule: PostgreSQL's exclusion constrai
 check can stand in for the database's; one table of cases runs on both engines and
 both must answer alike.
 
-A ``held`` row whose ``expires_at`` has passed is still live *to the database*: the
-predicate is status-based (a constraint cannot read the clock), and the writers mark the
-expert's stale holds ``expired`` in the same transaction before they claim
-(:func:`engine.services.claims.expire_stale_holds`). Both halves of that are asserted.
+A ``held`` row whose ``expires_at`` has passed, and a ``pending`` booking past its
+deadline (``pending_hold_hours``, migration 0007 keeps it in ``expires_at``), are still
+live *to the database*: the predicate is status-based (a constraint cannot read the
+clock), and the writers mark the expert's stale rows ``expired`` in the same transaction
+before they claim (:func:`engine.services.claims.expire_stale_holds`). Both halves of
+that are asserted.
 
 Statuses are read from the database's own ``ck_claims_status`` check, so a status added
 by a later migration is covered without editing this file: each one must be either live
@@ -113,6 +115,19 @@ CASES: list[Case] = [
     # --- a stale hold: the database goes by status only
     Case("a held row past its expires_at still blocks (writers expire it first)",
          (Row("a", 0, 30, "held", expires_at=PAST),), insert=Row("b", 0, 30), refused=True),
+    # --- pending bookings lapse after pending_hold_hours (migration 0007: expires_at on
+    # the pending row); to the database a lapsed one is live until a writer expires it
+    Case("a pending booking past its deadline still blocks (writers expire it first)",
+         (Row("a", 0, 30, "pending", expires_at=PAST),), insert=held("b", 0, 30),
+         refused=True),
+    Case("a pending booking before its deadline blocks",
+         (Row("a", 0, 30, "pending", expires_at=FUTURE),), insert=Row("b", 15, 45),
+         refused=True),
+    Case("a pending booking without a deadline blocks",
+         (Row("a", 0, 30, "pending"),), insert=held("b", 0, 30), refused=True),
+    Case("a lapsed (expired) pending booking back to pending over a live hold",
+         (Row("a", 0, 30, "expired", expires_at=PAST), held("b", 0, 30)),
+         update=("a", {"status": "pending", "expires_at": FUTURE}), refused=True),
     # --- updates
     Case("a cancelled booking back to confirmed over a live one",
          (Row("a", 0, 30, "cancelled"), Row("b", 0, 30)),
@@ -346,23 +361,31 @@ def test_the_database_predicate_names_exactly_the_live_statuses(raw: Raw) -> Non
             assert set(re.findall(r"'([a-z_]+)'", found)) == set(LIVE_STATUSES), sql
 
 
-def test_a_stale_hold_stops_blocking_once_writers_expire_it(ctx: Context, raw: Raw) -> None:
-    """The documented half of the stale-hold rule: the writer's own step (mark the
-    expert's stale holds in the range expired, same transaction) lets the claim in."""
+def test_stale_rows_stop_blocking_once_writers_expire_them(ctx: Context, raw: Raw) -> None:
+    """The documented half of the stale-row rule: the writer's own step (mark the
+    expert's stale holds and lapsed pending bookings in the range expired, same
+    transaction) lets the claim in; live rows, and other experts' rows, are left alone."""
     from engine.services.claims import expire_stale_holds
 
     with raw.engine.begin() as conn:
-        conn.exec_driver_sql(raw.insert_sql(Row("a", 0, 30, "held", expires_at=PAST)))
-        conn.exec_driver_sql(raw.insert_sql(Row("c", 0, 30, "held", expires_at=FUTURE,
-                                                expert=1)))
-    with pytest.raises(IntegrityError):
-        with raw.engine.begin() as conn:
-            conn.exec_driver_sql(raw.insert_sql(Row("b", 0, 30)))
+        for row in (Row("stale", 0, 30, "held", expires_at=PAST),
+                    Row("lapsed", 30, 60, "pending", expires_at=PAST),
+                    Row("waiting", 60, 90, "pending", expires_at=FUTURE),
+                    Row("other", 0, 30, "held", expires_at=PAST, expert=1)):
+            conn.exec_driver_sql(raw.insert_sql(row))
+    for blocked in (Row("b", 0, 30), Row("c", 30, 60)):
+        with pytest.raises(IntegrityError) as refused:
+            with raw.engine.begin() as conn:
+                conn.exec_driver_sql(raw.insert_sql(blocked))
+        assert_overlap_refusal(refused.value, raw.dialect)
     with ctx.db.write() as session:
         assert expire_stale_holds(session, ctx.clock.now(), expert_id=raw.experts[0],
-                                  start=at(0), end=at(30)) == 1
-        session.connection().exec_driver_sql(raw.insert_sql(Row("b", 0, 30)))
+                                  start=at(0), end=at(90)) == 2
+        session.connection().exec_driver_sql(raw.insert_sql(Row("b", 0, 60)))
+    with pytest.raises(IntegrityError):
+        with raw.engine.begin() as conn:
+            conn.exec_driver_sql(raw.insert_sql(Row("c", 75, 105)))
     with raw.engine.connect() as conn:
-        rows = raw.rows(conn)
-    assert rows["a"][3] == "expired" and rows["b"][3] == "confirmed"
-    assert rows["c"][3] == "held"  # another expert's unexpired hold is left alone
+        status = {k: v[3] for k, v in raw.rows(conn).items()}
+    assert status == {"stale": "expired", "lapsed": "expired", "waiting": "pending",
+                      "other": "held", "b": "confirmed"}

@@ -256,7 +256,7 @@ def test_a_paid_booking_tags_its_order_in_the_demos_own_shopify(
         claim = session.get(Claim, hold)
         assert claim is not None and claim.customer_tz == LA
         words = customer_and_shop_time(claim.start_at, claim.end_at, LA, "Europe/Berlin")
-    assert f"<strong>Your time:</strong> {html.escape(words)}" in cart
+    assert f"<strong>When:</strong> {html.escape(words)}" in cart
     assert "the shop&#x27;s time" in cart and f"({LA})" in cart
 
     worker = EmbeddedWorker(demo.ctx.config)

@@ -310,7 +310,7 @@ class CartPage:
                             for k, v in item["properties"].items() if not k.startswith("_"))
             when = times.get(str(item["properties"].get("_hold", "")))
             if when:
-                props += f'<li class="your-time"><strong>Your time:</strong> {esc(when)}</li>'
+                props += f'<li class="held-time"><strong>When:</strong> {esc(when)}</li>'
             rows.append(
                 f'<li class="line"><div><h2>{esc(item["title"])}</h2><ul class="props">{props}'
                 f'</ul></div><div class="line-side"><span>{_money(item["line_price"])}</span>'
@@ -581,10 +581,10 @@ def _api_calls(ledger: Ledger) -> str:
         f'<td>{esc(c.at)}</td><td><code>{esc(c.operation)}</code></td>'
         f'<td>{esc(c.order_name or c.order or "")}</td><td>{esc(c.detail)}</td>'
         f'<td>{esc(c.outcome)}</td></tr>' for c in calls)
-    return (f'<table class="outbox shopify-calls"><caption>Newest first</caption><thead><tr>'
-            f'<th scope="col">Time (UTC)</th><th scope="col">Call</th>'
+    return (f'<div class="table-scroll"><table class="calls"><caption>Newest first</caption>'
+            f'<thead><tr><th scope="col">Time (UTC)</th><th scope="col">Call</th>'
             f'<th scope="col">Order</th><th scope="col">What</th>'
-            f'<th scope="col">Result</th></tr></thead><tbody>{rows}</tbody></table>')
+            f'<th scope="col">Result</th></tr></thead><tbody>{rows}</tbody></table></div>')
 
 
 class Outbox:

@@ -117,7 +117,7 @@ def test_keys_rotate_covers_provider_secrets(ctx: Context, shop: ShopRef, admin:
 
 def test_swapped_credentials_do_not_decrypt(ctx: Context, shop: ShopRef,
                                             other_shop: ShopRef) -> None:
-    from engine.crypto import CryptoError
+    from engine.providers.errors import ConnectionBroken
 
     a = connections.store_connection(ctx.plugins, shop, "google",
                                      Grant(account=None, credentials={"refresh_token": "A"}))
@@ -127,6 +127,9 @@ def test_swapped_credentials_do_not_decrypt(ctx: Context, shop: ShopRef,
         ra, rb = session.get(ProviderConnection, a), session.get(ProviderConnection, b)
         assert ra is not None and rb is not None
         ra.credentials, rb.credentials = rb.credentials, ra.credentials
-    with pytest.raises(CryptoError):
-        ctx.plugins.calendar_for  # noqa: B018 - the facade exists
+    # Each ciphertext is bound to its own row (AAD): swapped, neither decrypts, and the
+    # connection reads as broken (the merchant reconnects), not as a crash.
+    with pytest.raises(ConnectionBroken, match="cannot be decrypted"):
         connections.open_connection(ctx.plugins, shop, "google")
+    with pytest.raises(ConnectionBroken, match="cannot be decrypted"):
+        connections.open_connection(ctx.plugins, other_shop, "google")

@@ -202,13 +202,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine.bootstrap import bootstrap
-    from engine.demo import demo_urls, sample_availability_url, seed
+    from engine.demo import demo_config, demo_urls, sample_availability_url, seed
     from engine.store.migrate import upgrade
     from web.server import serve
 
     config = _config(demo=True)
     if "CONSULTBOOK_APP_URL" not in os.environ:
         config = config.with_(app_url=f"http://{args.host}:{args.port}")
+    # The demo plays Shopify's Admin API too: nothing it does leaves the machine.
+    config = demo_config(config, host=args.host, port=args.port)
     ctx = bootstrap(config)
     upgrade(ctx.db.engine)
     demo = seed(ctx)

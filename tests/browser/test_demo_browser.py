@@ -124,6 +124,11 @@ def test_customer_in_los_angeles_books_end_to_end_and_gets_mail(
                or (a.get_filename() or "").endswith(".ics")]
     assert invites, [a.get_content_type() for a in to_lena[0].iter_attachments()]
     assert b"BEGIN:VCALENDAR" in invites[0].get_payload(decode=True)
+    # The customer is told their own time (the zone the calendar detected) beside the
+    # shop's.
+    body = to_lena[0].get_body(preferencelist=("plain",))
+    assert body is not None and "(America/Los_Angeles)" in body.get_content()
+    assert booking["customer_timezone"] == "America/Los_Angeles"
 
     # ... and the demo's outbox viewer shows it.
     page.goto(f"{demo_server.base}/demo/outbox")

@@ -400,7 +400,7 @@
     var candidates = slot.experts.slice();
     var attempt = function () {
       var expert = candidates.shift();
-      return self.post("/holds", { service: self.service, expert: expert, start: slot.start }).then(function (res) {
+      return self.post("/holds", { service: self.service, expert: expert, start: slot.start, tz: self.tz }).then(function (res) {
         if (res.status === 201) { self.held(res, slot, expert); return; }
         var code = errorOf(res.body).code;
         // "Any expert": another expert free at the same time is as good.

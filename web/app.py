@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 import orjson
 
@@ -20,7 +22,8 @@ from web.install import register as register_install
 def create_app(ctx: Context) -> falcon.App:
     # The input guard runs first: no malformed path, query or body size reaches the auth
     # middleware (which reads the database) or a resource.
-    app = falcon.App(middleware=[InputGuard(), AuthMiddleware(ctx)])
+    middleware: list[Any] = [InputGuard(), AuthMiddleware(ctx)]
+    app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
     # orjson renders response documents several times faster than the json module (a

@@ -253,7 +253,7 @@ def sanitize(doc: Any, *, max_depth: int = MAX_WEBHOOK_DEPTH) -> Any:
             else:
                 copy = leaf(value)
             if isinstance(target, dict):
-                target[clean_text(key)] = copy
+                target[clean_text(str(key))] = copy
             else:
                 target.append(copy)
     return root

@@ -31,6 +31,7 @@ def test_hold_returns_id_expiry_and_cart_properties(store: Storefront, cat: dict
     assert r.status_code == 201, r.text
     body = r.json
     assert body["expires_at"] == "2026-11-30T12:10:00Z"
+    assert body["expert"] == cat["expert"] and body["seats"] == 1
     props = body["line_item_properties"]
     assert props["_hold"] == body["hold"]
     assert props["Expert"] == "Expert 0"

@@ -179,6 +179,8 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
         assert hold.expires_at is not None
         return {
             "hold": hold.id,
+            "expert": expert.id,
+            "seats": 1,  # one seat per hold in this release
             "expires_at": hold.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "start": req.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "end": end.strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -29,6 +29,8 @@ __all__ = [
     "CalendarProvider",
     "ConnectionHandle",
     "Connector",
+    "FormConnector",
+    "FormField",
     "Grant",
     "MailProvider",
     "Provider",
@@ -226,4 +228,46 @@ class Connector:
         The engine has already checked ``state``. Raises
         :class:`~engine.providers.errors.ProviderRejected` when the provider refuses.
         """
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One field a form asks the merchant for (a connect form, a provider's settings).
+
+    ``kind`` is ``"text"``, ``"password"`` (never shown again once saved), ``"url"`` or
+    ``"email"``; the admin renders the form from these, knowing nothing else of the
+    provider."""
+
+    name: str
+    label: str
+    kind: str = "text"
+    required: bool = True
+    help: str = ""
+    placeholder: str = ""
+
+
+class FormConnector(Connector):
+    """A connection made by filling in a form instead of an OAuth redirect: a CalDAV
+    server's URL, user and app password; a Zoom Server-to-Server app's account id, client
+    id and secret. Registered with ``registry.add_connector`` like an OAuth connector.
+
+    The engine renders :attr:`fields`, passes what the merchant typed to :meth:`connect`,
+    and stores the :class:`Grant`'s credentials encrypted, exactly as for OAuth; providers
+    whose ``connection`` names this connector then get them through
+    :class:`ConnectionHandle`."""
+
+    fields: ClassVar[tuple[FormField, ...]] = ()
+
+    def start(self, *, state: str, redirect_uri: str) -> tuple[str, dict[str, Any]]:
+        raise NotImplementedError("a form connector has no redirect flow")
+
+    def connect(self, *, values: Mapping[str, str]) -> Grant:
+        """Check ``values`` (one string per field; blanks of optional fields are ``""``)
+        and the account they name -- e.g. log in once -- and return the grant to store.
+
+        Raises :class:`~engine.providers.errors.ProviderRejected` with a sentence the
+        merchant can act on ("the server refused the user name or password") when the
+        values are wrong, :class:`~engine.providers.errors.ProviderUnavailable` when the
+        service cannot be reached. Never stores anything itself."""
         raise NotImplementedError

@@ -183,3 +183,27 @@ def test_unsigned_hold_is_401(store: Storefront, cat: dict[str, Any]) -> None:
                                                          "start": TUE_9})
     assert r.status_code == 401
     assert r.json["error"]["code"] == "invalid_signature"
+
+
+def test_a_hold_asks_for_seats_within_what_the_session_has(store: Storefront,
+                                                           cat: dict[str, Any]) -> None:
+    one = store.hold(cat["service"], cat["expert"], TUE_9, seats=1)
+    assert one.status_code == 201 and one.json["seats"] == 1
+    # A one-seat session cannot take two customers: refused, and nothing is held.
+    two = store.hold(cat["service"], cat["expert"], "2026-12-01T09:30:00Z", seats=2)
+    assert two.status_code == 409 and two.json["error"]["code"] == "slot_unavailable"
+    assert "2026-12-01T09:30:00Z" in slots(store, cat)
+    for bad in (0, -1, 1001, "1", 1.5, True, None):
+        r = store.hold(cat["service"], cat["expert"], "2026-12-01T10:00:00Z", seats=bad)
+        assert r.status_code == 400, (bad, r.text)
+
+
+def test_answers_must_fit_the_services_questions(store: Storefront, cat: dict[str, Any]
+                                                 ) -> None:
+    assert store.hold(cat["service"], cat["expert"], TUE_9, answers={}).status_code == 201
+    r = store.hold(cat["service"], cat["expert"], "2026-12-01T09:30:00Z",
+                   answers={"topic": "taxes"})
+    assert r.status_code == 422 and r.json["error"]["code"] == "invalid_answers"
+    assert "topic" in r.json["error"]["message"]
+    r = store.hold(cat["service"], cat["expert"], "2026-12-01T09:30:00Z", answers=["x"])
+    assert r.status_code == 400

@@ -8,7 +8,7 @@ the time is free (409 ``slot_unavailable``, decided by the database).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,6 +29,7 @@ from engine.services.availability import (
 from engine.services.catalog import live_expert, live_service
 from engine.services.claims import SlotUnavailable, expire_stale_holds, insert_last
 from engine.services.shops import ShopRef
+from engine.services.validation import integer
 from engine.services.validation import timezone as parse_timezone
 from engine.store import Database, new_id
 from engine.store.models import HELD, RELEASED, Claim
@@ -40,6 +41,8 @@ class HoldRequest:
     expert_id: str
     start: datetime
     tz: str | None = None
+    seats: int = 1
+    answers: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_instant(name: str, value: Any) -> datetime:
@@ -61,7 +64,7 @@ def parse_instant(name: str, value: Any) -> datetime:
 def parse_hold(doc: Any) -> HoldRequest:
     if not isinstance(doc, dict):
         raise ValidationError("the request body must be a JSON object")
-    unknown = sorted(set(doc) - {"service", "expert", "start", "tz"})
+    unknown = sorted(set(doc) - {"service", "expert", "start", "tz", "seats", "answers"})
     if unknown:
         raise ValidationError(f"unknown field {unknown[0]!r}", field=unknown[0])
     for name in ("service", "expert", "start"):
@@ -72,8 +75,25 @@ def parse_hold(doc: Any) -> HoldRequest:
     tz = doc.get("tz")
     if tz is not None:
         tz = parse_timezone("tz", tz)
+    seats = integer(1, MAX_SEATS)("seats", doc["seats"]) if "seats" in doc else 1
+    answers = doc.get("answers", {})
+    if not isinstance(answers, dict):
+        raise ValidationError("answers must be an object of question ids to answers",
+                              field="answers")
     return HoldRequest(doc["service"].strip(), doc["expert"].strip(),
-                       parse_instant("start", doc["start"]), tz)
+                       parse_instant("start", doc["start"]), tz, seats, dict(answers))
+
+
+MAX_SEATS = 1000
+SERVICE_SEATS = 1  # one customer per session in this release
+
+
+def check_answers(answers: dict[str, Any]) -> None:
+    """``422 invalid_answers`` unless ``answers`` fit the service's questions. A service
+    asks no questions in this release, so any answer names an unknown question."""
+    for question in sorted(answers):
+        raise Unprocessable(f"the service asks no question {question[:40]!r}",
+                            code="invalid_answers")
 
 
 def _describe(start: datetime, end: datetime, tz: ZoneInfo) -> str:
@@ -140,6 +160,7 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
             db.cache.put(key, cached)
         service, expert, cals, emails = cached
         rules = service.rules
+        check_answers(req.answers)
         cal = next((c for c in cals if c.expert_id == expert.id), None)
         if cal is None:
             raise NotFound(f"expert {expert.id!r} does not offer this service")
@@ -163,6 +184,8 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
             raise TooManyRequests(
                 f"you already hold {config.max_holds_per_visitor} appointments; book or "
                 "release one first", code="too_many_holds")
+        if req.seats > SERVICE_SEATS:
+            raise SlotUnavailable(f"this session has {SERVICE_SEATS} seat; ask for fewer")
         claim_start, claim_end = (datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC))
         # Time the shop's calendar provider says is busy is not for sale either.
         if any(s < b and a < e for s, e in external):
@@ -180,7 +203,7 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
         return {
             "hold": hold.id,
             "expert": expert.id,
-            "seats": 1,  # one seat per hold in this release
+            "seats": req.seats,
             "expires_at": hold.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "start": req.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "end": end.strftime("%Y-%m-%dT%H:%M:%SZ"),

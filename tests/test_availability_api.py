@@ -63,6 +63,21 @@ def test_local_in_requested_zone_and_expert_filter(client: Client, ctx: Context,
     assert {s["expert"] for s in r.json["slots"]} == {setup["york"]}
 
 
+def test_any_expert_lists_each_start_once_with_how_many_could_take_it(
+        client: Client, ctx: Context, shop: ShopRef, setup: dict[str, str]) -> None:
+    r = get(client, ctx, shop, service=setup["service"], start="2026-12-01", days="1",
+            expert="any", tz="America/New_York")
+    assert r.status_code == 200, r.text
+    assert r.json["slots"] == [
+        {"start": "2026-12-01T08:00:00Z", "end": "2026-12-01T09:00:00Z", "expert": "any",
+         "local": "2026-12-01T03:00:00-05:00", "experts_free": 1},
+        {"start": "2026-12-01T09:00:00Z", "end": "2026-12-01T10:00:00Z", "expert": "any",
+         "local": "2026-12-01T04:00:00-05:00", "experts_free": 2},
+        {"start": "2026-12-01T10:00:00Z", "end": "2026-12-01T11:00:00Z", "expert": "any",
+         "local": "2026-12-01T05:00:00-05:00", "experts_free": 1},
+    ]
+
+
 def test_start_is_a_date_in_the_shop_zone(client: Client, ctx: Context, shop: ShopRef,
                                           admin: Admin, setup: dict[str, str]) -> None:
     # Maya works 23:00-24:00 New York on Mondays = 05:00-06:00 Berlin on Tuesday.

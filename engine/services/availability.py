@@ -67,6 +67,11 @@ class AvailabilityQuery:
     days: int
     expert_id: str | None = None
     tz: str | None = None
+    #: ``expert=any``: each start once, with how many experts could take it.
+    any_expert: bool = False
+
+
+ANY = "any"
 
 
 def parse_query(params: Mapping[str, str]) -> AvailabilityQuery:
@@ -94,6 +99,8 @@ def parse_query(params: Mapping[str, str]) -> AvailabilityQuery:
         parse_timezone("tz", tz)
     if start.year < 1970 or start.year > 9000:
         raise ValidationError("start is out of range", field="start")
+    if expert == ANY:
+        return AvailabilityQuery(service, start, int(raw_days), None, tz, any_expert=True)
     return AvailabilityQuery(service, start, int(raw_days), expert, tz)
 
 
@@ -176,6 +183,20 @@ def render_slots(slots: Sequence[Slot], tz: ZoneInfo) -> list[dict[str, Any]]:
              "local": iso_local(s.start, tz)} for s in slots]
 
 
+def render_any(slots: Sequence[Slot], tz: ZoneInfo) -> list[dict[str, Any]]:
+    """``expert=any``: one entry per start (slots come sorted by start, then expert)."""
+    out: list[dict[str, Any]] = []
+    for s in slots:
+        if out and out[-1]["_start"] == s.start:
+            out[-1]["experts_free"] += 1
+            continue
+        out.append({"_start": s.start, "start": iso_utc(s.start), "end": iso_utc(s.end),
+                    "expert": ANY, "local": iso_local(s.start, tz), "experts_free": 1})
+    for entry in out:
+        del entry["_start"]
+    return out
+
+
 def availability(db: Database, clock: Clock, shop: ShopRef, query: AvailabilityQuery,
                  busy_source: BusySource = no_busy) -> dict[str, Any]:
     """``GET /proxy/availability``: slots whose start lies in the shop-local dates
@@ -211,4 +232,5 @@ def availability(db: Database, clock: Clock, shop: ShopRef, query: AvailabilityQ
                                          *external.get(c.expert_id, ()))) for c in cals]
     slots = merged_slots(cals, rules, now=now, range_start=range_start, range_end=range_end)
     out_tz = zone(query.tz) if query.tz else shop_tz
-    return {"shop_timezone": shop.timezone, "slots": render_slots(slots, out_tz)}
+    render = render_any if query.any_expert else render_slots
+    return {"shop_timezone": shop.timezone, "slots": render(slots, out_tz)}

@@ -42,7 +42,7 @@ from engine.providers import (
     Retry,
     retrying,
 )
-from engine.providers.intervals import merge_clip
+from engine.providers.batching import BusyAnswers, busy_calls, http_session
 from plugins.calendar_google.client import (
     AUTH_URL,
     SCOPES,
@@ -110,13 +110,11 @@ class GoogleConnector(Connector):
         if not code:
             raise ProviderRejected("Google sent no authorization code", provider=self.name)
         token_url = str(self.config.origins.get("google_token", TOKEN_URL))
-        session = requests.Session()
-        session.trust_env = False  # our CA setting, not the machine's proxy/CA variables
+        session = http_session(self.config.provider_ca_bundle or True)
 
         def attempt() -> dict[str, Any]:
             try:
-                resp = session.post(token_url, timeout=self.retry.timeout,
-                                    verify=self.config.provider_ca_bundle or True, data={
+                resp = session.post(token_url, timeout=self.retry.timeout, data={
                                         "grant_type": "authorization_code", "code": code,
                                         "client_id": self.config.google_client_id,
                                         "client_secret": self.config.google_client_secret,
@@ -179,32 +177,25 @@ class GoogleCalendar(CalendarProvider):
     def _busy(self, session: GoogleSession, calendars: Sequence[str], start: datetime,
               end: datetime) -> Mapping[str, CalendarBusy]:
         api = session.service("calendar", "v3")
-        found: dict[str, list[tuple[datetime, datetime]]] = {c: [] for c in calendars}
-        errors: dict[str, str] = {}
-        unique = sorted(set(calendars))
-        piece_start = start
-        while piece_start < end:
-            piece_end = min(end, piece_start + MAX_RANGE)
-            for i in range(0, len(unique), MAX_CALENDARS_PER_QUERY):
-                batch = unique[i:i + MAX_CALENDARS_PER_QUERY]
-                body = {"timeMin": _rfc3339(piece_start), "timeMax": _rfc3339(piece_end),
-                        "timeZone": "UTC", "items": [{"id": c} for c in batch]}
-                answer = session.call(lambda body=body: api.freebusy().query(body=body))
-                got = answer.get("calendars", {})
-                for cal in batch:
-                    entry = got.get(cal)
-                    if entry is None:
-                        errors[cal] = "Google did not answer for this calendar"
-                        continue
-                    if entry.get("errors"):
-                        reasons = ", ".join(e.get("reason", "?") for e in entry["errors"])
-                        errors[cal] = f"Google cannot read this calendar ({reasons})"
-                        continue
-                    for b in entry.get("busy", []):
-                        found[cal].append((_parse(b["start"]), _parse(b["end"])))
-            piece_start = piece_end
-        return {c: CalendarBusy(error=errors[c]) if c in errors else
-                CalendarBusy(tuple(merge_clip(found[c], start, end))) for c in calendars}
+        answers = BusyAnswers(calendars)
+        for batch, piece_start, piece_end in busy_calls(
+                calendars, start, end, max_calendars=MAX_CALENDARS_PER_QUERY,
+                max_range=MAX_RANGE):
+            body = {"timeMin": _rfc3339(piece_start), "timeMax": _rfc3339(piece_end),
+                    "timeZone": "UTC", "items": [{"id": c} for c in batch]}
+            answer = session.call(lambda body=body: api.freebusy().query(body=body))
+            got = answer.get("calendars", {})
+            for cal in batch:
+                entry = got.get(cal)
+                if entry is None:
+                    answers.fail(cal, "Google did not answer for this calendar")
+                elif entry.get("errors"):
+                    reasons = ", ".join(e.get("reason", "?") for e in entry["errors"])
+                    answers.fail(cal, f"Google cannot read this calendar ({reasons})")
+                else:
+                    answers.add(cal, ((_parse(b["start"]), _parse(b["end"]))
+                                      for b in entry.get("busy", [])))
+        return answers.result(start, end)
 
     # --- events ---------------------------------------------------------------------
 

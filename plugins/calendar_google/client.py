@@ -24,14 +24,13 @@ from googleapiclient.errors import HttpError
 
 from engine.config import Config
 from engine.providers import (
-    ConnectionBroken,
     ProviderContext,
-    ProviderNotConfigured,
     ProviderRejected,
     Retry,
     parse_retry_after,
     retrying,
 )
+from engine.providers.batching import AccountSession
 
 T = TypeVar("T")
 
@@ -71,15 +70,15 @@ def http_status_reason(exc: HttpError) -> tuple[int, str]:
     return status, str(reason)
 
 
-class GoogleSession:
+class GoogleSession(AccountSession):
     """Authorized Google API access for one shop's connection."""
 
     provider = "google"
+    account_label = service_label = "Google"
 
     def __init__(self, ctx: ProviderContext) -> None:
-        if ctx.connection is None:
-            raise ProviderNotConfigured("the shop has not connected its Google account")
-        self.ctx = ctx
+        super().__init__(ctx)
+        assert ctx.connection is not None
         config = ctx.config
         doc = ctx.connection.credentials()
         expiry = None
@@ -100,9 +99,6 @@ class GoogleSession:
 
     def __enter__(self) -> GoogleSession:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the pooled connections (no sockets left for the garbage collector)."""
@@ -130,12 +126,6 @@ class GoogleSession:
                 doc["refresh_token"] = creds.refresh_token
             self.ctx.connection.save(doc)
             self._doc, self._saved = doc, (creds.token, expiry)
-
-    def _broken(self, reason: str) -> ConnectionBroken:
-        if self.ctx.connection is not None:
-            self.ctx.connection.mark_broken(reason)
-        return ConnectionBroken(f"the Google connection is broken: {reason}",
-                                provider=self.provider)
 
     def call(self, make: Callable[[], Any], *, passthrough: tuple[int, ...] = ()) -> Any:
         """Execute the request ``make()`` builds, with retries. HttpErrors whose status is

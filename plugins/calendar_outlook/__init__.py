@@ -35,7 +35,6 @@ from engine.providers import (
     BookingDetails,
     CalendarBusy,
     CalendarProvider,
-    ConnectionBroken,
     Connector,
     EventRef,
     Grant,
@@ -48,7 +47,8 @@ from engine.providers import (
     parse_retry_after,
     retrying,
 )
-from engine.providers.intervals import complement, merge_clip
+from engine.providers.batching import AccountSession, BusyAnswers, busy_calls, http_session
+from engine.providers.intervals import complement
 from plugins.calendar_outlook.windows_zones import WINDOWS_TO_IANA
 
 AUTHORITY = "https://login.microsoftonline.com/common"
@@ -74,10 +74,7 @@ def transaction_id(booking_id: str) -> str:
 
 
 def _http(config: Config) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = config.provider_ca_bundle or True
-    return session
+    return http_session(config.provider_ca_bundle or True)
 
 
 def _app(config: Config, cache: msal.SerializableTokenCache, http: requests.Session,
@@ -143,15 +140,16 @@ def working_windows(hours: Mapping[str, Any], start: datetime,
     return out
 
 
-class GraphSession:
+class GraphSession(AccountSession):
     """msal tokens plus Graph calls for one shop's Outlook connection."""
 
     provider = "outlook"
+    account_label = "Microsoft"
+    service_label = "Outlook"
 
     def __init__(self, ctx: ProviderContext) -> None:
-        if ctx.connection is None:
-            raise ProviderNotConfigured("the shop has not connected its Microsoft account")
-        self.ctx = ctx
+        super().__init__(ctx)
+        assert ctx.connection is not None
         self.doc = ctx.connection.credentials()
         self.cache = msal.SerializableTokenCache()
         self.cache.deserialize(self.doc.get("cache") or "{}")
@@ -162,14 +160,8 @@ class GraphSession:
     def __enter__(self) -> GraphSession:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         self.http.close()
-
-    def _broken(self, reason: str) -> ConnectionBroken:
-        if self.ctx.connection is not None:
-            self.ctx.connection.mark_broken(reason)
-        return ConnectionBroken(f"the Outlook connection is broken: {reason}",
-                                provider=self.provider)
 
     def _persist(self) -> None:
         if self.cache.has_state_changed and self.ctx.connection is not None:
@@ -303,48 +295,34 @@ class OutlookCalendar(CalendarProvider):
 
     def busy(self, calendars: Sequence[str], start: datetime,
              end: datetime) -> Mapping[str, CalendarBusy]:
-        found: dict[str, list[tuple[datetime, datetime]]] = {c: [] for c in calendars}
-        windows: dict[str, list[tuple[datetime, datetime]]] = {}
-        errors: dict[str, str] = {}
-        unique = sorted(set(calendars))
+        answers = BusyAnswers(calendars)
+        outside: dict[str, list[tuple[datetime, datetime]]] = {}
         with GraphSession(self.ctx) as graph:
-            piece = start
-            while piece < end:
-                piece_end = min(end, piece + MAX_RANGE)
-                for i in range(0, len(unique), MAX_SCHEDULES):
-                    batch = unique[i:i + MAX_SCHEDULES]
-                    resp = graph.call("POST", "/me/calendar/getSchedule", body={
-                        "schedules": batch, "startTime": _graph_time(piece),
-                        "endTime": _graph_time(piece_end), "availabilityViewInterval": 30})
-                    by_id = {v.get("scheduleId", "").lower(): v
-                             for v in resp.json().get("value", [])}
-                    for cal in batch:
-                        info = by_id.get(cal.lower())
-                        if info is None or info.get("error"):
-                            err = (info or {}).get("error") or {}
-                            errors[cal] = ("Outlook cannot read this calendar "
-                                           f"({err.get('responseCode', 'no answer')})")
-                            continue
-                        for item in info.get("scheduleItems", []):
-                            if str(item.get("status", "")).lower() in BUSY_STATUSES:
-                                found[cal].append((_parse_graph_time(item["start"]),
-                                                   _parse_graph_time(item["end"])))
-                        hours = info.get("workingHours")
-                        if hours:
-                            got = working_windows(hours, piece, piece_end)
-                            if got is not None:
-                                windows.setdefault(cal, []).extend(got)
-                piece = piece_end
-        out: dict[str, CalendarBusy] = {}
-        for cal in calendars:
-            if cal in errors:
-                out[cal] = CalendarBusy(error=errors[cal])
-                continue
-            busy = found[cal]
-            if cal in windows:
-                busy = busy + complement(windows[cal], start, end)
-            out[cal] = CalendarBusy(tuple(merge_clip(busy, start, end)))
-        return out
+            for batch, piece, piece_end in busy_calls(calendars, start, end,
+                                                      max_calendars=MAX_SCHEDULES,
+                                                      max_range=MAX_RANGE):
+                resp = graph.call("POST", "/me/calendar/getSchedule", body={
+                    "schedules": batch, "startTime": _graph_time(piece),
+                    "endTime": _graph_time(piece_end), "availabilityViewInterval": 30})
+                by_id = {v.get("scheduleId", "").lower(): v
+                         for v in resp.json().get("value", [])}
+                for cal in batch:
+                    info = by_id.get(cal.lower())
+                    if info is None or info.get("error"):
+                        err = (info or {}).get("error") or {}
+                        answers.fail(cal, "Outlook cannot read this calendar "
+                                          f"({err.get('responseCode', 'no answer')})")
+                        continue
+                    answers.add(cal, ((_parse_graph_time(item["start"]),
+                                       _parse_graph_time(item["end"]))
+                                      for item in info.get("scheduleItems", [])
+                                      if str(item.get("status", "")).lower() in BUSY_STATUSES))
+                    hours = info.get("workingHours")
+                    got = working_windows(hours, piece, piece_end) if hours else None
+                    if got is not None:
+                        # Time outside this piece's working windows is busy.
+                        outside.setdefault(cal, []).extend(complement(got, piece, piece_end))
+        return answers.result(start, end, outside)
 
     def _body(self, booking: BookingDetails, meeting: Meeting | None) -> dict[str, Any]:
         attendees = []

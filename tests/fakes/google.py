@@ -6,6 +6,12 @@ refresh tokens (a revoked one is ``invalid_grant``), PKCE on the code exchange, 
 50 calendars per ``freeBusy`` call and at most 60 days per range, client-chosen event ids
 in base32hex (a repeated id is 409 ``duplicate``), and Meet conferences that stay
 ``pending`` for a configurable number of reads.
+
+Push: ``events.watch`` opens a channel (our id and token, ``params.ttl`` capped at a
+week) and, like Google, sends the ``sync`` handshake to its address; ``channels.stop``
+closes it (404 for an unknown id or resource id). :meth:`FakeGoogle.add_busy` changes a
+calendar and notifies its channels over real HTTP (``exists``); :meth:`notify` sends any
+notification (a forged token...); :meth:`drop_channel` is Google stopping one silently.
 """
 
 from __future__ import annotations
@@ -16,9 +22,14 @@ import itertools
 import json
 import re
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
+
+import requests
 
 from tests.fakes.http import FakeServer, Request, Response
 
@@ -56,6 +67,12 @@ class FakeGoogle(FakeServer):
         self.spaces: list[dict[str, Any]] = []
         self.conference_pending_reads = 0
         self._counter = itertools.count(1)
+        self.channels: dict[str, dict[str, Any]] = {}  # channel id -> channel
+        self.max_ttl = 7 * 86400
+        #: The fake's idea of now (POSIX seconds); tests point it at their clock.
+        self.now: Callable[[], float] = time.time
+        #: Answers of the notifications the fake sent: (channel id, state, HTTP status).
+        self.deliveries: list[tuple[str, str, int]] = []
 
     # --- helpers for tests ------------------------------------------------------------
 
@@ -77,6 +94,37 @@ class FakeGoogle(FakeServer):
     def live_events(self) -> list[dict[str, Any]]:
         return [e for e in self.events.values() if e.get("status") != "cancelled"]
 
+    def live_channels(self, calendar: str | None = None) -> list[dict[str, Any]]:
+        now = self.now()
+        return [c for c in self.channels.values() if int(c["expiration"]) / 1000 > now
+                and (calendar is None or c["calendar"] == calendar)]
+
+    def notify(self, channel_id: str, state: str = "exists", *, token: str | None = None,
+               resource_id: str | None = None, address: str | None = None) -> int:
+        """POST one notification like Google (headers only) over real HTTP; the status."""
+        channel = self.channels.get(channel_id, {})
+        headers = {"X-Goog-Channel-ID": channel_id,
+                   "X-Goog-Channel-Token": channel.get("token", "") if token is None else token,
+                   "X-Goog-Resource-ID": resource_id or channel.get("resourceId", "r"),
+                   "X-Goog-Resource-URI": channel.get("resourceUri", ""),
+                   "X-Goog-Resource-State": state,
+                   "X-Goog-Message-Number": str(next(self._counter))}
+        if channel.get("expiration"):
+            headers["X-Goog-Channel-Expiration"] = str(channel["expiration"])
+        status = requests.post(address or channel["address"], headers=headers, timeout=5,
+                               data=b"").status_code
+        self.deliveries.append((channel_id, state, status))
+        return status
+
+    def add_busy(self, calendar: str, start: datetime, end: datetime) -> list[int]:
+        """A new busy event in ``calendar``: its live channels are notified (statuses)."""
+        self.busy.setdefault(calendar, []).append((start, end))
+        return [self.notify(c["id"]) for c in self.live_channels(calendar)]
+
+    def drop_channel(self, channel_id: str) -> None:
+        """Google stops a channel on its own (no notification says so)."""
+        self.channels.pop(channel_id, None)
+
     # --- routing -------------------------------------------------------------------------
 
     def route(self, r: Request) -> Response:
@@ -91,6 +139,17 @@ class FakeGoogle(FakeServer):
                             {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'})
         if r.path == "/calendar/v3/freeBusy" and r.method == "POST":
             return self._freebusy(r)
+        m = re.fullmatch(r"/calendar/v3/calendars/([^/]+)/events/watch", r.path)
+        if m and r.method == "POST":
+            return self._watch(r, m.group(1))
+        if r.path == "/calendar/v3/channels/stop" and r.method == "POST":
+            body = r.json
+            channel = self.channels.get(body.get("id", ""))
+            if channel is None or channel["resourceId"] != body.get("resourceId"):
+                return Response(404, {"error": {"code": 404, "message": "Channel not found",
+                                                "errors": [{"reason": "notFound"}]}})
+            del self.channels[body["id"]]
+            return Response(204, b"")
         m = re.fullmatch(r"/calendar/v3/calendars/([^/]+)/events(?:/([^/]+))?", r.path)
         if m:
             return self._events(r, m.group(1), m.group(2))
@@ -102,6 +161,31 @@ class FakeGoogle(FakeServer):
             self.spaces.append(space)
             return Response(200, space)
         return Response(404, {"error": {"code": 404, "message": "Not Found"}})
+
+    def _watch(self, r: Request, calendar: str) -> Response:
+        body = r.json
+        cid = body.get("id", "")
+        if not re.fullmatch(r"[A-Za-z0-9\-_+/=]{1,64}", cid) or cid in self.channels:
+            return Response(400, {"error": {"code": 400, "message": "Invalid channel id",
+                                            "errors": [{"reason": "invalid"}]}})
+        if body.get("type") != "web_hook" or not str(body.get("address", "")).startswith(
+                ("https://", "http://127.0.0.1")):
+            # Google calls https only; loopback http stands in for it in tests.
+            return Response(400, {"error": {
+                "code": 400, "message": "WebHook callback must be HTTPS",
+                "errors": [{"reason": "push.webhookUrlNotHttps"}]}})
+        ttl = min(int((body.get("params") or {}).get("ttl") or self.max_ttl), self.max_ttl)
+        channel = {"kind": "api#channel", "id": cid,
+                   "resourceId": f"res-{secrets.token_hex(6)}",
+                   "resourceUri": f"{self.url}/calendar/v3/calendars/{calendar}/events",
+                   "token": body.get("token", ""), "address": body["address"],
+                   "expiration": str(int((self.now() + ttl) * 1000)), "calendar": calendar}
+        self.channels[cid] = channel
+        # Like Google: the sync handshake right after the channel exists (a thread, so the
+        # watch answer is not held up by the app's answer).
+        threading.Thread(target=self.notify, args=(cid, "sync"), daemon=True).start()
+        return Response(200, {k: v for k, v in channel.items()
+                              if k not in ("address", "calendar")})
 
     def _authorize(self, r: Request) -> Response:
         """Consent at once: redirect back with a code (PKCE challenge remembered)."""

@@ -5,6 +5,13 @@ Checks what Microsoft checks: the client secret, PKCE, bearer tokens (unknown or
 ones are 401), revoked refresh tokens (``invalid_grant``), at most 20 schedules per
 ``getSchedule`` and ranges under 62 days; ``transactionId`` makes a repeated event POST
 return the first event.
+
+Push: ``POST /v1.0/subscriptions`` validates the notification (and lifecycle) URL like
+Graph -- a POST with ``?validationToken=`` that must be echoed as ``text/plain`` within
+10 s -- and refuses an expiration past 7 days; ``PATCH`` renews, ``DELETE`` removes.
+:meth:`FakeMicrosoft.add_busy` changes a schedule and notifies its subscriptions over
+real HTTP; :meth:`notify` sends any notification (a forged ``clientState``, a lifecycle
+event); :meth:`remove_subscription` is Graph dropping one (``subscriptionRemoved``).
 """
 
 from __future__ import annotations
@@ -17,9 +24,13 @@ import json
 import re
 import secrets
 import time
+import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
+
+import requests
 
 from tests.fakes.http import FakeServer, Request, Response
 from tests.fakes.tls import server_context
@@ -54,6 +65,12 @@ class FakeMicrosoft(FakeServer):
         self.schedules: dict[str, dict[str, Any]] = {}
         self.events: dict[str, dict[str, Any]] = {}
         self._counter = itertools.count(1)
+        self.subscriptions: dict[str, dict[str, Any]] = {}
+        self.max_minutes = 10080
+        #: The fake's idea of now (POSIX seconds); tests point it at their clock.
+        self.now: Callable[[], float] = time.time
+        #: (url, validation token, HTTP status, content type) of every handshake sent.
+        self.validations: list[tuple[str, str, int, str]] = []
 
     def origins(self) -> dict[str, str]:
         return {"microsoft_authority": f"{self.url}/common", "graph": self.url}
@@ -71,6 +88,43 @@ class FakeMicrosoft(FakeServer):
 
     def live_events(self) -> list[dict[str, Any]]:
         return [e for e in self.events.values() if not e.get("isCancelled")]
+
+    def live_subscriptions(self, schedule: str | None = None) -> list[dict[str, Any]]:
+        now = self.now()
+        return [s for s in self.subscriptions.values() if s["_expires"] > now and (
+            schedule is None or s["resource"].lower() == f"users/{schedule.lower()}/events")]
+
+    def notify(self, subscription_id: str, change: str = "updated", *,
+               client_state: str | None = None, lifecycle: str | None = None,
+               url: str | None = None) -> int:
+        """POST one notification like Graph over real HTTP; the HTTP status."""
+        sub = self.subscriptions.get(subscription_id, {})
+        item: dict[str, Any] = {
+            "subscriptionId": subscription_id, "tenantId": self.tenant_id,
+            "clientState": sub.get("clientState") if client_state is None else client_state,
+            "subscriptionExpirationDateTime": sub.get("expirationDateTime")}
+        if lifecycle:
+            item["lifecycleEvent"] = lifecycle
+            target = url or sub.get("lifecycleNotificationUrl") or sub["notificationUrl"]
+        else:
+            item.update({"changeType": change, "resource": sub.get("resource", ""),
+                         "resourceData": {"@odata.type": "#Microsoft.Graph.Event",
+                                          "id": f"AAMk{next(self._counter)}"}})
+            target = url or sub["notificationUrl"]
+        return requests.post(target, json={"value": [item]}, timeout=5).status_code
+
+    def add_busy(self, schedule: str, start: datetime, end: datetime,
+                 status: str = "busy") -> list[int]:
+        """A new event in ``schedule``: its live subscriptions are notified (statuses)."""
+        info = self.schedules.setdefault(schedule.lower(), {"busy": []})
+        info.setdefault("busy", []).append((start, end, status))
+        return [self.notify(s["id"], "created") for s in self.live_subscriptions(schedule)]
+
+    def remove_subscription(self, subscription_id: str) -> int:
+        """Graph drops a subscription and says so (``subscriptionRemoved``)."""
+        status = self.notify(subscription_id, lifecycle="subscriptionRemoved")
+        self.subscriptions.pop(subscription_id, None)
+        return status
 
     # --- identity ---------------------------------------------------------------------
 
@@ -93,6 +147,11 @@ class FakeMicrosoft(FakeServer):
                                             "message": "Access token has expired."}})
         if r.path == "/v1.0/me/calendar/getSchedule" and r.method == "POST":
             return self._schedule(r)
+        if r.path == "/v1.0/subscriptions" and r.method == "POST":
+            return self._subscribe(r)
+        m = re.fullmatch(r"/v1\.0/subscriptions/([^/]+)", r.path)
+        if m:
+            return self._subscription(r, m.group(1))
         if r.path == "/v1.0/me/events" and r.method == "POST":
             return self._create(r)
         m = re.fullmatch(r"/v1\.0/me/events/([^/]+)(/cancel)?", r.path)
@@ -191,6 +250,60 @@ class FakeMicrosoft(FakeServer):
                 entry["workingHours"] = info["working_hours"]
             value.append(entry)
         return Response(200, {"value": value})
+
+    def _expiry(self, value: str) -> float | None:
+        at = _parse({"dateTime": value.rstrip("Z"), "timeZone": "UTC"}).timestamp()
+        if at <= self.now() or at > self.now() + self.max_minutes * 60:
+            return None
+        return at
+
+    def _validate(self, url: str) -> bool:
+        token = f"Validation: Testing client application {secrets.token_hex(8)}"
+        try:
+            resp = requests.post(url, params={"validationToken": token}, timeout=10,
+                                 headers={"Content-Type": "text/plain"}, data=b"")
+        except requests.RequestException:
+            self.validations.append((url, token, 0, ""))
+            return False
+        kind = resp.headers.get("Content-Type", "")
+        self.validations.append((url, token, resp.status_code, kind))
+        return resp.status_code == 200 and kind.startswith("text/plain") and resp.text == token
+
+    def _subscribe(self, r: Request) -> Response:
+        body = r.json
+        expires = self._expiry(body.get("expirationDateTime", ""))
+        if expires is None:
+            return Response(400, {"error": {"code": "InvalidRequest",
+                                            "message": "expirationDateTime out of range"}})
+        urls = {body.get("notificationUrl", ""), body.get("lifecycleNotificationUrl") or ""}
+        urls.discard("")
+        if not all(u.startswith(("https://", "http://127.0.0.1")) for u in urls) or \
+                not all(self._validate(u) for u in urls):
+            return Response(400, {"error": {"code": "ValidationError",
+                                            "message": "Subscription validation request "
+                                            "failed."}})
+        sid = str(uuid.uuid4())
+        sub = {**body, "id": sid, "applicationId": self.client_id, "_expires": expires}
+        self.subscriptions[sid] = sub
+        return Response(201, {k: v for k, v in sub.items() if not k.startswith("_")})
+
+    def _subscription(self, r: Request, sid: str) -> Response:
+        sub = self.subscriptions.get(sid)
+        if sub is None or sub["_expires"] <= self.now():
+            self.subscriptions.pop(sid, None)
+            return Response(404, {"error": {"code": "ResourceNotFound",
+                                            "message": "subscription not found"}})
+        if r.method == "PATCH":
+            expires = self._expiry(r.json.get("expirationDateTime", ""))
+            if expires is None:
+                return Response(400, {"error": {"code": "InvalidRequest",
+                                                "message": "expirationDateTime out of range"}})
+            sub.update(expirationDateTime=r.json["expirationDateTime"], _expires=expires)
+            return Response(200, {k: v for k, v in sub.items() if not k.startswith("_")})
+        if r.method == "DELETE":
+            del self.subscriptions[sid]
+            return Response(204, b"")
+        return Response(200, {k: v for k, v in sub.items() if not k.startswith("_")})
 
     def _create(self, r: Request) -> Response:
         body = r.json

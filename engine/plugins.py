@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import importlib
 import logging
-import re
+import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from engine import hookspecs
-from engine.errors import ConfigError, NotFound
+from engine.errors import NotFound
 from engine.hookspecs import hookimpl
 from engine.providers.base import (
     CalendarProvider,
@@ -42,6 +42,14 @@ from engine.providers.base import (
     VideoProvider,
 )
 from engine.providers.errors import ProviderNotConfigured
+from engine.providers.registry import (
+    KINDS,
+    JobRegistry,
+    PluginError,
+    ProviderRegistry,
+    RouteRegistry,
+    SecretRegistry,
+)
 from engine.providers.retry import RetryPolicy
 from engine.providers.types import BookingDetails, MailMessage, Meeting
 
@@ -53,6 +61,19 @@ if TYPE_CHECKING:
     from engine.crypto import Keyring
     from engine.services.shops import ShopRef
     from engine.store import Database
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "KINDS",
+    "PluginError",
+    "ProviderRegistry",
+    "build_jobs",
+    "build_registry",
+    "build_routes",
+    "build_secrets",
+    "make_plugin_manager",
+    "migration_locations",
+]
 
 log = logging.getLogger("consultbook.plugins")
 
@@ -69,88 +90,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("calendar_outlook", "plugins.calendar_outlook"),
 )
 
-KINDS = ("calendar", "video", "mail")
-_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 P = TypeVar("P", bound=Provider)
-
-
-class PluginError(ConfigError):
-    """A plugin failed to load or registered something invalid (stops start-up)."""
-
-    code = "plugin_error"
-
-
-class ProviderRegistry:
-    """Named providers and connectors. Plugins add to it in
-    ``consultbook_register_providers``; the engine looks them up by name."""
-
-    _bases: Mapping[str, type[Provider]] = {
-        "calendar": CalendarProvider, "video": VideoProvider, "mail": MailProvider}
-
-    def __init__(self) -> None:
-        self._providers: dict[str, dict[str, type[Provider]]] = {k: {} for k in KINDS}
-        self._connectors: dict[str, type[Connector]] = {}
-        self._owner: dict[tuple[str, str], str] = {}
-        self.current_plugin = ""
-
-    def _add(self, kind: str, cls: type[Provider]) -> type[Provider]:
-        base = self._bases[kind]
-        if not (isinstance(cls, type) and issubclass(cls, base)):
-            raise PluginError(f"{self.current_plugin or 'a plugin'} registered {cls!r} as a "
-                              f"{kind} provider, but it is not a {base.__name__}")
-        name = cls.name
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise PluginError(f"{cls.__qualname__} needs a name like 'my_calendar' "
-                              f"(lower case letters, digits, _ and -), got {name!r}")
-        if name in self._providers[kind]:
-            raise PluginError(f"two plugins register a {kind} provider named {name!r}: "
-                              f"{self._owner[(kind, name)]} and {self.current_plugin}")
-        self._providers[kind][name] = cls
-        self._owner[(kind, name)] = self.current_plugin
-        return cls
-
-    def add_calendar(self, cls: type[CalendarProvider]) -> type[CalendarProvider]:
-        """Register a calendar provider class under ``cls.name``."""
-        self._add("calendar", cls)
-        return cls
-
-    def add_video(self, cls: type[VideoProvider]) -> type[VideoProvider]:
-        """Register a video provider class under ``cls.name``."""
-        self._add("video", cls)
-        return cls
-
-    def add_mail(self, cls: type[MailProvider]) -> type[MailProvider]:
-        """Register a mail provider class under ``cls.name``."""
-        self._add("mail", cls)
-        return cls
-
-    def add_connector(self, cls: type[Connector]) -> type[Connector]:
-        """Register an OAuth connector served at ``/auth/<cls.name>/start|callback``."""
-        if not (isinstance(cls, type) and issubclass(cls, Connector)):
-            raise PluginError(f"{cls!r} is not a Connector")
-        if not _NAME.fullmatch(cls.name or ""):
-            raise PluginError(f"{cls.__qualname__} needs a name, got {cls.name!r}")
-        if cls.name in self._connectors:
-            raise PluginError(f"two plugins register a connector named {cls.name!r}")
-        self._connectors[cls.name] = cls
-        return cls
-
-    def names(self, kind: str) -> list[str]:
-        """The registered provider names of one kind, sorted."""
-        return sorted(self._providers[kind])
-
-    def get(self, kind: str, name: str) -> type[Provider] | None:
-        return self._providers[kind].get(name)
-
-    def owner(self, kind: str, name: str) -> str | None:
-        """The plugin that registered a provider."""
-        return self._owner.get((kind, name))
-
-    def connector_names(self) -> list[str]:
-        return sorted(self._connectors)
-
-    def connector(self, name: str) -> type[Connector] | None:
-        return self._connectors.get(name)
 
 
 class _Core:
@@ -288,14 +228,55 @@ def make_plugin_manager(config: Config, *, entrypoints: bool = True, builtins: b
     return pm
 
 
-def build_registry(pm: pluggy.PluginManager) -> ProviderRegistry:
-    registry = ProviderRegistry()
+def _fill(pm: pluggy.PluginManager, hook: str, arg: str, registry: Any) -> Any:
     # Called per plugin so the registry can say who registered what.
-    for impl in reversed(pm.hook.consultbook_register_providers.get_hookimpls()):
+    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
         registry.current_plugin = impl.plugin_name
-        impl.function(registry=registry)
+        impl.function(**{arg: registry})
     registry.current_plugin = ""
     return registry
+
+
+def build_registry(pm: pluggy.PluginManager) -> ProviderRegistry:
+    """The providers and connectors every plugin registered."""
+    registry: ProviderRegistry = _fill(pm, "consultbook_register_providers", "registry",
+                                       ProviderRegistry())
+    return registry
+
+
+def build_jobs(pm: pluggy.PluginManager) -> JobRegistry:
+    """The periodic jobs every plugin asked for."""
+    jobs: JobRegistry = _fill(pm, "consultbook_register_jobs", "jobs", JobRegistry())
+    return jobs
+
+
+def build_routes(pm: pluggy.PluginManager) -> RouteRegistry:
+    """The HTTP routes every plugin serves."""
+    routes: RouteRegistry = _fill(pm, "consultbook_register_routes", "routes",
+                                  RouteRegistry())
+    return routes
+
+
+def build_secrets(pm: pluggy.PluginManager) -> SecretRegistry:
+    """The encrypted columns of plugins' tables."""
+    secrets: SecretRegistry = _fill(pm, "consultbook_register_secrets", "secrets",
+                                    SecretRegistry())
+    return secrets
+
+
+def migration_locations(pm: pluggy.PluginManager) -> tuple[str, ...]:
+    """Every plugin's folders of Alembic version scripts (absolute paths, in plugin order)."""
+    found: list[str] = []
+    for impl in reversed(pm.hook.consultbook_migration_locations.get_hookimpls()):
+        locations: Any = impl.function() or ()
+        for location in locations:
+            path = str(location)
+            if not os.path.isabs(path) or not os.path.isdir(path):
+                raise PluginError(f"plugin {impl.plugin_name!r} names a migration folder "
+                                  f"that is not an existing absolute directory: {path!r}")
+            if path not in found:
+                found.append(path)
+    return tuple(found)
 
 
 @dataclass(frozen=True)

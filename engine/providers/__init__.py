@@ -4,6 +4,10 @@ A plugin author needs only this package and :data:`engine.hookimpl`::
 
     from engine import hookimpl
     from engine.providers import CalendarProvider, BookingDetails, EventRef
+
+Everything here is the public plugin contract (with :mod:`engine.hookspecs`); it imports
+no engine service, wiring or store session, and plugins import nothing else of the
+engine. See docs/plugins.md.
 """
 
 from __future__ import annotations
@@ -23,12 +27,26 @@ from engine.providers.base import (
 )
 from engine.providers.errors import (
     ConnectionBroken,
+    NotFound,
     ProviderError,
     ProviderNotConfigured,
     ProviderRejected,
     ProviderUnavailable,
+    ValidationError,
+)
+from engine.providers.host import JobHost, PluginHost, RouteHost
+from engine.providers.registry import (
+    Job,
+    JobRegistry,
+    PluginError,
+    ProviderRegistry,
+    Route,
+    RouteRegistry,
+    SecretColumn,
+    SecretRegistry,
 )
 from engine.providers.retry import Retry, RetryPolicy, parse_retry_after, retrying
+from engine.providers.storage import ExpertInfo, ReadCache, Secrets, ShopInfo, Storage
 from engine.providers.types import (
     BookingDetails,
     BusyInterval,
@@ -47,21 +65,39 @@ __all__ = [
     "ConnectionHandle",
     "Connector",
     "EventRef",
+    "ExpertInfo",
     "FormConnector",
     "FormField",
     "Grant",
+    "Job",
+    "JobHost",
+    "JobRegistry",
     "MailMessage",
     "MailProvider",
     "Meeting",
+    "NotFound",
+    "PluginError",
+    "PluginHost",
     "Provider",
     "ProviderChoice",
     "ProviderContext",
     "ProviderError",
     "ProviderNotConfigured",
+    "ProviderRegistry",
     "ProviderRejected",
     "ProviderUnavailable",
+    "ReadCache",
     "Retry",
     "RetryPolicy",
+    "Route",
+    "RouteHost",
+    "RouteRegistry",
+    "SecretColumn",
+    "SecretRegistry",
+    "Secrets",
+    "ShopInfo",
+    "Storage",
+    "ValidationError",
     "VideoProvider",
     "parse_retry_after",
     "retrying",

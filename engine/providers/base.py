@@ -11,19 +11,16 @@ Every method documents its contract. Methods a provider must implement raise
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
+from engine.clock import Clock
+from engine.config import Config
 from engine.providers.retry import RetryPolicy
+from engine.providers.storage import Secrets, ShopInfo, Storage
 from engine.providers.types import BookingDetails, CalendarBusy, EventRef, MailMessage, Meeting
-
-if TYPE_CHECKING:
-    from engine.clock import Clock
-    from engine.config import Config
-    from engine.services.shops import ShopRef
-    from engine.store import Database
 
 __all__ = [
     "CalendarProvider",
@@ -70,19 +67,48 @@ class ProviderChoice:
 
 @dataclass
 class ProviderContext:
-    """Everything a provider instance may use. Built by :class:`engine.plugins.Plugins`."""
+    """Everything a provider instance may use. Built by the host
+    (``engine.services.providers``); tests and third parties may build one by hand (see
+    ``engine.testing.fixtures.provider_context``).
 
-    shop: ShopRef
+    * ``shop`` -- the shop (``id``, ``domain``, ``timezone``); ``choice`` -- its providers.
+    * ``config`` -- deployment settings, read-only; prefer :meth:`option` / :meth:`origin`.
+    * ``clock``, ``retry`` -- the time source and the retry policy every call uses.
+    * ``db`` -- the host's :class:`~engine.providers.storage.Storage`, for the plugin's own
+      tables; ``secrets`` -- encryption for the plugin's own secret columns.
+    * ``connection`` -- the shop's connection to the account named by the provider's
+      ``connection`` (a :class:`ConnectionHandle`), else ``None``.
+    * ``settings`` -- the shop's values of the provider's :attr:`Provider.settings`
+      (every declared field present; ``""`` when never set).
+    """
+
+    shop: ShopInfo
     choice: ProviderChoice
     config: Config
     clock: Clock
-    db: Database
+    db: Storage
     retry: RetryPolicy
     connection: ConnectionHandle | None = None
+    settings: Mapping[str, str] = field(default_factory=dict)
+    secrets: Secrets | None = None
+    #: Set by the host: ``(shop_id, expert_id or None)`` -> the cached busy time is stale.
+    busy_invalidator: Callable[[str, str | None], None] | None = None
 
     def origin(self, name: str, default: str) -> str:
         """An outbound origin from the configuration (tests point these at fakes)."""
         return str(self.config.origins.get(name, default)).rstrip("/")
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """A deployment setting by name (``provider_timeout_seconds``, an OAuth client
+        id...), or ``default`` when the deployment has no such setting."""
+        return getattr(self.config, name, default)
+
+    def invalidate_busy(self, expert_id: str | None = None) -> None:
+        """The shop's cached busy time of ``expert_id`` (or of all its experts) is stale
+        at once: the next availability request reads the provider again (push sync calls
+        this when the provider says a calendar changed). A no-op without a host."""
+        if self.busy_invalidator is not None:
+            self.busy_invalidator(self.shop.id, expert_id)
 
     @property
     def verify(self) -> str | bool:
@@ -100,6 +126,11 @@ class Provider:
     label: ClassVar[str] = ""
     #: The connector whose account this provider uses (``"google"``), or ``None``.
     connection: ClassVar[str | None] = None
+    #: Per-shop, non-secret settings the admin shows for this provider (a CalDAV
+    #: calendar path...). The host stores them per shop and hands them in as
+    #: ``self.ctx.settings``; ``kind="password"`` fields are not for settings (use a
+    #: :class:`FormConnector` for secrets).
+    settings: ClassVar[tuple[FormField, ...]] = ()
 
     def __init__(self, ctx: ProviderContext) -> None:
         self.ctx = ctx

@@ -1,9 +1,24 @@
 """What providers raise. The worker retries :class:`ProviderUnavailable`, asks the
-merchant to reconnect on :class:`ConnectionBroken`, and gives up on the rest."""
+merchant to reconnect on :class:`ConnectionBroken`, and gives up on the rest.
+
+A plugin's own routes raise :class:`ValidationError` (bad input: 400 with the JSON
+error body, ``field`` naming the field) and :class:`NotFound` (404) -- the engine's own
+classes, re-exported here so plugins need not import ``engine.errors``.
+"""
 
 from __future__ import annotations
 
-from engine.errors import ConsultbookError, Unprocessable
+from engine.errors import ConsultbookError, NotFound, Unprocessable, ValidationError
+
+__all__ = [
+    "ConnectionBroken",
+    "NotFound",
+    "ProviderError",
+    "ProviderNotConfigured",
+    "ProviderRejected",
+    "ProviderUnavailable",
+    "ValidationError",
+]
 
 
 class ProviderError(ConsultbookError):

@@ -1,0 +1,72 @@
+"""What a plugin's periodic jobs and routes receive from the host (:class:`PluginHost`).
+
+The host (``engine.services.providers``) builds it; a plugin only uses what this
+protocol names: the clock, storage and secrets (:mod:`engine.providers.storage`), the
+shops and their provider contexts, experts, and busy-time invalidation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from engine.clock import Clock
+from engine.config import Config
+from engine.providers.base import ProviderContext
+from engine.providers.storage import ExpertInfo, Secrets, ShopInfo, Storage
+
+__all__ = ["JobHost", "PluginHost", "RouteHost"]
+
+
+class PluginHost(Protocol):
+    """What a plugin's periodic job and route factory receive from the host."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def config(self) -> Config:
+        """Deployment settings (read-only). Prefer :meth:`option`."""
+        ...
+
+    @property
+    def db(self) -> Storage: ...
+
+    @property
+    def secrets(self) -> Secrets: ...
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """A deployment setting by name (``provider_timeout_seconds``...), else ``default``."""
+        ...
+
+    def shops(self) -> Iterable[ShopInfo]:
+        """Every installed (not uninstalled) shop."""
+        ...
+
+    def contexts(self, *, kind: str, name: str) -> Iterable[ProviderContext]:
+        """A provider context for each installed shop whose settings choose provider
+        ``name`` of ``kind`` (``"calendar"``, ``"video"``, ``"mail"``); a shop whose
+        connection is missing or broken is skipped (and logged)."""
+        ...
+
+    def context_for(self, shop_id: str, kind: str, name: str) -> ProviderContext:
+        """The provider context of provider ``name`` for one shop, whether or not the
+        shop chose it. Raises ``LookupError`` for an unknown shop, and the provider
+        errors (:class:`~engine.providers.errors.ProviderNotConfigured`,
+        :class:`~engine.providers.errors.ConnectionBroken`) like the engine's own calls."""
+        ...
+
+    def expert(self, shop_id: str, expert_id: str) -> ExpertInfo | None:
+        """The shop's expert (not deleted), or ``None``."""
+        ...
+
+    def invalidate_busy(self, shop_id: str, expert_id: str | None = None) -> None:
+        """The cached busy time of that expert (or of all the shop's experts) is stale:
+        the next availability request reads the provider again."""
+        ...
+
+
+#: What ``consultbook_register_jobs`` jobs get when they run.
+JobHost = PluginHost
+#: What ``consultbook_register_routes`` factories get.
+RouteHost = PluginHost

@@ -53,7 +53,7 @@ def channel_id(shop_id: str) -> str:
 def shop_of(channel: str) -> str | None:
     """The shop id inside a channel id of ours, else ``None``."""
     parts = channel.split("-")
-    if len(parts) != 3 or parts[0] != "cb" or not parts[1].startswith("shp_"):
+    if len(parts) != 3 or parts[0] != "cb" or not parts[1]:
         return None
     return parts[1]
 

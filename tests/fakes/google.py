@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 import requests
 
@@ -141,7 +141,7 @@ class FakeGoogle(FakeServer):
             return self._freebusy(r)
         m = re.fullmatch(r"/calendar/v3/calendars/([^/]+)/events/watch", r.path)
         if m and r.method == "POST":
-            return self._watch(r, m.group(1))
+            return self._watch(r, unquote(m.group(1)))
         if r.path == "/calendar/v3/channels/stop" and r.method == "POST":
             body = r.json
             channel = self.channels.get(body.get("id", ""))

@@ -53,7 +53,7 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from engine import hookimpl
@@ -64,6 +64,7 @@ from engine.providers import (
     Grant,
     Meeting,
     ProviderNotConfigured,
+    ProviderRegistry,
     ProviderRejected,
     VideoProvider,
 )
@@ -365,14 +366,8 @@ class ZoomVideo(VideoProvider):
         return int(meeting.id)
 
 
-class _Registry(Protocol):
-    def add_video(self, cls: type[VideoProvider]) -> Any: ...
-
-    def add_connector(self, cls: type[FormConnector]) -> Any: ...
-
-
 @hookimpl
-def consultbook_register_providers(registry: _Registry) -> None:
+def consultbook_register_providers(registry: ProviderRegistry) -> None:
     registry.add_connector(ZoomConnector)
     registry.add_video(ZoomVideo)
 

@@ -302,8 +302,11 @@ def _list_calendars(s: DavSession, home: str) -> list[dict[str, str]]:
 
 
 def _is_calendar(s: DavSession, url: str) -> bool:
-    answer = s.request("PROPFIND", url, _propfind("d:resourcetype"),
-                       headers={**XML, "Depth": "0"}, expect=(404,))
+    try:
+        answer = s.request("PROPFIND", url, _propfind("d:resourcetype"),
+                           headers={**XML, "Depth": "0"}, expect=(404,))
+    except Forbidden:
+        return False  # not this account's (servers answer 403 rather than 404)
     if answer.status == 404:
         return False
     for _href, props in _responses(answer, url):

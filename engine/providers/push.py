@@ -33,7 +33,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -390,7 +390,58 @@ def run_push_job(host: PushHost, store: ChannelStore, provider: type[CalendarPro
     return totals.as_dict()
 
 
-__all__ = ["LIVE", "ORPHAN", "RECREATE", "RENEW", "Channel", "ChannelBackend",
-           "ChannelStore", "Opened", "SyncReport", "channel_columns", "channel_table",
-           "hash_secret", "new_secret", "notification_url",
-           "run_push_job", "secret_matches", "sync_channels"]
+@dataclass(frozen=True)
+class PushSync:
+    """A plugin's push sync in one place: its channel table, notification path, calendar
+    provider class (a loader, so the plugin's modules need not import each other at
+    load time) and backend factory. Gives the periodic job and the endpoint base."""
+
+    table: sa.Table
+    path: str
+    provider: Callable[[], type[CalendarProvider]]
+    backend: Callable[[ProviderContext, str], AbstractContextManager[ChannelBackend]]
+
+    def store(self, db: SessionSource) -> ChannelStore:
+        return ChannelStore(db, self.table)
+
+    def run_job(self, host: PushHost) -> dict[str, Any]:
+        """The periodic job (register it with ``jobs.add(name, seconds, sync.run_job)``)."""
+        return run_push_job(host, self.store(host.db), self.provider(), self.path,
+                            self.backend)
+
+
+class NotificationEndpoint:
+    """Base of a notification resource: ``self.host`` (the RouteHost) and ``self.store``
+    (the channels of :attr:`sync`). Subclasses set ``sync`` and implement ``on_post``."""
+
+    sync: ClassVar[PushSync]
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+        self.store = self.sync.store(host.db)
+
+    def now(self) -> int:
+        return int(self.host.clock.now().timestamp())
+
+
+__all__ = [
+    "LIVE",
+    "ORPHAN",
+    "RECREATE",
+    "RENEW",
+    "Channel",
+    "ChannelBackend",
+    "ChannelStore",
+    "NotificationEndpoint",
+    "Opened",
+    "PushSync",
+    "SyncReport",
+    "channel_columns",
+    "channel_table",
+    "hash_secret",
+    "new_secret",
+    "notification_url",
+    "run_push_job",
+    "secret_matches",
+    "sync_channels",
+]

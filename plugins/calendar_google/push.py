@@ -19,20 +19,19 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import falcon
 import sqlalchemy as sa
 from googleapiclient.errors import HttpError
 
-from engine.providers import ProviderContext
+from engine.providers import CalendarProvider, ProviderContext
 from engine.providers.push import (
     ORPHAN,
     Channel,
-    ChannelStore,
+    NotificationEndpoint,
     Opened,
+    PushSync,
     channel_table,
-    run_push_job,
     secret_matches,
 )
 from plugins.calendar_google.client import GoogleSession
@@ -97,20 +96,21 @@ def _backend(ctx: ProviderContext, address: str) -> Iterator[GoogleChannels]:
         yield GoogleChannels(session, address, ctx.shop.id)
 
 
-def run_job(host: Any) -> dict[str, Any]:
-    """Open, replace and stop channels for every shop on Google Calendar."""
+def _provider() -> type[CalendarProvider]:
     from plugins.calendar_google import GoogleCalendar
 
-    return run_push_job(host, ChannelStore(host.db, CHANNELS), GoogleCalendar, NOTIFY_PATH,
-                        _backend)
+    return GoogleCalendar
 
 
-class GoogleNotifications:
+SYNC = PushSync(CHANNELS, NOTIFY_PATH, _provider, _backend)
+#: The periodic job: open, replace and stop channels for every shop on Google Calendar.
+run_job = SYNC.run_job
+
+
+class GoogleNotifications(NotificationEndpoint):
     """``POST /hooks/calendar_google/notify``: Google's channel notifications."""
 
-    def __init__(self, host: Any) -> None:
-        self.host = host
-        self.store = ChannelStore(host.db, CHANNELS)
+    sync = SYNC
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = "text/plain"
@@ -122,7 +122,7 @@ class GoogleNotifications:
         if channel is None or channel.state == ORPHAN:
             shop = shop_of(cid)
             if channel is None and shop is not None:
-                now = int(self.host.clock.now().timestamp())
+                now = self.now()
                 # Ask Google (from the job) to stop it; it expires within a week anyway.
                 self.store.add_orphan(shop, cid, resource, now, now + LIFETIME_SECONDS)
             resp.status = falcon.HTTP_404

@@ -27,17 +27,17 @@ from urllib.parse import quote
 import falcon
 import sqlalchemy as sa
 
-from engine.providers import ProviderContext
+from engine.providers import CalendarProvider, ProviderContext
 from engine.providers.push import (
     LIVE,
     ORPHAN,
     RECREATE,
     RENEW,
     Channel,
-    ChannelStore,
+    NotificationEndpoint,
     Opened,
+    PushSync,
     channel_table,
-    run_push_job,
     secret_matches,
 )
 
@@ -104,20 +104,21 @@ def _backend(ctx: ProviderContext, address: str) -> Iterator[GraphSubscriptions]
         yield GraphSubscriptions(graph, address)
 
 
-def run_job(host: Any) -> dict[str, Any]:
-    """Create, renew and delete subscriptions for every shop on Outlook."""
+def _provider() -> type[CalendarProvider]:
     from plugins.calendar_outlook import OutlookCalendar
 
-    return run_push_job(host, ChannelStore(host.db, CHANNELS), OutlookCalendar, NOTIFY_PATH,
-                        _backend)
+    return OutlookCalendar
 
 
-class GraphNotifications:
+SYNC = PushSync(CHANNELS, NOTIFY_PATH, _provider, _backend)
+#: The periodic job: create, renew and delete subscriptions for every shop on Outlook.
+run_job = SYNC.run_job
+
+
+class GraphNotifications(NotificationEndpoint):
     """``POST /hooks/calendar_outlook/notify``: Graph's notifications and handshakes."""
 
-    def __init__(self, host: Any) -> None:
-        self.host = host
-        self.store = ChannelStore(host.db, CHANNELS)
+    sync = SYNC
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         token = req.get_param("validationToken")

@@ -247,7 +247,8 @@ class CalDAVConnector(FormConnector):
                                        provider=PROVIDER)
         return Grant(account=username, credentials={
             "url": s.url, "username": username, "password": password, "home_url": home,
-            "calendar_url": calendar_url, "addresses": addresses, "calendars": calendars})
+            "calendar_url": calendar_url, "addresses": addresses, "calendars": calendars,
+            "auth_type": s.auth_type})
 
     @staticmethod
     def _principal(s: DavSession) -> str:
@@ -366,7 +367,8 @@ class CalDAVCalendar(CalendarProvider):
         return DavSession(url=str(creds["url"]), username=str(creds["username"]),
                           password=str(creds.get("password", "")), retry=self._retry(),
                           verify=self.ctx.verify, allow_private=allow_private_hosts(config),
-                          extra_origins=[str(creds.get("home_url") or "")])
+                          extra_origins=[str(creds.get("home_url") or "")],
+                          auth_type=creds.get("auth_type"))
 
     def _retry(self) -> RetryPolicy:
         policy: RetryPolicy = self.ctx.retry

@@ -134,7 +134,7 @@ class DavSession:
 
     def __init__(self, *, url: str, username: str, password: str, retry: RetryPolicy,
                  verify: str | bool, allow_private: bool,
-                 extra_origins: Iterable[str] = ()) -> None:
+                 extra_origins: Iterable[str] = (), auth_type: str | None = None) -> None:
         self.retry = retry
         self.allow_private = allow_private
         self.url = collection_url(url, "")
@@ -144,7 +144,10 @@ class DavSession:
                 check_url(allowed_url, allow_private=allow_private)
         self.client = DAVClient(url=self.url, username=username, password=password,
                                 timeout=retry.timeout,  # type: ignore[arg-type]  # float ok
-                                ssl_verify_cert=verify, enable_rfc6764=False)
+                                ssl_verify_cert=verify, enable_rfc6764=False,
+                                # The scheme found at connect time: no 401 round trip first.
+                                auth_type=auth_type if auth_type in ("basic", "digest")
+                                else None)
         session = self.client.session
         session.trust_env = False  # our CA setting, not the machine's proxy/CA variables
         session.max_redirects = 0  # a redirect could lead the password anywhere
@@ -157,6 +160,12 @@ class DavSession:
 
     def close(self) -> None:
         self.client.close()
+
+    @property
+    def auth_type(self) -> str | None:
+        """The authentication scheme the server asked for (after the first request)."""
+        name = type(self.client.auth).__name__.lower() if self.client.auth else ""
+        return "digest" if "digest" in name else "basic" if "basic" in name else None
 
     def allow(self, url: str) -> None:
         """Also permit requests to ``url``'s origin (after checking it)."""

@@ -161,6 +161,7 @@ def test_connect_discovers_the_principal_its_calendars_and_addresses(
     assert creds["calendar_url"] == str(calendar.url)
     assert creds["home_url"].startswith(radicale.url) and creds["password"] == PASSWORD
     assert USER in creds["addresses"]
+    assert creds["auth_type"] == "basic"  # later sessions send it at once (no 401 first)
     assert str(calendar.url) in {c["url"] for c in creds["calendars"]}
     # Without a calendar named, the account's first calendar.
     first = connect(radicale.url)

@@ -11,13 +11,16 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.bootstrap import Context
 from engine.clock import FixedClock
+from engine.plugins import Plugins
 from engine.providers import (
     BookingDetails,
     ConnectionBroken,
@@ -29,7 +32,10 @@ from engine.providers import (
     RetryPolicy,
     VideoProvider,
 )
+from engine.services.connections import store_connection
 from engine.services.shops import ShopRef
+from engine.tasks import jobs
+from engine.tasks.jobs import Deps
 from engine.testing.contract import VideoProviderContract, sample_booking
 from plugins.video_zoom import (
     HOSTS,
@@ -39,8 +45,10 @@ from plugins.video_zoom import (
     consultbook_register_providers,
     marker,
 )
-from tests.conftest import NOW, make_config
+from tests.conftest import NOW, Admin, Storefront, make_config
 from tests.fakes.zoom import FakeZoom
+from tests.plugins.conftest import set_providers
+from tests.tasks.helpers import book, claim_row, eml_files
 
 SHOP = ShopRef("shop_zoomtest", "zoomtest.myshopify.com", "Europe/Berlin")
 
@@ -484,3 +492,82 @@ def test_any_booking_makes_a_meeting_zoom_accepts_and_finds_again(
     assert len(mine) == 1
     assert len(zoom.live_meetings()) == before + 1
     assert mine[0]["duration"] >= length
+
+
+# --- end to end: a shop books, the outbox makes one Zoom meeting -----------------------
+
+
+@pytest.fixture
+def e2e_zoom(clock: FixedClock) -> Iterator[FakeZoom]:
+    HOSTS._known.clear()
+    with FakeZoom(now=clock.now) as fake:
+        yield fake
+
+
+@pytest.fixture
+def overrides(e2e_zoom: FakeZoom) -> dict[str, Any]:
+    return {"origins": e2e_zoom.origins(), "outbox_retry_seconds": 10.0}
+
+
+@pytest.fixture
+def zoom_ctx(ctx: Context) -> Context:
+    """The engine's context with the Zoom plugin loaded: from its entry point where the
+    package metadata has it (CI installs the checkout), else registered by name -- the
+    same module either way, and once."""
+    import plugins.video_zoom as zoom_plugin
+
+    ctx.plugins = Plugins.load(ctx.config, ctx.db, ctx.keyring, ctx.clock,
+                               extra=[("video_zoom", zoom_plugin)])
+    assert ctx.plugins.registry.get("video", "zoom") is ZoomVideo
+    return ctx
+
+
+@pytest.fixture
+def shop(ctx: Context) -> ShopRef:
+    """A shop without a Shopify access token (no order tagging to fake here)."""
+    from engine.services.shops import install_shop
+
+    return install_shop(ctx.db, ctx.clock, ctx.keyring, "alpha.myshopify.com", "Europe/Berlin")
+
+
+def test_a_booking_gets_exactly_one_zoom_meeting_and_its_mail_the_join_url(
+        zoom_ctx: Context, shop: ShopRef, admin: Admin, store: Storefront,
+        e2e_zoom: FakeZoom, clock: FixedClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = zoom_ctx
+    grant = ctx.plugins.connector("zoom").connect(values=e2e_zoom.values())  # type: ignore[attr-defined]
+    store_connection(ctx.plugins, shop, "zoom", grant)
+    set_providers(ctx, shop, video="zoom")
+
+    # The first worker dies right after Zoom made the meeting, before the facade could
+    # store it: the outbox only sees the step fail and reschedules it.
+    real = ZoomVideo.create_meeting
+    deaths: list[str] = []
+
+    def dies_after_zoom(self: ZoomVideo, details: BookingDetails) -> Meeting | None:
+        made = real(self, details)
+        if not deaths:
+            deaths.append(details.booking_id)
+            raise ProviderUnavailable("the worker died", provider="zoom")
+        return made
+
+    monkeypatch.setattr(ZoomVideo, "create_meeting", dies_after_zoom)
+    booking_id = book(admin, store)
+    deps = Deps(config=ctx.config, db=ctx.db, clock=ctx.clock, plugins=ctx.plugins)
+    jobs.relay_outbox(deps, "worker-1")
+    assert deaths == [booking_id] and len(e2e_zoom.live_meetings()) == 1
+
+    clock.advance(ctx.config.outbox_retry_max_seconds + 1)
+    jobs.relay_outbox(deps, "worker-2")
+    (meeting,) = e2e_zoom.live_meetings()
+    assert len(e2e_zoom.calls("POST", "/meetings$")) == 1
+    assert claim_row(ctx, booking_id).meeting_url == meeting["join_url"]
+    assert meeting["agenda"].split("\n")[0] == marker(booking_id)
+    customer = [m for m in eml_files(Path(ctx.config.outbox_dir))
+                if "jon@example.com" in str(m["To"])]
+    assert len(customer) == 1
+    assert meeting["join_url"] in customer[0].as_string()
+
+    # Another relay has nothing left to do: still one meeting, one mail.
+    jobs.relay_outbox(deps, "worker-3")
+    assert len(e2e_zoom.live_meetings()) == 1
+    assert len(e2e_zoom.calls("POST", "/meetings$")) == 1

@@ -214,6 +214,11 @@ class _Hosts:
         with self._lock:
             self._known[(account_id, email.lower())] = (user_id, time.monotonic() + HOST_TTL)
 
+    def clear(self) -> None:
+        """Forget every answer (tests; a deployment that renamed its Zoom users)."""
+        with self._lock:
+            self._known.clear()
+
 
 HOSTS = _Hosts()
 

@@ -88,7 +88,7 @@ def zclock() -> FixedClock:
 
 @pytest.fixture
 def zoom(zclock: FixedClock) -> Iterator[FakeZoom]:
-    HOSTS._known.clear()  # the host lookup is per process: each test starts cold
+    HOSTS.clear()  # the host lookup is per process: each test starts cold
     with FakeZoom(now=zclock.now) as fake:
         yield fake
 
@@ -245,7 +245,7 @@ def test_a_worker_dying_between_zooms_create_and_the_store_makes_no_second_meeti
     # survives is Zoom's side. Worker 2 is a new process (new handle, no token, cold
     # host cache) retrying the task.
     made = provider(zoom, zclock, sleeps).create_meeting(booking())
-    HOSTS._known.clear()
+    HOSTS.clear()
     again = provider(zoom, zclock, sleeps).create_meeting(booking())
     assert again == made and len(zoom.live_meetings()) == 1
     assert len(zoom.calls("POST", "/meetings$")) == 1
@@ -265,13 +265,13 @@ def test_a_create_whose_answer_is_lost_is_found_by_the_next_attempt(
 
 def test_the_lookup_reads_every_page(zclock: FixedClock, sleeps: Sleeps) -> None:
     with FakeZoom(now=zclock.now, max_page_size=2) as zoom:
-        HOSTS._known.clear()
+        HOSTS.clear()
         video = provider(zoom, zclock, sleeps)
         for n in range(5):  # the host's other meetings that day, made before ours
             video.create_meeting(booking(booking_id=f"bkg_other{n:011d}"))
         ours = video.create_meeting(booking())
         assert ours is not None
-        HOSTS._known.clear()
+        HOSTS.clear()
         again = provider(zoom, zclock, sleeps).create_meeting(booking())
         assert again == ours and len(zoom.live_meetings()) == 6
         pages = [r for r in zoom.calls("GET", "/users/[^/]+/meetings$")
@@ -304,7 +304,7 @@ def test_update_moves_the_meeting_and_keeps_its_link(video: ZoomVideo,
     assert made["topic"] == "Tax advice (long)" and made["join_url"] == meeting.url
     assert made["agenda"].split("\n")[0] == marker(b.booking_id)  # still findable
     # And a retry of the create after the move adopts the moved meeting.
-    HOSTS._known.clear()
+    HOSTS.clear()
     assert video.create_meeting(moved) == meeting
 
 
@@ -340,7 +340,7 @@ def test_deleting_another_providers_meeting_calls_nothing(video: ZoomVideo,
 def test_the_daily_limit_is_unavailable_until_midnight_utc_without_sleeping(
         zclock: FixedClock, sleeps: Sleeps) -> None:
     with FakeZoom(now=zclock.now, daily_limit=2) as zoom:
-        HOSTS._known.clear()
+        HOSTS.clear()
         video = provider(zoom, zclock, sleeps)
         first = video.create_meeting(booking())
         assert first is not None
@@ -499,7 +499,7 @@ def test_any_booking_makes_a_meeting_zoom_accepts_and_finds_again(
 
 @pytest.fixture
 def e2e_zoom(clock: FixedClock) -> Iterator[FakeZoom]:
-    HOSTS._known.clear()
+    HOSTS.clear()
     with FakeZoom(now=clock.now) as fake:
         yield fake
 

@@ -22,6 +22,7 @@ import caldav
 import icalendar
 import pytest
 
+from engine.bootstrap import Context
 from engine.clock import FixedClock
 from engine.providers import (
     CalendarProvider,
@@ -34,6 +35,9 @@ from engine.providers import (
     ProviderUnavailable,
     RetryPolicy,
 )
+from engine.services.shops import ShopRef
+from engine.tasks import jobs
+from engine.tasks.jobs import Deps
 from engine.testing.contract import START, CalendarProviderContract, sample_booking
 from plugins.calendar_caldav import (
     ALLOW_PRIVATE_ENV,
@@ -41,10 +45,13 @@ from plugins.calendar_caldav import (
     CalDAVConnector,
     resource_name,
 )
-from tests.conftest import make_config
+from tests.conftest import Admin, Storefront, make_catalog, make_config
 from tests.fakes.radicale import PASSWORD, USER, DavProxy, Radicale
+from tests.plugins.conftest import set_providers
+from tests.tasks.helpers import SLOT, book, claim_row
 
 Intervals = list[tuple[datetime, datetime]]
+EXPERT = "e0@example.com"  # the first expert tests.conftest.make_catalog makes
 FAST = RetryPolicy(attempts=3, base=0.001, cap=0.01, timeout=3.0, max_retry_after=1.5)
 _ids = itertools.count()
 
@@ -75,6 +82,13 @@ class Handle:
         self.broken.append(reason)
 
 
+@pytest.fixture
+def overrides() -> dict[str, Any]:
+    """The engine's ctx (tests/plugins/conftest.py): cached busy time is stale at once, so
+    an event put in by the test is read on the next availability request."""
+    return {"freebusy_ttl_seconds": 0}
+
+
 @pytest.fixture(autouse=True)
 def private_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
     # Radicale listens on 127.0.0.1 over plain http: the operator switch that allows it.
@@ -83,7 +97,8 @@ def private_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def radicale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Radicale]:
-    with Radicale(tmp_path_factory.mktemp("radicale")) as server:
+    users = {USER: PASSWORD, EXPERT: PASSWORD}
+    with Radicale(tmp_path_factory.mktemp("radicale"), users) as server:
         yield server
 
 
@@ -455,3 +470,53 @@ class TestCalDAVContract(CalendarProviderContract):
     @pytest.fixture
     def live_events(self, calendars: list[caldav.Calendar]) -> Callable[[], int]:
         return lambda: sum(len(events(c)) for c in calendars)
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+def test_the_engine_reads_busy_time_and_books_into_radicale_through_the_outbox(
+        ctx: Context, shop: ShopRef, admin: Admin, store: Storefront,
+        radicale: Radicale) -> None:
+    """The real path: the connector's grant stored encrypted by the engine, the shop's
+    calendar set to ``caldav``, the expert's busy time read through the engine's
+    free/busy, a paid booking's event written by the outbox relay, then cancelled."""
+    dav = caldav.DAVClient(url=radicale.url, username=EXPERT, password=PASSWORD)
+    calendar = new_calendar(dav.principal())
+    grant = connector().connect(values={"url": radicale.url, "username": EXPERT,
+                                        "password": PASSWORD, "calendar": ""})
+    assert grant.credentials["calendar_url"] == str(calendar.url)
+    store_connection_for(ctx, shop, grant.credentials)
+    set_providers(ctx, shop, calendar="caldav", video="none")
+    catalog = make_catalog(admin)
+    slot = datetime.fromisoformat(SLOT.replace("Z", "+00:00"))
+
+    def offered(start: datetime) -> bool:
+        day = start.strftime("%Y-%m-%d")
+        r = store.get("/availability", {"service": catalog["service"], "start": day,
+                                        "days": "1"})
+        assert r.status_code == 200, r.text
+        return start.strftime("%Y-%m-%dT%H:%M:%SZ") in [x["start"] for x in r.json["slots"]]
+
+    assert offered(slot) and offered(slot + H)
+    put_event(calendar, slot + H, slot + 2 * H)  # the expert is busy an hour later
+    assert offered(slot) and not offered(slot + H)
+
+    booking = book(admin, store, start=SLOT, catalog=catalog)
+    deps = Deps(config=ctx.config, db=ctx.db, clock=ctx.clock, plugins=ctx.plugins)
+    assert [o.status for o in jobs.relay_outbox(deps, "caldav-test").outcomes] == ["done"]
+    mine = [e for e in events(calendar) if str(e["uid"]) == f"{booking}@consultbook"]
+    assert len(mine) == 1 and mine[0]["dtstart"].dt == slot
+    event = claim_row(ctx, booking).external["event"]
+    assert event["provider"] == "caldav" and event["calendar_id"] == str(calendar.url)
+
+    r = admin("POST", f"/bookings/{booking}/cancel")
+    assert r.status_code == 200, r.text
+    assert [o.status for o in jobs.relay_outbox(deps, "caldav-test").outcomes] == ["done"]
+    assert [e for e in events(calendar) if str(e["uid"]) == f"{booking}@consultbook"] == []
+
+
+def store_connection_for(ctx: Context, shop: ShopRef, credentials: dict[str, Any]) -> None:
+    from tests.plugins.conftest import connect as store_connection
+
+    store_connection(ctx, shop, "caldav", credentials, account=EXPERT)

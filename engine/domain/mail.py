@@ -25,10 +25,15 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _EMAIL_SHAPE = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
 
 
-def clean_text(value: object, limit: int = 200) -> str:
-    """``value`` as one line of plain text: control characters (including CR, LF, NUL,
-    Unicode line/paragraph separators) and bidi controls removed, runs of whitespace
-    collapsed to one space, trimmed, at most ``limit`` characters."""
+def clean_text(value: object, limit: int | None = 200) -> str:
+    """``value`` as one line of plain text: control characters (C0 and C1, including CR,
+    LF, NUL; Unicode line/paragraph separators) become a space, bidi controls and lone
+    surrogates are removed, runs of whitespace collapse to one space, the ends are
+    trimmed, and at most ``limit`` characters are kept (``None``: no limit).
+
+    The one text-cleaning function of the engine: mail headers and bodies, invitations,
+    the iCalendar export (:mod:`engine.services.export`) and the text stored from
+    Shopify orders (:mod:`engine.services.orders`) all go through it."""
     if value is None:
         return ""
     text = str(value)
@@ -43,7 +48,8 @@ def clean_text(value: object, limit: int = 200) -> str:
             continue
         else:
             kept.append(ch)
-    return _SPACES.sub(" ", "".join(kept)).strip()[:limit].strip()
+    cleaned = _SPACES.sub(" ", "".join(kept)).strip()
+    return cleaned if limit is None else cleaned[:limit].strip()
 
 
 def clean_name(value: object, limit: int = 120) -> str | None:

@@ -1,8 +1,9 @@
 """Exports of bookings for the merchant: CSV (spreadsheet-safe) and iCalendar.
 
 Customer-provided text never becomes a formula (CSV cells that a spreadsheet would
-evaluate are prefixed with ``'``) or a new iCalendar line or property (control
-characters are stripped and the icalendar library escapes and folds the rest).
+evaluate are prefixed with ``'``) or a new iCalendar line or property (each value is one
+line of :func:`engine.domain.mail.clean_text` -- control and bidi characters out,
+whitespace collapsed -- and the icalendar library escapes and folds the rest).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime
 
 from icalendar import Calendar, Event
 
+from engine.domain.mail import clean_text
 from engine.services.bookings import booking_rows, render_booking
 from engine.store import Database
 
@@ -28,11 +30,6 @@ def safe_cell(value: object) -> str:
     if text.startswith(FORMULA_START):
         return "'" + text
     return text
-
-
-def safe_text(value: object) -> str:
-    """One line of text for an iCalendar property value: no control characters at all."""
-    return re.sub(r"[\x00-\x1f\x7f]+", " ", "" if value is None else str(value)).strip()
 
 
 def export_csv(db: Database, shop_id: str, lo: datetime | None, hi: datetime | None) -> str:
@@ -64,16 +61,16 @@ def export_ics(db: Database, shop_id: str, lo: datetime | None, hi: datetime | N
             ev.add("sequence", c.sequence)
             ev.add("status", "CANCELLED" if c.status == "cancelled" else
                    "CONFIRMED" if c.status == "confirmed" else "TENTATIVE")
-            title = safe_text(b["service_title"] or "Consultation")
-            who = safe_text(b["customer"]["name"] or "")
+            title = clean_text(b["service_title"] or "Consultation", None)
+            who = clean_text(b["customer"]["name"] or "", None)
             ev.add("summary", f"{title} — {who}" if who else title)
-            lines = [f"Expert: {safe_text(b['expert_name'])}",
-                     f"Order: {safe_text(c.order_id)}"]
+            lines = [f"Expert: {clean_text(b['expert_name'], None)}",
+                     f"Order: {clean_text(c.order_id, None)}"]
             if b["customer"]["email"]:
-                lines.append(f"Customer email: {safe_text(b['customer']['email'])}")
+                lines.append(f"Customer email: {clean_text(b['customer']['email'], None)}")
             if c.meeting_url:
-                lines.append(f"Meeting: {safe_text(c.meeting_url)}")
-                ev.add("location", safe_text(c.meeting_url))
+                lines.append(f"Meeting: {clean_text(c.meeting_url, None)}")
+                ev.add("location", clean_text(c.meeting_url, None))
             ev.add("description", "\n".join(lines))
             cal.add_component(ev)
     return bytes(cal.to_ical())

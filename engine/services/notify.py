@@ -3,7 +3,10 @@
 
 :func:`load_views` turns booking rows into :class:`BookingView` values (the provider-facing
 :class:`~engine.providers.BookingDetails` plus what mail needs); the ``*_message``
-functions build :class:`~engine.providers.MailMessage` values from them. Nothing here
+functions build :class:`~engine.providers.MailMessage` values from them -- all through one
+builder, :func:`build_message`, parametrised by a :class:`MessageKind` (confirmation,
+expert notice, cancellations, reminder); a message's text, HTML and subject come from one
+:class:`MessageBody` and its ``.ics`` from the same booking details. Nothing here
 sends: the outbox relay (:mod:`engine.services.outbox`) and the reminder scan
 (:mod:`engine.services.reminders`) do, once.
 
@@ -18,7 +21,7 @@ import html
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
@@ -210,103 +213,144 @@ def _greeting(name: str | None) -> str:
     return f"Hello {name}," if name else "Hello,"
 
 
+@dataclass(frozen=True)
+class MessageKind:
+    """One kind of message about a booking: who gets it and what it says.
+
+    ``headline`` is a ``str.format`` template over ``service``, ``expert``, ``who`` (the
+    customer's name, or "a customer"; ``Who``: "A customer") and ``duration``
+    (reminders); the values are substituted, never parsed, so customer text cannot reach
+    the template."""
+
+    name: str                            # confirmation | cancellation | reminder
+    audience: Literal["customer", "expert"]
+    subject: str                         # "Booking confirmed", ...
+    headline: str
+    time_label: str                      # "When" | "It was"
+    ics_method: Literal["REQUEST", "CANCEL"]
+    link: bool                           # the meeting link (not after a cancellation)
+    reply_to: Literal["expert", "customer"] | None
+    footer: str | None = None
+    contact_lines: bool = False          # the customer's own time and address (expert)
+    keyed: bool = True                   # an idempotency key (reminders go out once anyway)
+
+
+CUSTOMER_CONFIRMATION = MessageKind(
+    "confirmation", "customer", "Booking confirmed",
+    "your booking is confirmed: {service} with {expert}.", "When", "REQUEST", True,
+    "expert", footer="The invitation is attached; add it to your calendar.")
+EXPERT_NOTICE = MessageKind(
+    "confirmation", "expert", "New booking", "{Who} booked {service} with you.", "When",
+    "REQUEST", True, "customer", contact_lines=True)
+CUSTOMER_CANCELLATION = MessageKind(
+    "cancellation", "customer", "Booking cancelled",
+    "your booking was cancelled: {service} with {expert}.", "It was", "CANCEL", False,
+    "expert")
+EXPERT_CANCELLATION = MessageKind(
+    "cancellation", "expert", "Booking cancelled",
+    "the booking of {service} with {who} was cancelled.", "It was", "CANCEL", False, None)
+CUSTOMER_REMINDER = MessageKind(
+    "reminder", "customer", "Reminder",
+    "a reminder: {service} with {expert} starts in {duration}.", "When", "REQUEST", True,
+    "expert", keyed=False)
+
+
+@dataclass(frozen=True)
+class MessageBody:
+    """What a message says, once: the text part, the HTML part and the subject are all
+    rendered from it (so they cannot drift apart)."""
+
+    subject: str
+    paragraphs: tuple[str, ...]
+    link: str | None
+
+    def text(self) -> str:
+        return _text(list(self.paragraphs), self.link)
+
+    def html(self) -> str:
+        return _html(list(self.paragraphs), self.link)
+
+
+def describe(kind: MessageKind, view: BookingView, *, offset_minutes: int | None = None
+             ) -> MessageBody:
+    """The body of a ``kind`` message about the booking. The customer reads their own
+    time with the shop's beside it; the expert reads their own, and the customer's when
+    it differs (the line issue 9 added)."""
+    d = view.details
+    customer = kind.audience == "customer"
+    headline = kind.headline.format(
+        service=d.service_title, expert=d.expert_name, who=d.customer_name or "a customer",
+        Who=d.customer_name or "A customer", duration=_duration(offset_minutes or 0))
+    zone = view.customer_tz if customer else d.expert_timezone
+    paragraphs = [_greeting(d.customer_name if customer else d.expert_name), headline,
+                  f"{kind.time_label}: {customer_when(view) if customer else when(d, zone)}"]
+    if kind.contact_lines:
+        theirs = _customer_time_for_expert(view)
+        if theirs:
+            paragraphs.append(theirs)
+        if d.customer_email:
+            paragraphs.append(f"Customer email: {d.customer_email}")
+    if kind.footer:
+        paragraphs.append(kind.footer)
+    return MessageBody(subject=_subject(f"{kind.subject}: {d.service_title}, {when(d, zone)}"),
+                       paragraphs=tuple(paragraphs), link=d.meeting_url if kind.link else None)
+
+
+def build_message(kind: MessageKind, view: BookingView, *, now: datetime,
+                  sequence: int | None = None, attach_ics: bool = True,
+                  offset_minutes: int | None = None) -> MailMessage | None:
+    """The ``kind`` message about the booking, or ``None`` when its recipient has no
+    valid address. ``sequence`` is the invitation's ``SEQUENCE`` (default: the
+    booking's); the customer always gets the ``.ics``, the expert when ``attach_ics``
+    (no calendar of theirs got the event)."""
+    d = view.details
+    to = d.customer_email if kind.audience == "customer" else d.expert_email
+    if not to:
+        return None
+    seq = d.sequence if sequence is None else sequence
+    body = describe(kind, view, offset_minutes=offset_minutes)
+    attach = attach_ics or kind.audience == "customer"
+    reply_to = {"expert": d.expert_email, "customer": d.customer_email, None: None}[
+        kind.reply_to]
+    return MailMessage(
+        to=(to,), subject=body.subject, text=body.text(), html=body.html(),
+        ics=invitation_ics(d, method=kind.ics_method, sequence=seq, now=now)
+        if attach else None,
+        ics_method=kind.ics_method, from_name=_from_name(d), reply_to=reply_to,
+        idempotency_key=f"{kind.name}:{d.booking_id}:{seq}:{kind.audience}"
+        if kind.keyed else None)
+
+
 def customer_confirmation(view: BookingView, *, sequence: int, now: datetime
                           ) -> MailMessage | None:
     """The one confirmation the customer gets, with the invitation attached."""
-    d = view.details
-    if not d.customer_email:
-        return None
-    url = d.meeting_url
-    paragraphs = [_greeting(d.customer_name),
-                  f"your booking is confirmed: {d.service_title} with {d.expert_name}.",
-                  f"When: {customer_when(view)}",
-                  "The invitation is attached; add it to your calendar."]
-    return MailMessage(
-        to=(d.customer_email,), subject=_subject(
-            f"Booking confirmed: {d.service_title}, {when(d, view.customer_tz)}", 250),
-        text=_text(paragraphs, url), html=_html(paragraphs, url),
-        ics=invitation_ics(d, method="REQUEST", sequence=sequence, now=now),
-        ics_method="REQUEST", from_name=_from_name(d), reply_to=d.expert_email,
-        idempotency_key=f"confirmation:{d.booking_id}:{sequence}:customer")
+    return build_message(CUSTOMER_CONFIRMATION, view, sequence=sequence, now=now)
 
 
 def expert_notification(view: BookingView, *, sequence: int, now: datetime,
                         attach_ics: bool) -> MailMessage | None:
     """The expert's notice of a new booking (with the ``.ics`` when no calendar of theirs
     got the event)."""
-    d = view.details
-    if not d.expert_email:
-        return None
-    who = d.customer_name or "A customer"
-    paragraphs = [_greeting(d.expert_name),
-                  f"{who} booked {d.service_title} with you.",
-                  f"When: {when(d, d.expert_timezone)}"]
-    theirs = _customer_time_for_expert(view)
-    if theirs:
-        paragraphs.append(theirs)
-    if d.customer_email:
-        paragraphs.append(f"Customer email: {d.customer_email}")
-    return MailMessage(
-        to=(d.expert_email,), subject=_subject(
-            f"New booking: {d.service_title}, {when(d, d.expert_timezone)}", 250),
-        text=_text(paragraphs, d.meeting_url), html=_html(paragraphs, d.meeting_url),
-        ics=invitation_ics(d, method="REQUEST", sequence=sequence, now=now)
-        if attach_ics else None,
-        ics_method="REQUEST", from_name=_from_name(d), reply_to=d.customer_email,
-        idempotency_key=f"confirmation:{d.booking_id}:{sequence}:expert")
+    return build_message(EXPERT_NOTICE, view, sequence=sequence, now=now,
+                         attach_ics=attach_ics)
 
 
 def customer_cancellation(view: BookingView, *, sequence: int, now: datetime
                           ) -> MailMessage | None:
-    d = view.details
-    if not d.customer_email:
-        return None
-    paragraphs = [_greeting(d.customer_name),
-                  f"your booking was cancelled: {d.service_title} with {d.expert_name}.",
-                  f"It was: {customer_when(view)}"]
-    return MailMessage(
-        to=(d.customer_email,), subject=_subject(
-            f"Booking cancelled: {d.service_title}, {when(d, view.customer_tz)}", 250),
-        text=_text(paragraphs, None), html=_html(paragraphs, None),
-        ics=invitation_ics(d, method="CANCEL", sequence=sequence, now=now),
-        ics_method="CANCEL", from_name=_from_name(d), reply_to=d.expert_email,
-        idempotency_key=f"cancellation:{d.booking_id}:{sequence}:customer")
+    """The customer's cancellation, with ``METHOD:CANCEL``."""
+    return build_message(CUSTOMER_CANCELLATION, view, sequence=sequence, now=now)
 
 
 def expert_cancellation(view: BookingView, *, sequence: int, now: datetime,
                         attach_ics: bool) -> MailMessage | None:
-    d = view.details
-    if not d.expert_email:
-        return None
-    who = d.customer_name or "a customer"
-    paragraphs = [_greeting(d.expert_name),
-                  f"the booking of {d.service_title} with {who} was cancelled.",
-                  f"It was: {when(d, d.expert_timezone)}"]
-    return MailMessage(
-        to=(d.expert_email,), subject=_subject(
-            f"Booking cancelled: {d.service_title}, {when(d, d.expert_timezone)}", 250),
-        text=_text(paragraphs, None), html=_html(paragraphs, None),
-        ics=invitation_ics(d, method="CANCEL", sequence=sequence, now=now)
-        if attach_ics else None,
-        ics_method="CANCEL", from_name=_from_name(d),
-        idempotency_key=f"cancellation:{d.booking_id}:{sequence}:expert")
+    """The expert's cancellation (with the ``.ics`` when no calendar of theirs had it)."""
+    return build_message(EXPERT_CANCELLATION, view, sequence=sequence, now=now,
+                         attach_ics=attach_ics)
 
 
 def customer_reminder(view: BookingView, *, offset_minutes: int, now: datetime
                       ) -> MailMessage | None:
-    """A reminder ``offset_minutes`` before the start, with the invitation again."""
-    d = view.details
-    if not d.customer_email:
-        return None
-    paragraphs = [_greeting(d.customer_name),
-                  f"a reminder: {d.service_title} with {d.expert_name} starts in "
-                  f"{_duration(offset_minutes)}.",
-                  f"When: {customer_when(view)}"]
-    return MailMessage(
-        to=(d.customer_email,), subject=_subject(
-            f"Reminder: {d.service_title}, {when(d, view.customer_tz)}", 250),
-        text=_text(paragraphs, d.meeting_url), html=_html(paragraphs, d.meeting_url),
-        ics=invitation_ics(d, method="REQUEST", sequence=d.sequence, now=now),
-        # No idempotency key: the reminder's claim (pending -> sending) already makes it
-        # go out at most once, and the key would cost two more transactions per message.
-        ics_method="REQUEST", from_name=_from_name(d), reply_to=d.expert_email)
+    """A reminder ``offset_minutes`` before the start, with the invitation again (no
+    idempotency key: the reminder's claim, pending -> sending, already makes it go out
+    at most once, and the key would cost two more transactions per message)."""
+    return build_message(CUSTOMER_REMINDER, view, now=now, offset_minutes=offset_minutes)

@@ -39,6 +39,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from engine.domain.mail import clean_text
 from engine.domain.slots import is_offered
 from engine.errors import NotFound
 from engine.services import shopify_actions
@@ -124,12 +125,12 @@ class BadPayload(ValueError):
 
 
 def _clean(value: Any, limit: int) -> str | None:
-    """Text as it may be stored: control characters and lone surrogates removed,
-    stripped, at most ``limit`` characters; anything that is not a string is None."""
+    """Text as it may be stored: :func:`engine.domain.mail.clean_text` (one line, control
+    and bidi characters and lone surrogates out, whitespace collapsed) of at most
+    ``limit`` characters; None for anything that is not a string, or nothing left."""
     if not isinstance(value, str):
         return None
-    value = UNSAFE.sub("", value).strip()
-    return value[:limit].strip() or None
+    return clean_text(value, limit) or None
 
 
 def _id(value: Any) -> str | None:

@@ -25,12 +25,18 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from engine.domain.customer_time import customer_and_shop_time
+from engine.domain.ics import Invitation, Party, render
+from engine.domain.mail import safe_uid
 from engine.providers import (
     BookingDetails,
     CalendarBusy,
@@ -168,6 +174,93 @@ def contract_message(**changes: object) -> MailMessage:
     return MailMessage(**values)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class ConfirmationLayout:
+    """What a booking confirmation must contain, whoever builds or delivers it -- the
+    mail layout of the contract, shared by the engine's own builder tests and every mail
+    provider's contract tests:
+
+    * the customer's time **and** the shop's time (each as ``HH:MM`` en dash ``HH:MM``
+      with its zone name), in the text part and in the HTML part; only the shop's when
+      the customer's zone is the shop's;
+    * the ``.ics`` part with ``METHOD:REQUEST`` and the booking's ``UID``
+      (``<booking id>@consultbook``), attached as ``invite.ics`` on the wire;
+    * the manage link (``manage_url``), in both parts, once bookings have one.
+
+    :meth:`message` builds a confirmation in this layout (what a mail provider must
+    deliver intact); :meth:`check` asserts it of a :class:`MailMessage` or of the raw
+    RFC 5322 bytes a provider delivered."""
+
+    booking: BookingDetails
+    customer_tz: str
+    manage_url: str | None = None
+
+    def times(self) -> list[tuple[str, str]]:
+        """``(HH:MM`` en dash ``HH:MM, zone)`` for the customer's zone and the shop's
+        (one entry when they are the same)."""
+        zones = [self.customer_tz, self.booking.shop_timezone]
+        out = []
+        for tz in dict.fromkeys(zones):
+            zone = ZoneInfo(tz)
+            start, end = self.booking.start.astimezone(zone), self.booking.end.astimezone(zone)
+            out.append((f"{start:%H:%M}\u2013{end:%H:%M}", tz))
+        return out
+
+    def message(self, *, now: datetime | None = None) -> MailMessage:
+        """A confirmation in this layout (text, HTML, ``.ics``)."""
+        b = self.booking
+        paragraphs = [f"Hello {b.customer_name or ''},".replace(" ,", ","),
+                      f"your booking is confirmed: {b.service_title} with {b.expert_name}.",
+                      "When: " + customer_and_shop_time(b.start, b.end, self.customer_tz,
+                                                        b.shop_timezone)]
+        if self.manage_url:
+            paragraphs.append(f"Change or cancel: {self.manage_url}")
+        body = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs[:3])
+        if self.manage_url:
+            body += (f'<p><a href="{html.escape(self.manage_url, quote=True)}">'
+                     f"Change or cancel</a> ({html.escape(self.manage_url)})</p>")
+        attendees = (Party(b.customer_email, b.customer_name),) if b.customer_email else ()
+        ics = render(Invitation(booking_id=b.booking_id, sequence=b.sequence, start=b.start,
+                                end=b.end, summary=f"{b.service_title} with {b.expert_name}",
+                                organizer=Party(b.expert_email or f"no-reply@{b.shop_domain}",
+                                                b.expert_name),
+                                attendees=attendees, description=b.description,
+                                meeting_url=b.meeting_url),
+                     method="REQUEST", dtstamp=now or b.start - timedelta(days=30))
+        return MailMessage(
+            to=(b.customer_email or "chloe@example.net",),
+            subject=f"Booking confirmed: {b.service_title}", text="\n\n".join(paragraphs) + "\n",
+            html=f"<!doctype html><html><body>{body}</body></html>", ics=ics,
+            ics_method="REQUEST", idempotency_key=f"contract:confirmation:{b.booking_id}")
+
+    def check(self, mail: MailMessage | bytes | EmailMessage) -> None:
+        """Assert the layout of ``mail`` (a message, or what a provider delivered)."""
+        if isinstance(mail, MailMessage):
+            text, markup, ics = mail.text, mail.html or "", (mail.ics or b"").decode()
+            assert mail.ics_method == "REQUEST", mail.ics_method
+        else:
+            parsed = mail if isinstance(mail, EmailMessage) else email.message_from_bytes(
+                mail, policy=email.policy.default)
+            assert isinstance(parsed, EmailMessage)
+            parts = {p.get_content_type(): p for p in parsed.walk()}
+            assert {"text/plain", "text/html", "text/calendar"} <= set(parts), set(parts)
+            text = parts["text/plain"].get_content()
+            markup = parts["text/html"].get_content()
+            ics = parts["text/calendar"].get_content()
+            assert parts["text/calendar"].get_param("method") == "REQUEST"
+            assert [p.get_filename() for p in parsed.walk() if p.get_filename()] == [
+                "invite.ics"]
+        for clock, tz in self.times():
+            for part, body in (("text", text), ("html", markup)):
+                assert clock in body and tz in body, f"{clock} ({tz}) missing from the {part}"
+        unfolded = ics.replace("\r\n ", "").replace("\n ", "")
+        assert "METHOD:REQUEST" in unfolded
+        assert f"UID:{safe_uid(self.booking.booking_id)}" in unfolded
+        if self.manage_url:
+            assert self.manage_url in text
+            assert html.escape(self.manage_url, quote=True) in markup
+
+
 class MailProviderContract:
     """Fixtures to provide:
 
@@ -199,6 +292,15 @@ class MailProviderContract:
         assert "Hello Chloé" in plain.get_content()
         attachments = [p.get_filename() for p in got.walk() if p.get_filename()]
         assert attachments == ["invite.ics"]
+
+    def test_a_confirmation_arrives_in_the_contract_layout(
+            self, mail_provider: MailProvider, delivered: Callable[[], list[bytes]]) -> None:
+        """Both times, the invitation (METHOD:REQUEST, the booking's UID) and the manage
+        link survive the provider's encoding (quoted-printable, base64, folding)."""
+        layout = ConfirmationLayout(sample_booking(), "America/Los_Angeles",
+                                    manage_url="https://contract.example/manage/bkg_c?t=1&x=2")
+        mail_provider.send(layout.message())
+        layout.check(delivered()[-1])
 
     def test_a_plain_text_message(self, mail_provider: MailProvider,
                                   delivered: Callable[[], list[bytes]]) -> None:

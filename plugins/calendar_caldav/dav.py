@@ -1,4 +1,10 @@
-"""One CalDAV account over HTTP: the ``caldav`` library's client, our error mapping.
+"""One CalDAV account over HTTP: a ``requests`` session, our XML, our error mapping.
+
+The plugin speaks the few WebDAV/CalDAV requests it needs (PROPFIND, REPORT, GET, PUT,
+DELETE) itself, over ``requests`` (which the engine already uses): the ``caldav``
+library's 2.x and 3.x releases bring ``niquests``, whose ``urllib3-future`` replaces the
+``urllib3`` package every other HTTP client of the app relies on. The tests drive a real
+Radicale server with the ``caldav`` library to prove the two agree.
 
 Every request goes through :meth:`DavSession.request`, the one place where HTTP answers
 become the contract's errors:
@@ -29,10 +35,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import niquests
-from caldav.davclient import DAVClient
-from caldav.lib import error as dav_error
+import requests
 from lxml import etree
+from requests.auth import AuthBase, HTTPBasicAuth, HTTPDigestAuth
 
 from engine.providers import (
     ConnectionBroken,
@@ -142,15 +147,21 @@ class DavSession:
         for allowed_url in (self.url, *extra_origins):
             if allowed_url:
                 check_url(allowed_url, allow_private=allow_private)
-        self.client = DAVClient(url=self.url, username=username, password=password,
-                                timeout=retry.timeout,  # type: ignore[arg-type]  # float ok
-                                ssl_verify_cert=verify, enable_rfc6764=False,
-                                # The scheme found at connect time: no 401 round trip first.
-                                auth_type=auth_type if auth_type in ("basic", "digest")
-                                else None)
-        session = self.client.session
-        session.trust_env = False  # our CA setting, not the machine's proxy/CA variables
-        session.max_redirects = 0  # a redirect could lead the password anywhere
+        self._username, self._password = username, password
+        self._verify = verify
+        self._timeout = retry.timeout
+        # The scheme found at connect time (no 401 round trip first); else Basic, and
+        # Digest when the server's first 401 asks for it.
+        self._auth_type = auth_type if auth_type in ("basic", "digest") else None
+        self._auth: AuthBase = self._make_auth(self._auth_type or "basic")
+        self.session = requests.Session()
+        self.session.trust_env = False  # our CA setting, not the machine's proxy/CA vars
+        self.session.headers["User-Agent"] = "consultbook-caldav"
+
+    def _make_auth(self, scheme: str) -> AuthBase:
+        if scheme == "digest":
+            return HTTPDigestAuth(self._username, self._password)
+        return HTTPBasicAuth(self._username, self._password)
 
     def __enter__(self) -> DavSession:
         return self
@@ -159,13 +170,33 @@ class DavSession:
         self.close()
 
     def close(self) -> None:
-        self.client.close()
+        self.session.close()
 
     @property
     def auth_type(self) -> str | None:
-        """The authentication scheme the server asked for (after the first request)."""
-        name = type(self.client.auth).__name__.lower() if self.client.auth else ""
-        return "digest" if "digest" in name else "basic" if "basic" in name else None
+        """The authentication scheme the server accepted (after the first request)."""
+        return self._auth_type
+
+    def _send(self, method: str, url: str, body: str, headers: Mapping[str, str]
+              ) -> requests.Response:
+        def go() -> requests.Response:
+            return self.session.request(
+                method, url, data=body.encode("utf-8") if body else None,
+                headers=dict(headers), auth=self._auth, timeout=self._timeout,
+                verify=self._verify,
+                allow_redirects=False)  # a redirect could lead the password anywhere
+
+        r = go()
+        if r.status_code == 401 and self._auth_type is None:
+            challenge = r.headers.get("WWW-Authenticate", "").lower()
+            if challenge.startswith("digest"):
+                self._auth = self._make_auth("digest")
+                r = go()
+                if r.status_code != 401:
+                    self._auth_type = "digest"
+        elif r.status_code != 401 and self._auth_type is None:
+            self._auth_type = "basic"
+        return r
 
     def allow(self, url: str) -> None:
         """Also permit requests to ``url``'s origin (after checking it)."""
@@ -189,34 +220,23 @@ class DavSession:
 
         def attempt() -> Answer:
             try:
-                r = self.client.request(url, method, body, sent)
-            except dav_error.RateLimitError as exc:
-                raise Retry(f"HTTP {exc.status or 429}", exc.retry_after_seconds) from None
-            except dav_error.AuthorizationError as exc:
-                if exc.status == 403:
-                    raise Forbidden("the CalDAV server forbids this account to "
-                                    f"{method} {urlsplit(url).path}",
-                                    exc.preconditions) from None
-                raise ConnectionBroken("the CalDAV server no longer accepts the user name "
-                                       "and app password; connect again",
-                                       provider=PROVIDER) from None
-            except etree.XMLSyntaxError:
-                raise ProviderRejected(f"the CalDAV server answered {method} with malformed "
-                                       "XML", provider=PROVIDER) from None
-            except niquests.exceptions.TooManyRedirects:
-                raise ProviderRejected("the CalDAV server redirected the request; enter "
-                                       "the CalDAV address it redirects to",
-                                       provider=PROVIDER) from None
-            except (niquests.exceptions.Timeout, niquests.exceptions.ConnectionError) as exc:
+                r = self._send(method, url, body, sent)
+            except (requests.Timeout, requests.ConnectionError) as exc:
                 raise Retry(type(exc).__name__) from None
-            except niquests.exceptions.RequestException as exc:
+            except requests.RequestException as exc:
                 raise Retry(type(exc).__name__) from None
-            status = int(r.status)
-            tree = getattr(r, "tree", None)
-            raw = r._raw_body or (etree.tostring(tree) if tree is not None else b"")
-            answer = Answer(status, r.headers or {}, bytes(raw), tree)
+            status = int(r.status_code)
+            answer = Answer(status, r.headers, r.content)
             if status in expected or 200 <= status < 300:
                 return answer
+            if 300 <= status < 400:
+                raise ProviderRejected("the CalDAV server redirected the request; enter "
+                                       "the CalDAV address it redirects to",
+                                       provider=PROVIDER)
+            if status == 403:
+                raise Forbidden("the CalDAV server forbids this account to "
+                                f"{method} {urlsplit(url).path}",
+                                _preconditions(answer)) from None
             if status == 429 or status >= 500:
                 raise Retry(f"HTTP {status}", parse_retry_after(answer.header("Retry-After")))
             if status == 401:
@@ -226,6 +246,20 @@ class DavSession:
                                    f"{urlsplit(url).path}: HTTP {status}", provider=PROVIDER)
 
         return retrying(self.retry, PROVIDER, attempt)
+
+
+def _preconditions(answer: Answer) -> tuple[str, ...]:
+    """The ``DAV:error`` children of a refusal (``{urn:ietf:params:xml:ns:caldav}
+    no-uid-conflict``...), as Clark names; none when the body is not that XML."""
+    if not answer.body.lstrip().startswith(b"<"):
+        return ()
+    try:
+        root = etree.fromstring(answer.body, parser=_PARSER)
+    except etree.XMLSyntaxError:
+        return ()
+    if root.tag != f"{{{DAV}}}error":
+        return ()
+    return tuple(str(child.tag) for child in root)
 
 
 __all__ = ["CALDAV_NS", "DAV", "PROVIDER", "Answer", "DavSession", "Forbidden",

@@ -504,7 +504,7 @@ def test_the_engine_reads_busy_time_and_books_into_radicale_through_the_outbox(
 
     booking = book(admin, store, start=SLOT, catalog=catalog)
     deps = Deps(config=ctx.config, db=ctx.db, clock=ctx.clock, plugins=ctx.plugins)
-    assert [o.status for o in jobs.relay_outbox(deps, "caldav-test").outcomes] == ["done"]
+    assert customer_work(deps) == ["done"]
     mine = [e for e in events(calendar) if str(e["uid"]) == f"{booking}@consultbook"]
     assert len(mine) == 1 and mine[0]["dtstart"].dt == slot
     event = claim_row(ctx, booking).external["event"]
@@ -512,8 +512,21 @@ def test_the_engine_reads_busy_time_and_books_into_radicale_through_the_outbox(
 
     r = admin("POST", f"/bookings/{booking}/cancel")
     assert r.status_code == 200, r.text
-    assert [o.status for o in jobs.relay_outbox(deps, "caldav-test").outcomes] == ["done"]
+    assert customer_work(deps) == ["done"]
     assert [e for e in events(calendar) if str(e["uid"]) == f"{booking}@consultbook"] == []
+
+
+def customer_work(deps: Any) -> list[str]:
+    """The outcomes of the booking's own outbox work in one relay pass (the shop's order
+    tagging is Shopify's lane, whose Admin API this test does not play)."""
+    from sqlalchemy import select
+
+    from engine.store.models import OutboxItem
+
+    outcomes = jobs.relay_outbox(deps, "caldav-test").outcomes
+    with deps.db.read() as session:
+        kinds = {i: k for i, k in session.execute(select(OutboxItem.id, OutboxItem.kind))}
+    return [o.status for o in outcomes if kinds.get(o.item_id, "").startswith("booking.")]
 
 
 def store_connection_for(ctx: Context, shop: ShopRef, credentials: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """CalDAV calendars (RFC 4791): Apple iCloud, Fastmail, Nextcloud and any other server.
 
-Built only on the public plugin contract (:mod:`engine.providers`) and the ``caldav``
-client library.
+Built only on the public plugin contract (:mod:`engine.providers`), ``requests`` and
+``lxml`` (see :mod:`plugins.calendar_caldav.dav` for why not the ``caldav`` library's
+client; the tests use that library against a real Radicale server).
 
 * **Connect** (a form, ``POST /admin/api/connections/caldav``): server URL, user name,
   app password, optionally a calendar. :meth:`CalDAVConnector.connect` logs in,

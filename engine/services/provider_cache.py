@@ -6,11 +6,15 @@ availability path did it on every request. :class:`ProviderInstances` keeps the 
 instance per **(shop and its provider choice, provider class, connection version)** for
 ``ttl`` seconds (default 30):
 
-* the *connection version* is the connection row's ``(id, status, updated_at)``, read
+* the *connection version* is the connection row's ``(id, status, connected_at,
+  account)`` -- the grant, not its tokens: a provider saving a refreshed access token
+  (``ConnectionHandle.save``) keeps its instance, which already holds the new token,
+  while reconnecting, a grant marked broken or disconnecting changes it. Read
   through the process read cache (:class:`engine.store.db.ReadCache`: void after any
   write of this process, at most a second old otherwise). Reconnecting, a grant marked
   broken, disconnecting, or a credentials save (a refreshed token) all change it, in any
   process, so the next request builds afresh; the old instance is never used again;
+* a connection that is not ``connected`` drops the shop's instances of that provider;
 * a changed provider choice (settings) is a different key; a settings write of this
   process also clears the read cache the shop's choice comes from;
 * :meth:`ProviderInstances.invalidate` drops a shop's instances at once (the host calls
@@ -36,7 +40,7 @@ from engine.providers.base import Provider
 from engine.store.providers_models import ProviderConnection
 
 if TYPE_CHECKING:
-    from engine.plugins import Plugins, ShopProviders
+    from engine.services.providers import Plugins, ShopProviders
 
 P = TypeVar("P", bound=Provider)
 
@@ -64,7 +68,8 @@ class ProviderInstances:
         self.builds = 0
 
     def connection_version(self, shop_id: str, connector: str) -> Hashable:
-        """``(id, status, updated_at)`` of the shop's connection row, or ``None``."""
+        """``(id, status, connected_at, account)`` of the shop's connection row, or
+        ``("none",)``."""
         db = self.plugins.db
         key = ("connection_version", shop_id, connector)
         cached: Hashable = db.cache.get(key)
@@ -73,11 +78,11 @@ class ProviderInstances:
         with db.lookup() as session:
             row = session.execute(
                 select(ProviderConnection.id, ProviderConnection.status,
-                       ProviderConnection.updated_at)
+                       ProviderConnection.connected_at, ProviderConnection.account)
                 .where(ProviderConnection.shop_id == shop_id,
                        ProviderConnection.provider == connector)).one_or_none()
         version: Hashable = ("none",) if row is None else (
-            row.id, row.status, row.updated_at.isoformat())
+            row.id, row.status, row.connected_at.isoformat(), row.account)
         db.cache.put(key, version)
         return version
 
@@ -87,6 +92,11 @@ class ProviderInstances:
         propagate and nothing is cached)."""
         version = self.connection_version(sp.shop.id, cls.connection) if cls.connection \
             else None
+        if version is not None and version[1:2] != ("connected",):  # type: ignore[index]
+            # Broken or gone: no instance of the old grant survives (whatever a later
+            # reconnect's row looks like), and building raises the reason as before.
+            self._drop(sp, cls)
+            return self.plugins.instantiate(cls, sp)
         key: tuple[Any, ...] = (sp, cls, version)
         now = self.clock()
         entry = self._entries.get(key)
@@ -99,10 +109,17 @@ class ProviderInstances:
             if len(self._entries) >= self.max_entries:
                 self._prune(now)
             # An older version of this shop's provider is dead: drop it now.
-            for old in [k for k in self._entries if k[0] == sp and k[1] is cls]:
-                del self._entries[old]
+            self._drop(sp, cls, locked=True)
             self._entries[key] = _Entry(now, built)
         return built
+
+    def _drop(self, sp: Any, cls: type[Provider], *, locked: bool = False) -> None:
+        if not locked:
+            with self._lock:
+                self._drop(sp, cls, locked=True)
+            return
+        for old in [k for k in self._entries if k[0] == sp and k[1] is cls]:
+            del self._entries[old]
 
     def invalidate(self, shop_id: str | None = None) -> None:
         """Forget the instances of one shop (by id), or of every shop."""

@@ -89,6 +89,8 @@ ORIGIN_VARIABLES: dict[str, tuple[str, str]] = {
     "CONSULTBOOK_MICROSOFT_AUTHORITY": (
         "microsoft_authority", "https://login.microsoftonline.com/common"),
     "CONSULTBOOK_GRAPH_ORIGIN": ("graph", "https://graph.microsoft.com"),
+    "CONSULTBOOK_ZOOM_API_ORIGIN": ("zoom_api", "https://api.zoom.us"),
+    "CONSULTBOOK_ZOOM_OAUTH_ORIGIN": ("zoom_oauth", "https://zoom.us"),
 }
 
 

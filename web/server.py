@@ -103,11 +103,29 @@ def _stop_embedded_worker(server: Any, worker: Any) -> None:
     embedded.stop(timeout=5.0)
 
 
+def _mark_metrics_dead(server: Any, worker: Any) -> None:
+    """Multiprocess metrics (``PROMETHEUS_MULTIPROC_DIR``): a worker that exits leaves its
+    counters in the directory (they keep adding up) but its live gauges are dropped."""
+    import os
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
 def serve(config: Config, *, host: str, port: int, workers: int) -> None:
     """Run until interrupted. Each worker process builds its own app (engine, pool).
 
     Refuses (:class:`AddressInUse`, one line) when another server listens on the
     address, before anything starts; see :func:`claim_address`."""
+    import os
+
+    from web.observability import configure_logging, gunicorn_logger_class
+
+    # CONSULTBOOK_LOG_FORMAT=json: every logger as JSON lines (web.observability); unset
+    # or text leaves logging as it always was. Set here, before the workers fork.
+    json_logs = configure_logging(os.environ) == "json"
     guard = claim_address(host, port)
     options = {
         "bind": f"[{host}]:{port}" if is_ipv6(host) else f"{host}:{port}",
@@ -125,7 +143,10 @@ def serve(config: Config, *, host: str, port: int, workers: int) -> None:
         "keepalive": 5,
         "proc_name": "consultbook",
         "worker_exit": _stop_embedded_worker,
+        "child_exit": _mark_metrics_dead,
     }
+    if json_logs:
+        options["logger_class"] = gunicorn_logger_class()
     try:
         _Gunicorn(config, options).run()
     finally:

@@ -144,9 +144,9 @@ def install(app: falcon.App, ctx: Context) -> None:
     from engine.providers.errors import ProviderError
     from engine.shopify.oauth import ShopifyUnavailable
 
-    if getattr(app, "_consultbook_observed", False):
+    found = app._router.find("/metrics")  # Falcon's App has slots: no flag can be set on it
+    if found is not None and isinstance(found[0], metrics.Metrics):
         return
-    app._consultbook_observed = True  # type: ignore[attr-defined]
     app.add_middleware(RequestObserver(app))
     metrics.register(app, ctx)
     # Falcon picks the most specific handler: these take precedence over web.errors'

@@ -97,11 +97,12 @@ def shopify_id_schema() -> dict[str, Any]:
     digits = validation.SHOPIFY_ID_DIGITS
     pattern = (f"^(?:{validation._SHOPIFY_NUMBER.pattern}|"
                f"{validation._SHOPIFY_GID.pattern})$")
-    return {"anyOf": [{"type": "string", "pattern": pattern},
-                      {"type": "integer", "minimum": 1, "maximum": 10 ** digits - 1}],
+    # A positive JSON integer below 10**20 is accepted too, but not documented: JSON
+    # Schema cannot tell 1 from 1.0 (which the app refuses), and the string is the form
+    # the app answers with.
+    return {"type": "string", "pattern": pattern,
             "description": "a Shopify id: a decimal string of at most "
-                           f"{digits} digits (a JSON integer is accepted too) or a "
-                           "gid://shopify/<Type>/<digits> id; returned as a string"}
+                           f"{digits} digits or a gid://shopify/<Type>/<digits> id"}
 
 
 def field_schema(name: str, field: Field) -> dict[str, Any]:
@@ -115,7 +116,8 @@ def field_schema(name: str, field: Field) -> dict[str, Any]:
         bounds = _closure(parse)
         schema = text_schema(bounds["max_length"], bounds["min_length"])
     elif parse is validation.email:
-        schema = {"type": "string", "format": "email", "maxLength": 320}
+        schema = {"type": "string", "format": "email", "maxLength": 320,
+                  "pattern": validation.EMAIL.pattern}
     elif parse is validation.timezone:
         schema = _ref("Timezone")
     elif parse is validation.shopify_id:
@@ -158,15 +160,11 @@ def request_schema(fields: Mapping[str, Field], mode: Mode, *,
 
 
 def _strip_request_only(schema: dict[str, Any]) -> dict[str, Any]:
-    """A field's schema as a response shows it: what is stored, without the request's
-    leniencies (a Shopify id goes back as a string; no defaults)."""
+    """A field's schema as a response shows it: without the request's defaults."""
     if "anyOf" in schema and schema["anyOf"][-1] == {"type": "null"}:
         inner = _strip_request_only(schema["anyOf"][0])
         return {"anyOf": [inner, {"type": "null"}]}
-    out = {k: v for k, v in schema.items() if k != "default"}
-    if "anyOf" in out:  # a Shopify id: always the string form
-        out = dict(out["anyOf"][0])
-    return out
+    return {k: v for k, v in schema.items() if k != "default"}
 
 
 def response_schema(fields: Mapping[str, Field], *, not_null: Iterable[str] = (),
@@ -971,9 +969,10 @@ class OpenApi:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         if self._body is None:
-            import orjson
+            import json
 
-            self._body = orjson.dumps(self.document())
+            # json, not orjson: the largest Shopify id (20 digits) is beyond 64 bits.
+            self._body = json.dumps(self.document(), ensure_ascii=False).encode()
         resp.content_type = falcon.MEDIA_JSON
         resp.data = self._body
         resp.cache_control = ["public", "max-age=300"]

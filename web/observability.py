@@ -163,7 +163,8 @@ def install(app: falcon.App, ctx: Context) -> None:
 # signature/token/hmac/code/state/password values; hex digests (SHA-1 and longer, e.g.
 # the proxy signature) and base64 HMAC-SHA256 (the webhook header); URL userinfo.
 _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"), "[email]"),
+    (re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"),
+     "[email]"),  # RFC 5322 atext in the local part
     (re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "[token]"),
     (re.compile(r"\bshp(?:at|ss|ca|pa|ua)_[A-Za-z0-9]+"), "[token]"),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 [token]"),

@@ -207,6 +207,7 @@ def test_any_email_or_digest_is_masked_in_messages_and_tracebacks(address: str,
 def test_configure_logging_json_and_text(monkeypatch: pytest.MonkeyPatch) -> None:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    monkeypatch.setattr(logging.getLogger("sqlalchemy"), "level", logging.NOTSET)
     try:
         assert observability.configure_logging({}) == "text"
         assert root.handlers == handlers and root.level == level
@@ -216,6 +217,8 @@ def test_configure_logging_json_and_text(monkeypatch: pytest.MonkeyPatch) -> Non
                                                stream) == "json"
         observability.configure_logging({"CONSULTBOOK_LOG_FORMAT": "json"}, stream)
         assert len(root.handlers) == len(handlers) + 1  # configuring twice adds one
+        # No statement echo (parameters hold customers' data) at the root's INFO.
+        assert not logging.getLogger("sqlalchemy.engine").isEnabledFor(logging.INFO)
         logging.getLogger("consultbook.somewhere").info("mailed %s", "ann@example.com")
         [line] = stream.getvalue().splitlines()
         assert json.loads(line)["message"] == "mailed [email]"

@@ -250,8 +250,9 @@ def configure_logging(env: Mapping[str, str], stream: Any = None) -> str:
     """Set up the process's logging for ``consultbook serve``; returns the format.
 
     ``json``: the root logger gets one JSON handler at INFO (so the access lines and
-    the app's INFO records appear); gunicorn's loggers are pointed at it by
-    :class:`JsonGunicornLogger`. ``text``: nothing changes."""
+    the app's INFO records appear), SQLAlchemy's statement echo stays off (WARNING);
+    gunicorn's error log is JSON too (:func:`gunicorn_logger_class`). ``text``: nothing
+    changes."""
     fmt = log_format(env)
     if fmt == "json":
         root = logging.getLogger()
@@ -261,6 +262,10 @@ def configure_logging(env: Mapping[str, str], stream: Any = None) -> str:
         handler._consultbook_json = True  # type: ignore[attr-defined]
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+        # SQLAlchemy echoes every statement with its parameters (customers' names and
+        # emails) at INFO when its logger is enabled: never in a kept log.
+        if logging.getLogger("sqlalchemy").level == logging.NOTSET:
+            logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
     return fmt
 
 

@@ -50,12 +50,39 @@ def test_book_page_is_liquid_through_the_app_proxy(client: falcon.testing.TestCl
     assert 'data-api="/apps/consult"' in body and 'data-root="/"' in body
     assert 'data-variant="808950810"' in body  # the number /cart/add.js wants
     assert 'data-shop-timezone="Europe/Berlin"' in body
+    # The storefront's locale picks the catalog (Liquid reads request.locale); that
+    # `case` and the locale are the only Liquid in the answer.
+    assert "request.locale.iso_code" in body and "{%- when 'de' -%}" in body
+    ours = re.sub(r"\{%- (assign cb_lang = request\.locale\.iso_code \| split: '-' \| first \| "
+                  r"downcase|case cb_lang|when '[a-z]+'|else|endcase) -%\}"
+                  r"|\{\{ request\.locale\.iso_code \| escape \}\}", "", body)
     # A merchant's title can never become Liquid or markup in the shop's theme.
-    assert "{{" not in body and "{%" not in body and "<b>" not in body
+    assert "{{" not in ours and "{%" not in ours and "<b>" not in body
     assert "Intro &#123;&#123; shop.name &#125;&#125; &lt;b&gt;call&lt;/b&gt;" in body
     # Assets come from the app's own origin, never from a third-party CDN.
     srcs = re.findall(r'(?:src|href)="([^"]+)"', body)
     assert srcs and all(s.startswith(ctx.config.app_url + "/static/") for s in srcs)
+
+
+def test_book_page_in_the_asked_locale(client: falcon.testing.TestClient, ctx: Context,
+                                       shop: ShopRef, service: dict[str, Any]) -> None:
+    def page(locale: str) -> str:
+        r = client.simulate_get("/proxy/book", query_string=proxy_query(
+            ctx, shop.domain, {"service": service["id"], "locale": locale}))
+        assert r.status_code == 200
+        return r.text
+
+    body = page("de-AT")  # the language's catalog, the locale as asked
+    assert 'data-locale="de-AT"' in body and 'lang="de" dir="ltr"' in body
+    assert "Buchen: Intro &#123;&#123; shop.name &#125;&#125; &lt;b&gt;call&lt;/b&gt;" in body
+    assert "&quot;your_zone&quot;:&quot;Ihre Zeitzone&quot;" in body
+    assert "{%" not in body and "{{" not in body
+    assert 'lang="ar" dir="rtl"' in page("ar")
+    assert 'lang="pt-BR"' in page("pt")
+    body = page("he")  # no Hebrew catalog: English, left to right
+    assert 'lang="en" dir="ltr"' in body and 'data-locale="he"' in body
+    # Not a locale: the storefront's own decides, as without the parameter.
+    assert 'data-locale="{{ request.locale.iso_code | escape }}"' in page("x" * 30)
 
 
 def test_book_page_needs_a_signature(client: falcon.testing.TestClient, shop: ShopRef,

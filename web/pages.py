@@ -14,6 +14,18 @@
 Templates are plain ``string.Template`` files in ``web/templates``; every value that goes
 into them is escaped for HTML *and* for Liquid (``{``/``}`` become character references),
 so a merchant's service title can never turn into Liquid code in the shop's theme.
+
+Language: every string of the calendar comes from a message catalog,
+``web/static/i18n/<locale>.json`` (en, de, fr, es, it, nl, pt-BR, ja, ar). The page
+*inlines* the catalog of the shop's locale into the root's ``data-i18n`` (no extra
+request, nothing to wait for before the calendar can be drawn; the script itself carries
+only English). The locale is the ``locale`` query parameter when one is given (the demo's
+storefront passes it), else the storefront's own: the Liquid answer reads
+``request.locale.iso_code`` and picks the root rendered for that language (a Liquid
+``case`` over the shipped catalogs; any other language gets English). Under ``demo``
+nothing renders Liquid, so the page is English unless ``?locale=`` says otherwise.
+The only Liquid in the answer is that ``case`` and the locale itself; merchant text is
+escaped as above.
 """
 
 from __future__ import annotations
@@ -105,6 +117,63 @@ def storefront_paths(signed: dict[str, str]) -> tuple[str, str]:
     return prefix, root
 
 
+I18N_DIR = STATIC_DIR / "i18n"
+# Right-to-left scripts among the languages a shop may use (the calendar sets `dir`).
+RTL_LANGUAGES = frozenset({"ar", "he", "fa", "ur", "ps", "yi", "dv", "ckb", "sd", "ug"})
+_LOCALE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}")
+# What the Liquid answer says for the storefront's locale (Shopify fills it in).
+LIQUID_LOCALE = "{{ request.locale.iso_code | escape }}"
+
+
+@cache
+def catalogs() -> dict[str, dict[str, str]]:
+    """``{locale: {key: text}}``: every shipped message catalog (``en`` is the source)."""
+    return {p.stem: json.loads(p.read_text(encoding="utf-8"))
+            for p in sorted(I18N_DIR.glob("*.json"))}
+
+
+def catalog_locale(code: str) -> str:
+    """The shipped catalog for a locale code: the same code (``pt-BR``), else the same
+    language (``de-AT`` -> ``de``, ``pt`` -> ``pt-BR``), else ``en``."""
+    names = catalogs()
+    lowered = {name.lower(): name for name in names}
+    if code.lower() in lowered:
+        return lowered[code.lower()]
+    lang = code.split("-")[0].lower()
+    for name in names:
+        if name.split("-")[0].lower() == lang:
+            return name
+    return "en"
+
+
+def valid_locale(code: str) -> str:
+    """``code`` if it looks like a BCP 47 locale (``de``, ``pt-BR``), else ``""``."""
+    code = code.strip().replace("_", "-")
+    return code if _LOCALE.fullmatch(code) else ""
+
+
+def text_direction(catalog: str) -> str:
+    return "rtl" if catalog.split("-")[0].lower() in RTL_LANGUAGES else "ltr"
+
+
+def _localized(render_one: Any, locale: str) -> str:
+    """One root for ``locale`` when the server knows it; else a Liquid ``case`` over the
+    shipped catalogs on the storefront's ``request.locale.iso_code`` (English otherwise).
+    ``render_one(catalog, locale_markup)`` renders the root for one catalog."""
+    if locale:
+        return str(render_one(catalog_locale(locale), esc(locale)))
+    names = [n for n in catalogs() if n != "en"]
+    parts = ["{%- assign cb_lang = request.locale.iso_code | split: '-' | first | downcase -%}",
+             "{%- case cb_lang -%}"]
+    for name in names:
+        parts.append(f"{{%- when '{name.split('-')[0].lower()}' -%}}")
+        parts.append(render_one(name, LIQUID_LOCALE))
+    parts.append("{%- else -%}")
+    parts.append(render_one("en", LIQUID_LOCALE))
+    parts.append("{%- endcase -%}")
+    return "\n".join(parts)
+
+
 def booking_config(ctx: Context, shop: Any, service_id: str) -> dict[str, Any]:
     """What the calendar needs to know about a service; NotFound for an unknown one."""
     service = catalog.get_service(ctx.db, shop.id, service_id)
@@ -140,37 +209,56 @@ class BookPage:
             resp.media = booking_config(self.ctx, req.context.shop, service_id)
             return
         api, root = storefront_paths(req.context.signed)
+        # The storefront's locale: asked for, else Shopify's (Liquid), else (demo) English.
+        locale = valid_locale(params.get("locale", "")) or ("en" if self.ctx.config.demo else "")
         resp.content_type = LIQUID
         if not service_id:
             resp.status = falcon.HTTP_400
-            resp.text = render("book_missing.liquid",
-                               message="Choose a consultation first: this page needs a "
-                                       "service (…/book?service=ID).")
+            resp.text = self._missing(locale, "choose_service")
             return
         try:
             config = booking_config(self.ctx, req.context.shop, service_id)
         except NotFound:
             resp.status = falcon.HTTP_404
-            resp.text = render("book_missing.liquid",
-                               message="This consultation is not available for booking.")
+            resp.text = self._missing(locale, "not_available")
             return
         expert = params.get("expert", "").strip()
         if expert not in {e["id"] for e in config["experts"]}:
             expert = ""
+        title = config["service"]["title"]
+
+        def one(catalog: str, locale_markup: str) -> str:
+            text = catalogs()[catalog]
+            return render(
+                "book_root.liquid",
+                lang=catalog, dir=text_direction(catalog),
+                api=api, root=root,
+                service=config["service"]["id"], title=title,
+                duration=config["service"]["duration_minutes"],
+                variant=config["variant_id"], shop_tz=config["shop_timezone"],
+                experts=json.dumps(config["experts"], ensure_ascii=False),
+                expert=expert,
+                locale=Raw(locale_markup),
+                i18n=json.dumps(text, ensure_ascii=False, separators=(",", ":")),
+                # The merchant's title is put in as entered (escaped), not translated.
+                heading=text["book_title"].replace("{title}", title),
+                needs_js=text["needs_js"],
+            )
+
         resp.text = render(
             "book.liquid",
             css=asset_url(self.ctx, "booking.css"),
             js=asset_url(self.ctx, "booking.js"),
-            api=api,
-            root=root,
-            service=config["service"]["id"],
-            title=config["service"]["title"],
-            duration=config["service"]["duration_minutes"],
-            variant=config["variant_id"],
-            shop_tz=config["shop_timezone"],
-            experts=json.dumps(config["experts"], ensure_ascii=False),
-            expert=expert,
+            calendar=Raw(_localized(one, locale)),
         )
+
+    @staticmethod
+    def _missing(locale: str, key: str) -> str:
+        def one(catalog: str, _locale_markup: str) -> str:
+            text = catalogs()[catalog]
+            return render("book_missing.liquid", lang=catalog, dir=text_direction(catalog),
+                          heading=text["booking_heading"], message=text[key])
+        return _localized(one, locale)
 
 
 class AdminPage:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from engine.bootstrap import Context, bootstrap
 from engine.clock import FixedClock
-from engine.config import ConfigError
+from engine.errors import ConfigError
 from tests.conftest import Storefront, make_catalog, make_config
 from web import observability
 from web.app import create_app

@@ -61,7 +61,7 @@ log = logging.getLogger("consultbook.metrics")
 
 # No ``*_created`` series beside every counter: they double the scrape for a value
 # (the process start) that Prometheus derives from resets anyway.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: The process's own instruments (in multiprocess mode their values are in files; this
 #: registry is then never scraped directly).
@@ -250,7 +250,7 @@ def scrape_registry(ctx: Context) -> CollectorRegistry:
     if multiprocess_dir():
         from prometheus_client import multiprocess
 
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(_Forward(REGISTRY))
     registry.register(DatabaseCollector(ctx))

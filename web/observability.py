@@ -230,7 +230,7 @@ LOG_FORMATS = ("text", "json")
 
 def log_format(env: Mapping[str, str]) -> str:
     """``CONSULTBOOK_LOG_FORMAT``: ``text`` (default: today's behaviour) or ``json``."""
-    from engine.config import ConfigError
+    from engine.errors import ConfigError
 
     raw = env.get("CONSULTBOOK_LOG_FORMAT", "").strip().lower() or "text"
     if raw not in LOG_FORMATS:

@@ -1,4 +1,6 @@
-"""Wiring: one place that turns a Config into the objects every entry point needs."""
+"""Wiring: the one composition root that turns a Config into the objects every entry
+point needs. Nothing in engine/services imports it: use cases take what they need as
+arguments (the Context satisfies their small protocols, e.g. ``install.InstallDeps``)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,10 @@ from dataclasses import dataclass, field
 from engine.clock import Clock, SystemClock
 from engine.config import Config
 from engine.crypto import Keyring, parse_keys
-from engine.plugins import Plugins
 from engine.services.availability import BusySource, no_busy
 from engine.services.freebusy import FreeBusy
+from engine.services.providers import Plugins
+from engine.services.secrets import register_plugin_columns
 from engine.store import Database
 
 
@@ -33,6 +36,8 @@ class Context:
     def __post_init__(self) -> None:
         self.keyring = Keyring(parse_keys(",".join(self.config.encryption_keys)))
         self.plugins = Plugins.load(self.config, self.db, self.keyring, self.clock)
+        # Plugins' encrypted columns join the engine's for `consultbook keys rotate`.
+        register_plugin_columns(self.plugins.loaded.secrets)
 
 
 def bootstrap(config: Config, *, db: Database | None = None, clock: Clock | None = None) -> Context:

@@ -45,6 +45,8 @@ class EmbeddedWorker:
                  intervals: dict[str, float] | None = None) -> None:
         self.config = config
         self.runtime = jobs.Runtime(config, extra_plugins=extra_plugins, clock=clock)
+        # Plugin jobs (``plugin:<name>``) join when the loop starts and plugins are loaded.
+        self._plugin_jobs = intervals is None
         self.intervals = intervals or jobs.schedule(config)
         self.owner = f"embedded-{uuid.uuid4().hex}"
         self._wake = threading.Event()
@@ -102,8 +104,11 @@ class EmbeddedWorker:
             "sweep": lambda: jobs.sweep_holds(deps),
             "refresh_freebusy": lambda: jobs.refresh_freebusy(deps),
             "refresh_shopify_tokens": lambda: jobs.refresh_shopify_tokens(deps),
-            "refresh_ics_feeds": lambda: jobs.refresh_ics_feeds(deps),
+            **{name: self._plugin_job(deps, name) for name in jobs.plugin_schedule(deps)},
         }
+
+    def _plugin_job(self, deps: jobs.Deps, name: str) -> Callable[[], object]:
+        return lambda: jobs.run_plugin_job(deps, name, self.owner)
 
     def run_job(self, name: str) -> object:
         """Run one job now, in the calling thread (tests, the CLI)."""
@@ -119,6 +124,13 @@ class EmbeddedWorker:
         return result
 
     def _loop(self) -> None:
+        if self._plugin_jobs:
+            try:
+                for name, every in jobs.plugin_schedule(self.runtime.deps()).items():
+                    self.intervals.setdefault(name, every)
+                    self.runs.setdefault(name, 0)
+            except Exception:
+                log.exception("embedded worker: could not load the plugins' jobs")
         now = time.monotonic()
         # First runs: relay at once (work may have waited while the process was down),
         # the rest spread over their first interval.

@@ -123,6 +123,7 @@ def consultbook_migration_locations() -> Sequence[str]:
     ``serve`` refuses to start until all of them are applied. Models use the plugin's
     own ``sqlalchemy.MetaData`` (a ``DeclarativeBase`` of its own), never the engine's.
 
+    :param: (none) -- the hook takes no arguments.
     :return: absolute paths of directories of version scripts.
     """
     raise NotImplementedError  # a spec: pluggy calls the plugins' implementations

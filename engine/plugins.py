@@ -1,47 +1,34 @@
-"""The plugin manager, the provider registry, and the typed facade the engine calls.
+"""The plugin manager: discovery, blocking, validation, and the registries it fills.
 
-Loading (:meth:`Plugins.load`): every ``consultbook.plugins`` entry point, then any
-built-in not already loaded that way (so a source checkout without installed entry
-points still works) -- both through ``pm.register`` exactly like third-party plugins.
+Loading (:func:`load_plugins`): every ``consultbook.plugins`` entry point -- the
+built-in plugins too, which pyproject.toml declares exactly like a third party's -- plus
+``extra`` ``(name, plugin)`` pairs (tests, embedding apps), all through ``pm.register``.
 Names listed in ``CONSULTBOOK_DISABLE_PLUGINS`` are blocked first; an implementation of
 an unknown hook fails loading; ``CONSULTBOOK_TRACE_PLUGINS`` logs every hook call.
 
-Then ``consultbook_register_providers`` fills a :class:`ProviderRegistry`, and the engine
-asks the facade for the provider each shop chose::
-
-    plugins.calendar_for(shop).create_event(details, meeting)
-    plugins.video_for(shop).create_meeting(details)
-    plugins.mailer_for(shop).send(message)
+Then the registration hooks fill a :class:`PluginSet`: providers and connectors, periodic
+jobs, routes, secret columns and migration folders. This module is part of the plugin
+contract: it imports no service, no wiring and no store; what turns a registered
+provider into an instance for a shop (credentials, settings, idempotency tables) is
+:mod:`engine.services.providers`.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import pluggy
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from engine import hookspecs
-from engine.errors import NotFound
+from engine.config import Config
 from engine.hookspecs import hookimpl
-from engine.providers.base import (
-    CalendarProvider,
-    Connector,
-    MailProvider,
-    Provider,
-    ProviderChoice,
-    ProviderContext,
-    VideoProvider,
-)
-from engine.providers.errors import ProviderNotConfigured
+from engine.providers.base import VideoProvider
 from engine.providers.registry import (
     KINDS,
     JobRegistry,
@@ -51,46 +38,29 @@ from engine.providers.registry import (
     SecretRegistry,
 )
 from engine.providers.retry import RetryPolicy
-from engine.providers.types import BookingDetails, MailMessage, Meeting
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
-    from engine.clock import Clock
-    from engine.config import Config
-    from engine.crypto import Keyring
-    from engine.services.shops import ShopRef
-    from engine.store import Database
+from engine.providers.types import BookingDetails, Meeting
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "KINDS",
     "PluginError",
+    "PluginSet",
     "ProviderRegistry",
     "build_jobs",
     "build_registry",
     "build_routes",
     "build_secrets",
+    "load_plugins",
     "make_plugin_manager",
     "migration_locations",
+    "plugin_migration_locations",
+    "retry_policy",
 ]
 
 log = logging.getLogger("consultbook.plugins")
 
 ENTRY_POINT_GROUP = "consultbook.plugins"
 
-#: Built-in plugins: (name, module). Registered like third-party plugins; the names are
-#: the entry-point names in pyproject.toml, so each loads once either way.
-DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
-    ("calendar_local", "plugins.calendar_local"),
-    ("mail_outbox", "plugins.mail_outbox"),
-    ("mail_smtp", "plugins.mail_smtp"),
-    ("calendar_google", "plugins.calendar_google"),
-    ("video_meet", "plugins.video_meet"),
-    ("calendar_outlook", "plugins.calendar_outlook"),
-)
-
-P = TypeVar("P", bound=Provider)
 
 
 class _Core:
@@ -182,7 +152,7 @@ def reset_discovery() -> None:
         _loaded.clear()
 
 
-def make_plugin_manager(config: Config, *, entrypoints: bool = True, builtins: bool = True,
+def make_plugin_manager(config: Config, *, entrypoints: bool = True,
                         extra: Iterable[tuple[str, object]] = ()) -> pluggy.PluginManager:
     """A plugin manager with the hookspecs, the blocked names, and every plugin loaded.
 
@@ -215,10 +185,6 @@ def make_plugin_manager(config: Config, *, entrypoints: bool = True, builtins: b
     if entrypoints:
         for ep in discovered_entry_points():
             register(ep.name, lambda ep=ep: _load_once(f"{ep.name}={ep.value}", ep.load))
-    if builtins:
-        for name, module in DEFAULT_PLUGINS:
-            register(name, lambda name=name, module=module: _load_once(
-                f"{name}={module}", lambda: importlib.import_module(module)))
     for name, plugin in extra:
         register(name, lambda plugin=plugin: plugin)
     try:
@@ -280,105 +246,15 @@ def migration_locations(pm: pluggy.PluginManager) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class ShopProviders:
-    shop: ShopRef
-    choice: ProviderChoice
+class PluginSet:
+    """Everything the loaded plugins registered (one per process; see ``bootstrap``)."""
 
-
-class VideoFacade:
-    """What ``video_for`` returns: ``create_meeting`` remembered per booking.
-
-    ``provider`` is ``None`` when the shop has no video, or when its calendar makes the
-    meeting inside the event (``embedded``); ``create_meeting`` then returns ``None``.
-    """
-
-    def __init__(self, plugins: Plugins, shop: ShopRef, name: str,
-                 provider: VideoProvider | None, *, embedded: bool) -> None:
-        self._plugins, self.shop, self.name = plugins, shop, name
-        self.provider, self.embedded = provider, embedded
-
-    def create_meeting(self, booking: BookingDetails) -> Meeting | None:
-        if self.provider is None:
-            return None
-        from engine.store.providers_models import ProviderMeeting
-
-        db, clock = self._plugins.db, self._plugins.clock
-        with db.read() as session:
-            row = session.get(ProviderMeeting, (booking.booking_id, self.name))
-            if row is not None:
-                return Meeting(url=row.url, id=row.meeting_id, provider=self.name)
-        meeting = self.provider.create_meeting(booking)
-        if meeting is None:
-            return None
-        try:
-            with db.write() as session:
-                session.add(ProviderMeeting(booking_id=booking.booking_id, provider=self.name,
-                                            shop_id=self.shop.id, meeting_id=meeting.id,
-                                            url=meeting.url, created_at=clock.now()))
-        except IntegrityError:
-            # Another attempt won the race; use its meeting so both agree.
-            with db.read() as session:
-                row = session.get(ProviderMeeting, (booking.booking_id, self.name))
-                assert row is not None
-                return Meeting(url=row.url, id=row.meeting_id, provider=self.name)
-        return meeting
-
-    def delete_meeting(self, meeting: Meeting) -> None:
-        if self.provider is not None:
-            self.provider.delete_meeting(meeting)
-
-
-class Mailer:
-    """What ``mailer_for`` returns: hook headers added, sends deduplicated by
-    ``MailMessage.idempotency_key``."""
-
-    def __init__(self, plugins: Plugins, shop: ShopRef, provider: MailProvider) -> None:
-        self._plugins, self.shop, self.provider = plugins, shop, provider
-
-    def send(self, message: MailMessage) -> str:
-        from engine.store.providers_models import SentMessage
-
-        extra: dict[str, str] = {}
-        for headers in reversed(self._plugins.pm.hook.consultbook_mail_headers(
-                message=message, shop_domain=self.shop.domain)):
-            extra.update(headers or {})
-        if extra:
-            message = replace(message, headers={**message.headers, **extra})
-        db = self._plugins.db
-        key = message.idempotency_key
-        if key:
-            with db.read() as session:
-                sent = session.get(SentMessage, f"{self.shop.id}:{key}")
-                if sent is not None:
-                    return sent.message_id
-        message_id = self.provider.send(message)
-        if key:
-            try:
-                with db.write() as session:
-                    session.add(SentMessage(key=f"{self.shop.id}:{key}", shop_id=self.shop.id,
-                                            provider=self.provider.name, message_id=message_id,
-                                            sent_at=self._plugins.clock.now()))
-            except IntegrityError:
-                pass
-        return message_id
-
-
-class Plugins:
-    """The typed facade over the plugin manager. One per process (see ``bootstrap``)."""
-
-    def __init__(self, pm: pluggy.PluginManager, registry: ProviderRegistry, *, config: Config,
-                 db: Database, keyring: Keyring, clock: Clock) -> None:
-        self.pm, self.registry = pm, registry
-        self.config, self.db, self.keyring, self.clock = config, db, keyring, clock
-        self.retry = retry_policy(config)
-
-    @classmethod
-    def load(cls, config: Config, db: Database, keyring: Keyring, clock: Clock, *,
-             entrypoints: bool = True, builtins: bool = True,
-             extra: Iterable[tuple[str, object]] = ()) -> Plugins:
-        pm = make_plugin_manager(config, entrypoints=entrypoints, builtins=builtins,
-                                 extra=extra)
-        return cls(pm, build_registry(pm), config=config, db=db, keyring=keyring, clock=clock)
+    pm: pluggy.PluginManager
+    providers: ProviderRegistry
+    jobs: JobRegistry
+    routes: RouteRegistry
+    secrets: SecretRegistry
+    migration_locations: tuple[str, ...]
 
     @property
     def hook(self) -> Any:
@@ -388,107 +264,36 @@ class Plugins:
         """The loaded plugins (blocked names are listed by pluggy with no plugin)."""
         return sorted(name for name, plugin in self.pm.list_name_plugin() if plugin is not None)
 
-    # --- per-shop lookup ------------------------------------------------------------
 
-    def shop_providers(self, shop: ShopRef | str, session: Session | None = None
-                       ) -> ShopProviders:
-        """The shop (by ``ShopRef``, id or domain) and the providers its settings name
-        (read in ``session`` when the caller has one open)."""
-        from engine.services.shops import ShopRef as _ShopRef
-        from engine.store.models import Shop, ShopSettings
+def load_plugins(config: Config, *, entrypoints: bool = True,
+                 extra: Iterable[tuple[str, object]] = ()) -> PluginSet:
+    """Discover, load and validate the plugins, and collect what they register.
 
-        key = shop.id if isinstance(shop, _ShopRef) else shop
-        cached: ShopProviders | None = self.db.cache.get(("shop_providers", key))
-        if cached is not None:
-            return cached
-        column = Shop.domain if "." in key else Shop.id
-        query = (select(Shop.id, Shop.domain, Shop.timezone, ShopSettings.calendar_provider,
-                        ShopSettings.video_provider, ShopSettings.mail_provider)
-                 .join(ShopSettings, ShopSettings.shop_id == Shop.id)
-                 .where(column == key))
-        if session is not None:
-            row = session.execute(query).one_or_none()
-        else:
-            with self.db.lookup() as own:
-                row = own.execute(query).one_or_none()
-        if row is None:
-            raise NotFound(f"no shop {key!r}")
-        found = ShopProviders(_ShopRef(row.id, row.domain, row.timezone),
-                              ProviderChoice(row.calendar_provider, row.video_provider,
-                                             row.mail_provider))
-        # Read-mostly: process-local, void after any local write, at most 1 s old.
-        self.db.cache.put(("shop_providers", key), found)
-        return found
+    Raises :class:`PluginError` with one line naming the plugin that failed."""
+    pm = make_plugin_manager(config, entrypoints=entrypoints, extra=extra)
+    return PluginSet(pm=pm, providers=build_registry(pm), jobs=build_jobs(pm),
+                     routes=build_routes(pm), secrets=build_secrets(pm),
+                     migration_locations=migration_locations(pm))
 
-    def _class(self, kind: str, name: str) -> type[Provider]:
-        cls = self.registry.get(kind, name)
-        if cls is None:
-            known = ", ".join(self.registry.names(kind)) or "none"
-            raise ProviderNotConfigured(
-                f"the shop's {kind} provider {name!r} is not installed (installed: {known})")
-        return cls
 
-    def instantiate(self, cls: type[P], sp: ShopProviders) -> P:
-        """An instance of provider class ``cls`` for the shop, with its connection."""
-        reason = cls.check_config(self.config)
-        if reason:
-            raise ProviderNotConfigured(f"the {cls.name} {cls.kind} provider is not "
-                                        f"configured: {reason}")
-        connection = None
-        if cls.connection:
-            from engine.services.connections import open_connection
+def plugin_migration_locations(config: Config) -> tuple[str, ...]:
+    """The migration folders of the plugins ``config`` loads (``consultbook migrate``).
 
-            connection = open_connection(self, sp.shop, cls.connection)
-        ctx = ProviderContext(shop=sp.shop, choice=sp.choice, config=self.config,
-                              clock=self.clock, db=self.db, retry=self.retry,
-                              connection=connection)
-        return cls(ctx)
-
-    def calendar_for(self, shop: ShopRef | str) -> CalendarProvider:
-        """The calendar provider the shop chose. Raises ProviderNotConfigured (missing
-        plugin, no connection) or ConnectionBroken (the merchant must reconnect)."""
-        sp = self.shop_providers(shop)
-        cls = self._class("calendar", sp.choice.calendar)
-        return self.instantiate(cls, sp)  # type: ignore[return-value]
-
-    def video_for(self, shop: ShopRef | str) -> VideoFacade:
-        """The video provider the shop chose, behind a facade that makes at most one
-        meeting per booking. When the shop's calendar embeds this video provider (Meet in
-        Google Calendar, Teams in Outlook) there is nothing to make beforehand."""
-        sp = self.shop_providers(shop)
-        name = sp.choice.video
-        calendar = self.registry.get("calendar", sp.choice.calendar)
-        if name == "none" or (calendar is not None and name in
-                              getattr(calendar, "embeds_video", frozenset())):
-            return VideoFacade(self, sp.shop, name, None, embedded=name != "none")
-        cls = self._class("video", name)
-        return VideoFacade(self, sp.shop, name, self.instantiate(cls, sp),  # type: ignore[arg-type]
-                           embedded=False)
-
-    def mailer_for(self, shop: ShopRef | str) -> Mailer:
-        """The mail provider the shop chose, behind a facade that adds plugin headers and
-        sends each ``idempotency_key`` once."""
-        sp = self.shop_providers(shop)
-        cls = self._class("mail", sp.choice.mail)
-        return Mailer(self, sp.shop, self.instantiate(cls, sp))  # type: ignore[arg-type]
-
-    def connector(self, name: str) -> Connector:
-        cls = self.registry.connector(name)
-        if cls is None:
-            raise NotFound(f"no account provider {name!r} (known: "
-                           f"{', '.join(self.registry.connector_names()) or 'none'})")
-        reason = cls.check_config(self.config)
-        if reason:
-            raise ProviderNotConfigured(f"{cls.label or cls.name} is not configured: {reason}")
-        return cls(self.config, self.retry)
-
-    def connection_changed(self, shop_domain: str, provider: str, status: str,
-                           reason: str | None) -> None:
-        """Tell plugins a connection changed; their failures are logged, never raised."""
-        for impl in self.pm.hook.consultbook_connection_changed.get_hookimpls():
-            try:
-                impl.function(shop_domain=shop_domain, provider=provider, status=status,
-                              reason=reason)
-            except Exception:
-                log.exception("plugin %s failed in consultbook_connection_changed",
-                              impl.plugin_name)
+    A plugin that fails to load cannot say what its tables are: it is left out (with a
+    warning) so the others' schema can still be brought up; every other command refuses
+    to start until it is fixed, uninstalled or disabled."""
+    try:
+        return migration_locations(make_plugin_manager(config))
+    except PluginError as exc:
+        log.warning("%s; migrating the other plugins", exc)
+    found: list[str] = []
+    for ep in discovered_entry_points():
+        if ep.name in config.disabled_plugins:
+            continue
+        try:
+            pm = make_plugin_manager(config.with_(disabled_plugins=tuple(
+                e.name for e in discovered_entry_points() if e.name != ep.name)))
+            found.extend(p for p in migration_locations(pm) if p not in found)
+        except PluginError:
+            continue
+    return tuple(found)

@@ -9,8 +9,8 @@ import pytest
 
 from engine import hookimpl
 from engine.bootstrap import Context
-from engine.plugins import Plugins, ProviderRegistry
-from engine.providers import BookingDetails, CalendarProvider, VideoProvider
+from engine.providers import BookingDetails, CalendarProvider, ProviderRegistry, VideoProvider
+from engine.services.providers import Plugins
 from tests.conftest import Admin
 
 

@@ -17,7 +17,7 @@ from engine.crypto import Keyring, generate_key
 from engine.shopify import webhook_hmac
 from engine.store import new_id
 from engine.store.models import Claim, Refund
-from engine.store.providers_models import IcsFeed
+from plugins.calendar_local.models import IcsFeed
 from tests.conftest import (
     API_SECRET,
     Admin,

@@ -12,11 +12,40 @@ import orjson
 
 from engine.bootstrap import Context, bootstrap
 from engine.config import Config, from_env
+from engine.plugins import PluginError
+from engine.services.providers import Host
 from engine.store.migrate import check_schema
 from web import admin, connections, demo, errors, health, pages, proxy, webhooks
 from web.auth import AuthMiddleware
+from web.common import query_params, read_json
 from web.guard import InputGuard
 from web.install import register as register_install
+
+
+class RouteHost(Host):
+    """The :class:`~engine.providers.RouteHost` plugin route factories get: the host, and
+    the web layer's strict request readers."""
+
+    def read_json(self, req: falcon.Request) -> Any:
+        return read_json(req)
+
+    def query_params(self, req: falcon.Request) -> dict[str, str]:
+        return query_params(req)
+
+
+def register_plugin_routes(app: falcon.App, ctx: Context) -> None:
+    """Mount every route plugins registered (``consultbook_register_routes``). The route's
+    ``auth`` is imposed on the resource, so AuthMiddleware authenticates it exactly like
+    the engine's own; a path the engine already serves stops start-up."""
+    host = RouteHost(ctx.plugins)
+    for route in ctx.plugins.loaded.routes:
+        sample = route.path.replace("{", "").replace("}", "")
+        if app._router.find(route.path) is not None or app._router.find(sample) is not None:
+            raise PluginError(f"plugin {route.plugin!r} registers {route.path}, which the "
+                              "engine serves already")
+        resource = route.factory(host)
+        resource.auth = None if route.auth == "none" else route.auth  # type: ignore[attr-defined]
+        app.add_route(route.path, resource)
 
 
 def create_app(ctx: Context) -> falcon.App:
@@ -38,6 +67,7 @@ def create_app(ctx: Context) -> falcon.App:
     webhooks.register(app, ctx)
     register_install(app, ctx)
     connections.register(app, ctx)
+    register_plugin_routes(app, ctx)
     if ctx.config.demo:
         demo.register(app, ctx)
     return app
@@ -46,5 +76,5 @@ def create_app(ctx: Context) -> falcon.App:
 def get_app(config: Config | None = None) -> falcon.App:
     """The app for a server process: configuration from the environment, schema checked."""
     ctx = bootstrap(config or from_env())
-    check_schema(ctx.db.engine)
+    check_schema(ctx.db.engine, ctx.plugins.loaded.migration_locations)
     return create_app(ctx)

@@ -14,10 +14,15 @@
   same-origin auto-submitting form, which does carry the cookie.
 * ``GET /admin/api/connections`` -- connections, chosen providers, problems, and which
   experts' slots are hidden because their busy time cannot be read (and why).
-* ``POST|DELETE /admin/api/connections/<provider>`` -- a start URL (as ``.../start``) /
-  disconnect.
-* ``/admin/api/calendar/busy[/<id>]`` and ``/admin/api/calendar/feeds[/<id>[/refresh]]``
-  -- the local calendar's busy blocks and ICS feeds.
+* ``POST /admin/api/connections/<provider>`` -- for a form connector
+  (:class:`~engine.providers.FormConnector`), ``{"values": {...}}`` connects the account
+  (201 with the connection); for an OAuth connector, a start URL (as ``.../start``).
+  ``DELETE`` disconnects.
+* ``GET|PUT /admin/api/providers/<kind>/<name>/settings`` -- the shop's values of a
+  provider's declared settings (``{"values": {...}}``).
+
+Plugins' own routes (the local calendar's busy blocks and feeds...) are registered by
+the plugins through ``consultbook_register_routes`` (web.app); nothing here names one.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ import falcon
 
 from engine.bootstrap import Context
 from engine.services import connections
-from plugins.calendar_local import service as local
 from web.common import query_params, read_json
 from web.errors import ApiError
 
@@ -164,9 +168,17 @@ class Connections(_Admin):
 
 class Connection(_Admin):
     def on_post(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:
-        """The same as ``POST .../start`` (kept for clients of the first release)."""
-        resp.media = connections.issue_start(self.ctx.plugins, req.context.shop, item_id)
+        """A form connector: connect with ``{"values"}``. An OAuth connector: the same as
+        ``POST .../start`` (kept for clients of the first release)."""
         resp.set_header("Cache-Control", "no-store")
+        if connections.is_form_connector(self.ctx.plugins, item_id):
+            doc = read_json(req)
+            values = doc.get("values") if isinstance(doc, dict) else None
+            resp.media = connections.connect_form(self.ctx.plugins, req.context.shop, item_id,
+                                                  values)
+            resp.status = falcon.HTTP_201
+            return
+        resp.media = connections.issue_start(self.ctx.plugins, req.context.shop, item_id)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:
         connections.disconnect(self.ctx.plugins, req.context.shop, item_id)
@@ -181,40 +193,19 @@ class ConnectionStart(_Admin):
         resp.set_header("Cache-Control", "no-store")
 
 
-class BusyBlocks(_Admin):
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"busy": local.list_blocks(self.ctx.plugins, req.context.shop.id,
-                                                query_params(req))}
+class ProviderSettingsResource(_Admin):
+    """``GET|PUT /admin/api/providers/<kind>/<name>/settings``."""
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = local.add_block(self.ctx.plugins, req.context.shop.id, read_json(req))
-        resp.status = falcon.HTTP_201
+    def on_get(self, req: falcon.Request, resp: falcon.Response, kind: str, name: str) -> None:
+        resp.media = connections.provider_settings(self.ctx.plugins, req.context.shop, kind,
+                                                   name)
 
-
-class BusyBlock(_Admin):
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:
-        local.delete_block(self.ctx.plugins, req.context.shop.id, item_id)
-        resp.status = falcon.HTTP_204
-
-
-class Feeds(_Admin):
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"feeds": local.list_feeds(self.ctx.plugins, req.context.shop.id)}
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = local.add_feed(self.ctx.plugins, req.context.shop.id, read_json(req))
-        resp.status = falcon.HTTP_201
-
-
-class Feed(_Admin):
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:
-        local.delete_feed(self.ctx.plugins, req.context.shop.id, item_id)
-        resp.status = falcon.HTTP_204
-
-
-class FeedRefresh(_Admin):
-    def on_post(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:
-        resp.media = local.refresh_feed(self.ctx.plugins, req.context.shop.id, item_id)
+    def on_put(self, req: falcon.Request, resp: falcon.Response, kind: str, name: str) -> None:
+        doc = read_json(req)
+        values = doc.get("values") if isinstance(doc, dict) else None
+        self.ctx.plugins.save_settings(req.context.shop, kind, name, values)
+        resp.media = connections.provider_settings(self.ctx.plugins, req.context.shop, kind,
+                                                   name)
 
 
 def register(app: falcon.App, ctx: Context) -> None:
@@ -223,8 +214,4 @@ def register(app: falcon.App, ctx: Context) -> None:
     app.add_route("/admin/api/connections", Connections(ctx))
     app.add_route("/admin/api/connections/{item_id}", Connection(ctx))
     app.add_route("/admin/api/connections/{item_id}/start", ConnectionStart(ctx))
-    app.add_route("/admin/api/calendar/busy", BusyBlocks(ctx))
-    app.add_route("/admin/api/calendar/busy/{item_id}", BusyBlock(ctx))
-    app.add_route("/admin/api/calendar/feeds", Feeds(ctx))
-    app.add_route("/admin/api/calendar/feeds/{item_id}", Feed(ctx))
-    app.add_route("/admin/api/calendar/feeds/{item_id}/refresh", FeedRefresh(ctx))
+    app.add_route("/admin/api/providers/{kind}/{name}/settings", ProviderSettingsResource(ctx))

@@ -12,6 +12,9 @@ engine. See docs/plugins.md.
 
 from __future__ import annotations
 
+# The deployment settings type providers receive (``check_config(config)``, ``ctx.config``):
+# re-exported so a plugin never imports engine.config.
+from engine.config import Config
 from engine.providers.base import (
     CalendarProvider,
     ConnectionHandle,
@@ -61,6 +64,7 @@ __all__ = [
     "BusyInterval",
     "CalendarBusy",
     "CalendarProvider",
+    "Config",
     "ConnectionBroken",
     "ConnectionHandle",
     "Connector",

@@ -68,5 +68,18 @@ class PluginHost(Protocol):
 
 #: What ``consultbook_register_jobs`` jobs get when they run.
 JobHost = PluginHost
-#: What ``consultbook_register_routes`` factories get.
-RouteHost = PluginHost
+
+
+class RouteHost(PluginHost, Protocol):
+    """What ``consultbook_register_routes`` factories get: a :class:`PluginHost` and the
+    web layer's request readers, so a plugin's resources parse input exactly as the
+    engine's do (the same limits, the same 4xx JSON errors)."""
+
+    def read_json(self, req: Any) -> Any:
+        """The request body as strict JSON: at most 1 MiB (413 beyond), UTF-8, finite
+        numbers, bounded nesting (400 naming what is wrong)."""
+        ...
+
+    def query_params(self, req: Any) -> dict[str, str]:
+        """The query string as a flat dict (the last value of a repeated key wins)."""
+        ...

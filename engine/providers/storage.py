@@ -76,8 +76,9 @@ class Secrets(Protocol):
     def encrypt(self, plaintext: str, *, aad: str) -> str: ...
 
     def decrypt(self, token: str, *, aad: str) -> str:
-        """The plaintext. Raises ``ValueError`` when no configured key decrypts
-        ``token`` with this ``aad`` (a dropped key, a token of another row)."""
+        """The plaintext. When no configured key decrypts ``token`` with this ``aad`` (a
+        dropped key, a token of another row) it raises the host's crypto error, which the
+        host answers as ``409 reconnect_required``; a job may catch ``Exception``."""
         ...
 
 

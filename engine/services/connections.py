@@ -31,15 +31,25 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 from sqlalchemy import delete, select
 
-from engine.crypto import CryptoError
 from engine.errors import NotFound, ValidationError
-from engine.providers.base import Grant
+from engine.providers.base import Connector, FormConnector, Grant
 from engine.providers.errors import ConnectionBroken, ProviderError, ProviderNotConfigured
+from engine.services.providers import (
+    BROKEN,
+    CONNECTED,
+    Plugins,
+    StoredConnection,
+    credentials_aad,
+    describe_fields,
+    mark_broken,
+    open_connection,
+    validate_form,
+)
 from engine.services.shops import ShopRef
 from engine.store import new_id
 from engine.store.models import Expert
@@ -50,22 +60,23 @@ from engine.store.providers_models import (
     ProviderConnection,
 )
 
-if TYPE_CHECKING:
-    from engine.plugins import Plugins
+__all__ = [
+    "BROKEN",
+    "CONNECTED",
+    "StoredConnection",
+    "credentials_aad",
+    "mark_broken",
+    "open_connection",
+]
 
 log = logging.getLogger("consultbook.connections")
 
 STATE_TTL = timedelta(minutes=10)
 START_TTL = timedelta(seconds=60)  # a start URL is opened right after it is issued
-CONNECTED, BROKEN = "connected", "broken"
 
 
 def iso(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def credentials_aad(connection_id: str) -> str:
-    return f"connection:{connection_id}:credentials"
 
 
 def flow_aad(state_hash: str) -> str:
@@ -79,81 +90,6 @@ def _hash_state(state: str) -> str:
 def callback_uri(plugins: Plugins, provider: str) -> str:
     """The redirect URI registered with the provider: ``<app url>/auth/<name>/callback``."""
     return f"{plugins.config.app_url}/auth/{provider}/callback"
-
-
-class StoredConnection:
-    """A :class:`~engine.providers.ConnectionHandle` over one ``provider_connections`` row."""
-
-    def __init__(self, plugins: Plugins, shop: ShopRef, row: ProviderConnection) -> None:
-        self._plugins, self.shop = plugins, shop
-        self.id, self.provider, self.account = row.id, row.provider, row.account
-        token = row.credentials
-        try:
-            self._credentials: dict[str, Any] = (
-                json.loads(plugins.keyring.decrypt_str(token, aad=credentials_aad(row.id)))
-                if token else {})
-        except CryptoError:
-            # A key that encrypted these credentials was dropped: the connection is as
-            # good as broken (the merchant reconnects); it is not the request's fault.
-            raise ConnectionBroken(
-                f"the stored {row.provider} credentials cannot be decrypted with the "
-                "configured keys (reconnect it in the app's settings)",
-                provider=row.provider) from None
-
-    def credentials(self) -> dict[str, Any]:
-        return dict(self._credentials)
-
-    def save(self, credentials: dict[str, Any]) -> None:
-        if credentials == self._credentials:
-            return
-        token = self._plugins.keyring.encrypt(json.dumps(credentials, sort_keys=True),
-                                              aad=credentials_aad(self.id))
-        with self._plugins.db.write() as session:
-            row = session.get(ProviderConnection, self.id)
-            if row is None:  # disconnected meanwhile: nothing to keep
-                return
-            row.credentials = token
-            row.updated_at = self._plugins.clock.now()
-        self._credentials = dict(credentials)
-
-    def mark_broken(self, reason: str) -> None:
-        mark_broken(self._plugins, self.shop, self.provider, reason)
-
-
-def open_connection(plugins: Plugins, shop: ShopRef, provider: str) -> StoredConnection:
-    """The shop's working connection to ``provider``.
-
-    Raises ProviderNotConfigured when the shop never connected, ConnectionBroken when the
-    grant was revoked (the merchant must reconnect).
-    """
-    with plugins.db.read() as session:
-        row = session.scalars(select(ProviderConnection).where(
-            ProviderConnection.shop_id == shop.id,
-            ProviderConnection.provider == provider)).one_or_none()
-    if row is None:
-        raise ProviderNotConfigured(f"the shop has not connected its {provider} account "
-                                    "(connect it in the app's settings)")
-    if row.status != CONNECTED:
-        raise ConnectionBroken(f"the {provider} connection is broken: {row.error} "
-                               "(reconnect it in the app's settings)", provider=provider)
-    return StoredConnection(plugins, shop, row)
-
-
-def mark_broken(plugins: Plugins, shop: ShopRef, provider: str, reason: str) -> None:
-    """Record that the shop's grant no longer works; the merchant sees ``reason``."""
-    now = plugins.clock.now()
-    changed = False
-    with plugins.db.write() as session:
-        row = session.scalars(select(ProviderConnection).where(
-            ProviderConnection.shop_id == shop.id,
-            ProviderConnection.provider == provider)).one_or_none()
-        if row is not None and (row.status != BROKEN or row.error != reason):
-            changed = row.status != BROKEN
-            row.status, row.error, row.updated_at = BROKEN, reason[:2000], now
-            row.broken_at = row.broken_at or now
-    if changed:
-        log.warning("the %s connection of %s is broken: %s", provider, shop.domain, reason)
-        plugins.connection_changed(shop.domain, provider, BROKEN, reason)
 
 
 # --- the OAuth web flow ----------------------------------------------------------------
@@ -354,6 +290,42 @@ def admin_redirect(plugins: Plugins, shop: ShopRef | None, provider: str, status
     return f"{plugins.config.app_url}/admin?{urlencode(query)}"
 
 
+# --- form connectors -------------------------------------------------------------------
+
+
+def is_form_connector(plugins: Plugins, provider: str) -> bool:
+    return isinstance(plugins.registry.connector(provider), type) and issubclass(
+        plugins.registry.connector(provider) or Connector, FormConnector)
+
+
+def connect_form(plugins: Plugins, shop: ShopRef, provider: str, values: Any) -> dict[str, Any]:
+    """``POST /admin/api/connections/<provider>`` for a form connector: check ``values``
+    against its fields (ValidationError naming the field), let the connector check the
+    account (``connect``: ProviderRejected -> 422 with its sentence, ProviderUnavailable
+    -> 503), then store the grant encrypted exactly like an OAuth one."""
+    connector = plugins.connector(provider)
+    if not isinstance(connector, FormConnector):
+        raise ValidationError(f"{provider} connects through its sign-in page, not a form")
+    clean = validate_form(connector.fields, values)
+    try:
+        grant = connector.connect(values=clean)
+    except ProviderError as exc:
+        raise ValidationError(f"{connector.label or provider}: {exc.message}",
+                              code="connection_refused") from None
+    store_connection(plugins, shop, provider, grant)
+    return {"provider": provider, "status": CONNECTED, "account": grant.account}
+
+
+def provider_settings(plugins: Plugins, shop: ShopRef, kind: str, name: str) -> dict[str, Any]:
+    """A provider's declared settings (fields) and the shop's values of them."""
+    cls = plugins.registry.get(kind, name) if kind in ("calendar", "video", "mail") else None
+    if cls is None:
+        raise NotFound(f"no {kind} provider {name!r}")
+    return {"kind": kind, "provider": name, "label": cls.label or name,
+            "fields": describe_fields(cls.settings),
+            "values": dict(plugins.settings_of(shop.id, cls))}
+
+
 # --- what the merchant sees --------------------------------------------------------------
 
 
@@ -385,8 +357,12 @@ def overview(plugins: Plugins, shop: ShopRef) -> dict[str, Any]:
             "broken_at": iso(row.broken_at) if row and row.broken_at else None,
             "available": reason is None,
             "unavailable_reason": reason,
-            # POST it (session token in the header) for a one-time start URL.
-            "connect_url": f"/admin/api/connections/{name}/start",
+            # OAuth: POST it (session token in the header) for a one-time start URL.
+            # Form: POST {"values": {...}} to it to connect.
+            "connect": "form" if issubclass(cls, FormConnector) else "oauth",
+            "fields": describe_fields(getattr(cls, "fields", ())),
+            "connect_url": (f"/admin/api/connections/{name}" if issubclass(cls, FormConnector)
+                            else f"/admin/api/connections/{name}/start"),
         })
     problems = []
     for choice_kind, choice in (("calendar", sp.choice.calendar), ("video", sp.choice.video),
@@ -404,6 +380,12 @@ def overview(plugins: Plugins, shop: ShopRef) -> dict[str, Any]:
         "video_provider": sp.choice.video,
         "mail_provider": sp.choice.mail,
         "providers": {k: plugins.registry.names(k) for k in ("calendar", "video", "mail")},
+        # What the admin renders for each chosen provider: its label and settings form.
+        "provider_settings": [
+            provider_settings(plugins, shop, kind, name)
+            for kind, name in (("calendar", sp.choice.calendar), ("video", sp.choice.video),
+                               ("mail", sp.choice.mail))
+            if (chosen := plugins.registry.get(kind, name)) is not None and chosen.settings],
         "connections": connections,
         "problems": problems,
         "experts": [{

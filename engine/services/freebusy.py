@@ -53,7 +53,7 @@ from engine.services.provider_cache import ProviderInstances
 from engine.store.providers_models import BusyCacheEntry, FreeBusyHealth
 
 if TYPE_CHECKING:
-    from engine.plugins import Plugins
+    from engine.services.providers import Plugins
     from engine.store import Database
 
 log = logging.getLogger("consultbook.freebusy")

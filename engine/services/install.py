@@ -34,24 +34,43 @@ from base64 import b64decode
 from binascii import Error as Base64Error
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import CursorResult, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from engine.crypto import CryptoError
+from engine.clock import Clock
+from engine.config import Config
+from engine.crypto import CryptoError, Keyring
 from engine.errors import ConsultbookError, Forbidden, NotFound, ValidationError
 from engine.services.shops import ShopRef, access_token_aad, install_shop
 from engine.services.validation import timezone as parse_timezone
 from engine.shopify import decode_session_token, valid_shop_domain, verify_oauth
 from engine.shopify.admin_api import AdminApi
 from engine.shopify.oauth import OAuthClient, OAuthGrantError, ShopifyUnavailable, TokenSet
-from engine.store import new_id
+from engine.store import Database, new_id
 from engine.store.install_models import OAuthState
 from engine.store.models import Shop
 
-if TYPE_CHECKING:
-    from engine.bootstrap import Context
+
+class Context(Protocol):
+    """What the install use cases need (the composition root's Context has it; so does a
+    worker's ``engine.tasks.jobs.Deps``): passed in, never imported from the wiring."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def keyring(self) -> Keyring: ...
+
+
+InstallDeps = Context
 
 __all__ = [
     "InvalidShop",

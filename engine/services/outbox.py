@@ -86,7 +86,7 @@ from engine.store.models import CONFIRMED, Claim, OutboxItem, OutboxStep
 if TYPE_CHECKING:
     from engine.clock import Clock
     from engine.config import Config
-    from engine.plugins import Plugins
+    from engine.services.providers import Plugins
     from engine.store import Database
 
 log = logging.getLogger("consultbook.outbox")

@@ -38,7 +38,7 @@ from engine.store.models import CONFIRMED, Claim, Reminder
 
 if TYPE_CHECKING:
     from engine.clock import Clock
-    from engine.plugins import Plugins
+    from engine.services.providers import Plugins
     from engine.store import Database
 
 log = logging.getLogger("consultbook.reminders")

@@ -134,7 +134,7 @@ def _client(job: Any) -> Any:
     plugins = job.plugins
     ctx = _Ctx(plugins.config, job.db, job.clock, plugins.keyring)
     try:
-        return admin_client(ctx, job.item.shop_id)  # type: ignore[arg-type]
+        return admin_client(ctx, job.item.shop_id)
     except ConsultbookError as exc:
         raise _as_provider_error(exc) from None
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from engine.store.models import Base
+from engine.store.base import Base
 
 
 class OAuthState(Base):

@@ -11,29 +11,13 @@ from sqlalchemy import (
     Date,
     ForeignKey,
     Integer,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from engine.store.types import UTCDateTime
-
-NAMING = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-ID = String(32)
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+from engine.store.base import ID, NAMING, Base  # noqa: F401  (re-exported)
 
 
 class Shop(Base):
@@ -342,5 +326,8 @@ class PrivacyRequest(Base):
     completed_at: Mapped[datetime | None]
 
 
+# Every engine table on Base.metadata (Alembic's target, tests' create_all): the other
+# model modules build on engine.store.base, never on this module, so this is no cycle.
 from engine.store import install_models as _install_models  # noqa: E402,F401
 from engine.store import providers_models as _providers_models  # noqa: E402,F401
+

@@ -1,5 +1,6 @@
-"""Tables of the provider plugins: account connections, OAuth states, the local calendar,
-idempotency records for meetings and mail, and the free/busy cache and health.
+"""Tables of the provider host: account connections, OAuth states, per-shop provider
+settings, idempotency records for meetings and mail, the free/busy cache and health, and
+the plugin jobs' run claims. (A plugin's own tables live in the plugin.)
 
 Every secret column holds an ``engine.crypto`` token bound to its row and purpose
 (see the ``*_aad`` functions in :mod:`engine.services.connections`).
@@ -10,10 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from engine.store.models import ID, Base
+from engine.store.base import ID, Base
 
 
 class ProviderConnection(Base):
@@ -65,60 +66,6 @@ class OAuthStart(Base):
     provider: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
-
-
-class IcsFeed(Base):
-    """An iCalendar feed (URL or uploaded file) whose events block an expert's time."""
-
-    __tablename__ = "ics_feeds"
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"),
-                                         index=True)
-    expert_id: Mapped[str] = mapped_column(ForeignKey("experts.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(255))
-    # Private feed URLs embed a secret: encrypted, aad ics_feed:<id>:url. None = uploaded.
-    url: Mapped[str | None] = mapped_column(Text)
-    events: Mapped[int] = mapped_column(Integer, default=0)
-    last_fetched_at: Mapped[datetime | None]
-    last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime]
-
-
-class LocalBusyBlock(Base):
-    """Time an expert is not available, kept in the database (entered or imported)."""
-
-    __tablename__ = "local_busy_blocks"
-    __table_args__ = (Index("ix_local_busy_blocks_expert_id_start", "expert_id", "start"),)
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
-    expert_id: Mapped[str] = mapped_column(ForeignKey("experts.id", ondelete="CASCADE"))
-    start: Mapped[datetime]
-    end: Mapped[datetime]
-    summary: Mapped[str | None] = mapped_column(String(255))
-    feed_id: Mapped[str | None] = mapped_column(
-        ForeignKey("ics_feeds.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[datetime]
-
-
-class LocalCalendarEvent(Base):
-    """A booking's event in the built-in local calendar (one per booking)."""
-
-    __tablename__ = "local_calendar_events"
-
-    booking_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"),
-                                         index=True)
-    expert_id: Mapped[str] = mapped_column(String(64))
-    summary: Mapped[str] = mapped_column(String(512))
-    start: Mapped[datetime]
-    end: Mapped[datetime]
-    status: Mapped[str] = mapped_column(String(16))
-    sequence: Mapped[int] = mapped_column(Integer, default=0)
-    meeting_url: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
 
 
 class ProviderMeeting(Base):
@@ -175,3 +122,27 @@ class FreeBusyHealth(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     last_success_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+
+
+class ProviderSettings(Base):
+    """A shop's values of one provider's declared settings (``Provider.settings``)."""
+
+    __tablename__ = "provider_settings"
+
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64), primary_key=True)
+    values: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
+
+
+class PluginJobRun(Base):
+    """When a plugin's periodic job last started: the one row every process's scheduler
+    claims by compare-and-set, so each period runs the job once across processes."""
+
+    __tablename__ = "plugin_job_runs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[datetime]
+    owner: Mapped[str] = mapped_column(String(128))

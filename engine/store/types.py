@@ -2,42 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect
+from sqlalchemy import BigInteger
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.types import TypeDecorator
 
+from engine.providers.sql import UTCDateTime
 
-class UTCDateTime(TypeDecorator[datetime]):
-    """An instant. Binds only aware datetimes; always loads aware UTC datetimes.
-
-    PostgreSQL stores ``timestamptz``; SQLite stores naive UTC text, which sorts and
-    compares correctly because every value is written in the same form.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("naive datetime bound to a UTCDateTime column")
-        value = value.astimezone(UTC)
-        if dialect.name == "sqlite":
-            return value.replace(tzinfo=None)
-        return value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        assert isinstance(value, datetime)
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+__all__ = ["UTCDateTime", "epoch"]
 
 
 class epoch(FunctionElement[int]):

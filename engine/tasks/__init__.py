@@ -21,7 +21,7 @@ Tasks:
 ``consultbook.sweep``             every minute: expire stale holds, purge old ones
 ``consultbook.refresh_freebusy``  every free/busy TTL: warm the busy-time cache
 ``consultbook.refresh_shopify_tokens``  every 5 minutes: expiring Shopify offline tokens
-``consultbook.refresh_ics_feeds``  every 15 minutes: the local calendar's .ics feed URLs
+``consultbook.plugin_job``  each plugin job (``plugin:<name>``) at its own interval
 """
 
 from __future__ import annotations
@@ -56,8 +56,13 @@ QUEUE = f"{CUSTOMER_QUEUE},{SHOPIFY_QUEUE}"
 MAX_COUNTDOWN = 300.0
 
 
-def celery_settings(config: Config) -> dict[str, Any]:
-    """The Celery configuration for ``config`` (a function so tests can read it)."""
+def celery_settings(config: Config, *,
+                    extra_plugins: Iterable[tuple[str, object]] = ()) -> dict[str, Any]:
+    """The Celery configuration for ``config`` (a function so tests can read it). Plugin
+    jobs (``consultbook_register_jobs``) are beat entries ``plugin:<name>`` of the one
+    task ``consultbook.plugin_job``."""
+    from engine.plugins import load_plugins
+
     every = jobs.schedule(config)
     beat = {
         name: {"task": f"consultbook.{name}", "schedule": timedelta(seconds=seconds),
@@ -65,6 +70,10 @@ def celery_settings(config: Config) -> dict[str, Any]:
                "options": {"expires": seconds}}
         for name, seconds in every.items()
     }
+    for job in load_plugins(config, extra=extra_plugins).jobs:
+        beat[jobs.PLUGIN_JOB_PREFIX + job.name] = {
+            "task": "consultbook.plugin_job", "schedule": timedelta(seconds=job.every_seconds),
+            "args": (job.name,), "options": {"expires": job.every_seconds}}
     return {
         "broker_url": config.broker_url,
         "broker_connection_retry_on_startup": True,
@@ -109,7 +118,7 @@ def make_celery(config: Config, *, extra_plugins: Iterable[tuple[str, object]] =
     from celery import Celery  # here, not at import: web processes only need the kick
 
     app = Celery("consultbook", set_as_current=False)
-    app.conf.update(celery_settings(config))
+    app.conf.update(celery_settings(config, extra_plugins=extra_plugins))
     runtime = jobs.Runtime(config, extra_plugins=extra_plugins, clock=clock)
     app.consultbook_runtime = runtime
 
@@ -170,8 +179,8 @@ def make_celery(config: Config, *, extra_plugins: Iterable[tuple[str, object]] =
     def refresh_shopify_tokens() -> dict[str, int]:
         return jobs.refresh_shopify_tokens(runtime.deps())
 
-    @app.task(name="consultbook.refresh_ics_feeds")  # type: ignore[untyped-decorator]
-    def refresh_ics_feeds() -> dict[str, int]:
-        return jobs.refresh_ics_feeds(runtime.deps())
+    @app.task(name="consultbook.plugin_job", bind=True)  # type: ignore[untyped-decorator]
+    def plugin_job(self: Any, name: str) -> dict[str, Any]:
+        return jobs.run_plugin_job(runtime.deps(), str(name), owner=str(self.request.id))
 
     return app

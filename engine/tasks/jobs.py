@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +23,10 @@ from engine.services import outbox, reminders
 from engine.services.claims import sweep
 
 if TYPE_CHECKING:
-    from engine.bootstrap import Context
     from engine.clock import Clock
     from engine.config import Config
-    from engine.plugins import Plugins
+    from engine.crypto import Keyring
+    from engine.services.providers import Plugins
     from engine.store import Database
 
 log = logging.getLogger("consultbook.worker")
@@ -39,7 +39,8 @@ REMINDERS_EVERY = 60.0
 SWEEP_EVERY = 60.0
 FREEBUSY_DAYS = 14
 SHOPIFY_TOKENS_EVERY = 300.0  # expiring offline tokens are refreshed 10 minutes ahead
-ICS_FEEDS_EVERY = 900.0
+#: Plugin jobs (``consultbook_register_jobs``) are scheduled as ``plugin:<name>``.
+PLUGIN_JOB_PREFIX = "plugin:"
 
 
 def schedule(config: Config) -> dict[str, float]:
@@ -50,8 +51,7 @@ def schedule(config: Config) -> dict[str, float]:
         "sweep": SWEEP_EVERY,
         "refresh_freebusy": float(max(30, config.freebusy_ttl_seconds)),
         "refresh_shopify_tokens": SHOPIFY_TOKENS_EVERY,
-        "refresh_ics_feeds": ICS_FEEDS_EVERY,
-    }
+        }
 
 
 @dataclass
@@ -60,32 +60,31 @@ class Deps:
     db: Database
     clock: Clock
     plugins: Plugins
-    _context: Context | None = field(default=None, init=False, repr=False, compare=False)
-    _context_lock: threading.Lock = field(default_factory=threading.Lock, init=False,
-                                          repr=False, compare=False)
 
-    def context(self) -> Context:
-        """An :class:`engine.bootstrap.Context` over these deps, built on first use and
-        kept: a periodic job never rebuilds one (and so never rediscovers plugins)."""
-        with self._context_lock:
-            if self._context is None:
-                from engine.bootstrap import Context
+    @property
+    def keyring(self) -> Keyring:
+        return self.plugins.keyring
 
-                self._context = Context(config=self.config, db=self.db, clock=self.clock)
-            return self._context
+    def context(self) -> Deps:
+        """What the use cases take (``install.InstallDeps``): these deps themselves, built
+        once per process -- a periodic job never rebuilds a context (and so never
+        rediscovers plugins). The tasks layer does not import the composition root."""
+        return self
 
 
 def build_deps(config: Config, *, clock: Clock | None = None, db: Database | None = None,
                extra_plugins: Iterable[tuple[str, object]] = ()) -> Deps:
     from engine.clock import SystemClock
     from engine.crypto import Keyring, parse_keys
-    from engine.plugins import Plugins
+    from engine.services.providers import Plugins
+    from engine.services.secrets import register_plugin_columns
     from engine.store import Database as _Database
 
     database = db or _Database(config.database_url)
     clk = clock or SystemClock()
     keyring = Keyring(parse_keys(",".join(config.encryption_keys)))
     plugins = Plugins.load(config, database, keyring, clk, extra=list(extra_plugins))
+    register_plugin_columns(plugins.loaded.secrets)
     return Deps(config=config, db=database, clock=clk, plugins=plugins)
 
 
@@ -150,11 +149,21 @@ def refresh_shopify_tokens(deps: Deps) -> dict[str, int]:
     return {"shops": refresh_expiring_tokens(deps.context())}
 
 
-def refresh_ics_feeds(deps: Deps) -> dict[str, int]:
-    """Re-fetch the local calendar's ``.ics`` feed URLs."""
-    from plugins.calendar_local.service import refresh_all_feeds
+def plugin_schedule(deps: Deps) -> dict[str, float]:
+    """``plugin:<name>`` -> interval, for every job the plugins registered."""
+    return {PLUGIN_JOB_PREFIX + job.name: job.every_seconds for job in deps.plugins.jobs}
 
-    return {"feeds": refresh_all_feeds(deps.plugins)}
+
+def run_plugin_job(deps: Deps, name: str, owner: str) -> dict[str, Any]:
+    """Run the plugin job ``name`` if this process wins its period (a compare-and-set
+    claim in ``plugin_job_runs``: once per period across beat and embedded workers)."""
+    from engine.services.providers import run_plugin_job as run
+
+    name = name.removeprefix(PLUGIN_JOB_PREFIX)
+    job = next((j for j in deps.plugins.jobs if j.name == name), None)
+    if job is None:
+        return {"unknown": 1}
+    return dict(run(deps.plugins, job, owner) or {})
 
 
 def sweep_holds(deps: Deps) -> dict[str, int]:

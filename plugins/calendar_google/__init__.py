@@ -28,16 +28,16 @@ import requests
 from googleapiclient.errors import HttpError
 
 from engine import hookimpl
-from engine.config import Config
-from engine.plugins import ProviderRegistry
 from engine.providers import (
     BookingDetails,
     CalendarBusy,
     CalendarProvider,
+    Config,
     Connector,
     EventRef,
     Grant,
     Meeting,
+    ProviderRegistry,
     ProviderRejected,
     Retry,
     retrying,

@@ -4,27 +4,43 @@ from ``.ics`` feeds and files), and booking events kept there too.
 The embedded default: no account anywhere. Busy blocks come from
 ``local_busy_blocks``; bookings themselves are claims the engine already counts, so the
 events written here are a record (and what an exported feed shows), not extra busy time.
+
+A plugin like any other, through the public contract only: its tables and their
+Alembic branch (``models.py``, ``migrations/``), its admin routes
+(``/admin/api/calendar/busy``, ``/admin/api/calendar/feeds``), its periodic feed
+refresh (job ``local_ics_feeds``) and its encrypted feed URLs (rotated by ``consultbook
+keys rotate``) all come through hooks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine import hookimpl
-from engine.plugins import ProviderRegistry
 from engine.providers import (
     BookingDetails,
     CalendarBusy,
     CalendarProvider,
     EventRef,
+    JobRegistry,
     Meeting,
+    ProviderRegistry,
+    RouteRegistry,
+    SecretRegistry,
 )
 from engine.providers.intervals import merge_clip
-from engine.store.providers_models import LocalBusyBlock, LocalCalendarEvent
+from plugins.calendar_local import routes as _routes
+from plugins.calendar_local import service
+from plugins.calendar_local.models import IcsFeed, LocalBusyBlock, LocalCalendarEvent, feed_url_aad
+
+#: Seconds between refreshes of every ``.ics`` feed URL.
+ICS_FEEDS_EVERY = 900.0
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 class LocalCalendar(CalendarProvider):
@@ -105,3 +121,28 @@ class LocalCalendar(CalendarProvider):
 @hookimpl
 def consultbook_register_providers(registry: ProviderRegistry) -> None:
     registry.add_calendar(LocalCalendar)
+
+
+@hookimpl
+def consultbook_register_routes(routes: RouteRegistry) -> None:
+    routes.add("/admin/api/calendar/busy", _routes.BusyBlocks, auth="admin")
+    routes.add("/admin/api/calendar/busy/{item_id}", _routes.BusyBlock, auth="admin")
+    routes.add("/admin/api/calendar/feeds", _routes.Feeds, auth="admin")
+    routes.add("/admin/api/calendar/feeds/{item_id}", _routes.Feed, auth="admin")
+    routes.add("/admin/api/calendar/feeds/{item_id}/refresh", _routes.FeedRefresh,
+               auth="admin")
+
+
+@hookimpl
+def consultbook_register_jobs(jobs: JobRegistry) -> None:
+    jobs.add("local_ics_feeds", ICS_FEEDS_EVERY, service.refresh_all_feeds)
+
+
+@hookimpl
+def consultbook_register_secrets(secrets: SecretRegistry) -> None:
+    secrets.add_column(IcsFeed.__table__, "url", lambda row: feed_url_aad(row.id))
+
+
+@hookimpl
+def consultbook_migration_locations() -> Sequence[str]:
+    return [str(MIGRATIONS)]

@@ -21,7 +21,7 @@ import icalendar
 import urllib3
 from dateutil.rrule import rrulestr
 
-from engine.errors import ValidationError
+from engine.providers import ValidationError
 
 MAX_BYTES = 5 * 1024 * 1024
 MAX_EVENTS = 20_000

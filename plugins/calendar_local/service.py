@@ -1,29 +1,32 @@
-"""Busy blocks and ICS feeds of the local calendar, as the admin API manages them."""
+"""Busy blocks and ICS feeds of the local calendar, as its admin routes manage them.
+
+Everything here takes the host (:class:`engine.providers.PluginHost`: storage, secrets,
+clock, experts) as an argument -- the plugin imports nothing of the engine but the
+contract.
+"""
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from engine.errors import NotFound, ValidationError
-from engine.store import new_id
-from engine.store.models import Expert, Shop
-from engine.store.providers_models import IcsFeed, LocalBusyBlock
+from engine.providers import ExpertInfo, NotFound, PluginHost, ValidationError
 from plugins.calendar_local import ics
-
-if TYPE_CHECKING:
-    from engine.plugins import Plugins
+from plugins.calendar_local.models import IcsFeed, LocalBusyBlock, feed_url_aad
 
 IMPORT_HORIZON = timedelta(days=400)
 MAX_BLOCK = timedelta(days=366)
+_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
-def feed_url_aad(feed_id: str) -> str:
-    return f"ics_feed:{feed_id}:url"
+def new_id(prefix: str) -> str:
+    """``<prefix>_<random>`` within 32 characters (the tables' id width)."""
+    return f"{prefix}_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(20))
 
 
 def iso(at: datetime) -> str:
@@ -40,13 +43,11 @@ def parse_instant(name: str, value: Any) -> datetime:
     return at.astimezone(UTC)
 
 
-def _expert(session: Session, shop_id: str, expert_id: Any) -> tuple[Expert, ZoneInfo]:
-    expert = session.get(Expert, expert_id) if isinstance(expert_id, str) else None
-    if expert is None or expert.shop_id != shop_id or expert.deleted_at is not None:
+def _expert(host: PluginHost, shop_id: str, expert_id: Any) -> tuple[ExpertInfo, ZoneInfo]:
+    expert = host.expert(shop_id, expert_id) if isinstance(expert_id, str) else None
+    if expert is None:
         raise NotFound(f"no expert {expert_id!r}")
-    shop = session.get(Shop, shop_id)
-    assert shop is not None
-    return expert, ZoneInfo(expert.timezone or shop.timezone)
+    return expert, ZoneInfo(expert.timezone)
 
 
 def _render_block(b: LocalBusyBlock) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def _render_block(b: LocalBusyBlock) -> dict[str, Any]:
             "summary": b.summary, "feed": b.feed_id}
 
 
-def list_blocks(plugins: Plugins, shop_id: str, params: dict[str, str]) -> list[dict[str, Any]]:
+def list_blocks(host: PluginHost, shop_id: str, params: dict[str, str]) -> list[dict[str, Any]]:
     q = select(LocalBusyBlock).where(LocalBusyBlock.shop_id == shop_id)
     if params.get("expert"):
         q = q.where(LocalBusyBlock.expert_id == params["expert"])
@@ -62,13 +63,13 @@ def list_blocks(plugins: Plugins, shop_id: str, params: dict[str, str]) -> list[
         q = q.where(LocalBusyBlock.end > parse_instant("from", params["from"]))
     if params.get("to"):
         q = q.where(LocalBusyBlock.start < parse_instant("to", params["to"]))
-    with plugins.db.read() as session:
+    with host.db.read() as session:
         rows = session.scalars(q.order_by(LocalBusyBlock.start, LocalBusyBlock.id)
                                .limit(5000)).all()
         return [_render_block(b) for b in rows]
 
 
-def add_block(plugins: Plugins, shop_id: str, doc: Any) -> dict[str, Any]:
+def add_block(host: PluginHost, shop_id: str, doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ValidationError("the body must be a JSON object")
     unknown = set(doc) - {"expert", "start", "end", "summary"}
@@ -82,25 +83,29 @@ def add_block(plugins: Plugins, shop_id: str, doc: Any) -> dict[str, Any]:
     summary = doc.get("summary")
     if summary is not None and (not isinstance(summary, str) or len(summary) > 255):
         raise ValidationError("summary must be text of at most 255 characters", field="summary")
-    with plugins.db.write() as session:
-        _expert(session, shop_id, doc.get("expert"))
+    _expert(host, shop_id, doc.get("expert"))
+    with host.db.write() as session:
         block = LocalBusyBlock(id=new_id("busy"), shop_id=shop_id, expert_id=doc["expert"],
                                start=start, end=end, summary=summary,
-                               created_at=plugins.clock.now())
+                               created_at=host.clock.now())
         session.add(block)
         session.flush()
-        return _render_block(block)
+        rendered = _render_block(block)
+    host.invalidate_busy(shop_id, doc["expert"])
+    return rendered
 
 
-def delete_block(plugins: Plugins, shop_id: str, block_id: str) -> None:
-    with plugins.db.write() as session:
+def delete_block(host: PluginHost, shop_id: str, block_id: str) -> None:
+    with host.db.write() as session:
         block = session.get(LocalBusyBlock, block_id)
         if block is None or block.shop_id != shop_id:
             raise NotFound(f"no busy block {block_id!r}")
         if block.feed_id is not None:
             raise ValidationError("this block comes from an ICS feed; remove the feed instead",
                                   code="imported_block")
+        expert_id = block.expert_id
         session.delete(block)
+    host.invalidate_busy(shop_id, expert_id)
 
 
 def _render_feed(f: IcsFeed) -> dict[str, Any]:
@@ -110,16 +115,16 @@ def _render_feed(f: IcsFeed) -> dict[str, Any]:
             if f.last_fetched_at else None, "last_error": f.last_error}
 
 
-def list_feeds(plugins: Plugins, shop_id: str) -> list[dict[str, Any]]:
-    with plugins.db.read() as session:
+def list_feeds(host: PluginHost, shop_id: str) -> list[dict[str, Any]]:
+    with host.db.read() as session:
         rows = session.scalars(select(IcsFeed).where(IcsFeed.shop_id == shop_id)
                                .order_by(IcsFeed.created_at, IcsFeed.id)).all()
         return [_render_feed(f) for f in rows]
 
 
-def _import(plugins: Plugins, session: Session, feed: IcsFeed, data: bytes,
+def _import(host: PluginHost, session: Session, feed: IcsFeed, data: bytes,
             tz: ZoneInfo) -> None:
-    now = plugins.clock.now()
+    now = host.clock.now()
     busy = ics.busy_from_ics(data, tz, now - timedelta(days=1), now + IMPORT_HORIZON)
     session.execute(delete(LocalBusyBlock).where(LocalBusyBlock.feed_id == feed.id))
     session.add_all(LocalBusyBlock(id=new_id("busy"), shop_id=feed.shop_id,
@@ -128,7 +133,13 @@ def _import(plugins: Plugins, session: Session, feed: IcsFeed, data: bytes,
     feed.events, feed.last_fetched_at, feed.last_error = len(busy), now, None
 
 
-def add_feed(plugins: Plugins, shop_id: str, doc: Any) -> dict[str, Any]:
+def _fetch(host: PluginHost, url: str) -> bytes:
+    return ics.fetch(url, timeout=host.option("provider_timeout_seconds", 10.0),
+                     allow_private=bool(host.option("ics_allow_private_hosts", False)),
+                     verify=host.option("provider_ca_bundle") or True)
+
+
+def add_feed(host: PluginHost, shop_id: str, doc: Any) -> dict[str, Any]:
     """Add an ICS feed (``url``) or import a file (``ics``: the text) for an expert."""
     if not isinstance(doc, dict):
         raise ValidationError("the body must be a JSON object")
@@ -146,78 +157,80 @@ def add_feed(plugins: Plugins, shop_id: str, doc: Any) -> dict[str, Any]:
     name = doc.get("name") or ("Calendar feed" if url else "Imported calendar")
     if not isinstance(name, str) or len(name) > 255:
         raise ValidationError("name must be text of at most 255 characters", field="name")
-    with plugins.db.read() as session:
-        _expert(session, shop_id, doc.get("expert"))
+    _, tz = _expert(host, shop_id, doc.get("expert"))
     if url is not None:
         url = ics.normalize_url(url)
-        data = ics.fetch(url, timeout=plugins.config.provider_timeout_seconds,
-                         allow_private=plugins.config.ics_allow_private_hosts,
-                         verify=plugins.config.provider_ca_bundle or True)
+        data = _fetch(host, url)
     else:
         data = (text or "").encode("utf-8")
-    with plugins.db.write() as session:
-        _, tz = _expert(session, shop_id, doc.get("expert"))
+    _expert(host, shop_id, doc.get("expert"))  # still there after the fetch
+    with host.db.write() as session:
         feed = IcsFeed(id=new_id("feed"), shop_id=shop_id, expert_id=doc["expert"], name=name,
-                       events=0, created_at=plugins.clock.now())
+                       events=0, created_at=host.clock.now())
         if url is not None:
-            feed.url = plugins.keyring.encrypt(url, aad=feed_url_aad(feed.id))
+            feed.url = host.secrets.encrypt(url, aad=feed_url_aad(feed.id))
         session.add(feed)
         session.flush()
-        _import(plugins, session, feed, data, tz)
+        _import(host, session, feed, data, tz)
         session.flush()
-        return _render_feed(feed)
+        rendered = _render_feed(feed)
+    host.invalidate_busy(shop_id, doc["expert"])
+    return rendered
 
 
-def delete_feed(plugins: Plugins, shop_id: str, feed_id: str) -> None:
-    with plugins.db.write() as session:
+def delete_feed(host: PluginHost, shop_id: str, feed_id: str) -> None:
+    with host.db.write() as session:
         feed = session.get(IcsFeed, feed_id)
         if feed is None or feed.shop_id != shop_id:
             raise NotFound(f"no feed {feed_id!r}")
+        expert_id = feed.expert_id
         session.execute(delete(LocalBusyBlock).where(LocalBusyBlock.feed_id == feed_id))
         session.delete(feed)
+    host.invalidate_busy(shop_id, expert_id)
 
 
-def refresh_feed(plugins: Plugins, shop_id: str, feed_id: str) -> dict[str, Any]:
+def refresh_feed(host: PluginHost, shop_id: str, feed_id: str) -> dict[str, Any]:
     """Fetch a URL feed again and replace its blocks. A failure keeps the old blocks and
     records the error (shown to the merchant)."""
-    with plugins.db.read() as session:
+    with host.db.read() as session:
         feed = session.get(IcsFeed, feed_id)
         if feed is None or feed.shop_id != shop_id:
             raise NotFound(f"no feed {feed_id!r}")
         if feed.url is None:
             return _render_feed(feed)
-        url = plugins.keyring.decrypt_str(feed.url, aad=feed_url_aad(feed.id))
+        url = host.secrets.decrypt(feed.url, aad=feed_url_aad(feed.id))
+        expert_id = feed.expert_id
     try:
-        data = ics.fetch(url, timeout=plugins.config.provider_timeout_seconds,
-                         allow_private=plugins.config.ics_allow_private_hosts,
-                         verify=plugins.config.provider_ca_bundle or True)
+        data = _fetch(host, url)
         error = None
     except ics.FeedError as exc:
         data, error = b"", exc.message
-    with plugins.db.write() as session:
+    _, tz = _expert(host, shop_id, expert_id)
+    with host.db.write() as session:
         feed = session.get(IcsFeed, feed_id)
         if feed is None:
             raise NotFound(f"no feed {feed_id!r}")
-        _, tz = _expert(session, shop_id, feed.expert_id)
         if error is None:
             try:
-                _import(plugins, session, feed, data, tz)
+                _import(host, session, feed, data, tz)
             except ics.FeedError as exc:
                 error = exc.message
         if error is not None:
             feed.last_error = error
         session.flush()
-        return _render_feed(feed)
+        rendered = _render_feed(feed)
+    host.invalidate_busy(shop_id, expert_id)
+    return rendered
 
 
-def refresh_all_feeds(plugins: Plugins) -> int:
-    """Refresh every URL feed (for a periodic task). Returns how many were tried."""
-    with plugins.db.read() as session:
+def refresh_all_feeds(host: PluginHost) -> dict[str, int]:
+    """Refresh every URL feed (the plugin's periodic job). Returns how many were tried."""
+    with host.db.read() as session:
         feeds = session.execute(select(IcsFeed.id, IcsFeed.shop_id)
                                 .where(IcsFeed.url.is_not(None))).all()
     for feed_id, shop_id in feeds:
         try:
-            refresh_feed(plugins, shop_id, feed_id)
+            refresh_feed(host, shop_id, feed_id)
         except NotFound:
             continue
-    return len(feeds)
+    return {"feeds": len(feeds)}

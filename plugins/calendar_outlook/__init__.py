@@ -29,18 +29,18 @@ import msal
 import requests
 
 from engine import hookimpl
-from engine.config import Config
-from engine.plugins import ProviderRegistry
 from engine.providers import (
     BookingDetails,
     CalendarBusy,
     CalendarProvider,
+    Config,
     Connector,
     EventRef,
     Grant,
     Meeting,
     ProviderContext,
     ProviderNotConfigured,
+    ProviderRegistry,
     ProviderRejected,
     Retry,
     VideoProvider,

@@ -13,8 +13,12 @@ import tempfile
 from pathlib import Path
 
 from engine import hookimpl
-from engine.plugins import ProviderRegistry
-from engine.providers import MailMessage, MailProvider, ProviderUnavailable
+from engine.providers import (
+    MailMessage,
+    MailProvider,
+    ProviderRegistry,
+    ProviderUnavailable,
+)
 from engine.providers.mime import build_mime
 
 

@@ -23,12 +23,12 @@ from typing import ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from engine import hookimpl
-from engine.config import Config
-from engine.plugins import ProviderRegistry
 from engine.providers import (
+    Config,
     MailMessage,
     MailProvider,
     ProviderNotConfigured,
+    ProviderRegistry,
     ProviderRejected,
     Retry,
     retrying,

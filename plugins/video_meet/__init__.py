@@ -8,10 +8,15 @@ remembers the space per booking, so a retried task reuses it.
 from __future__ import annotations
 
 from engine import hookimpl
-from engine.config import Config
-from engine.plugins import ProviderRegistry
-from engine.providers import BookingDetails, Meeting, ProviderRejected, VideoProvider
-from plugins.calendar_google.client import GoogleSession, missing_client
+from engine.providers import (
+    BookingDetails,
+    Config,
+    Meeting,
+    ProviderRegistry,
+    ProviderRejected,
+    VideoProvider,
+)
+from engine.providers.google import GoogleSession, missing_client
 
 
 class MeetVideo(VideoProvider):

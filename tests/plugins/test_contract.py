@@ -14,12 +14,12 @@ from engine.bootstrap import Context
 from engine.providers import CalendarProvider, MailProvider, VideoProvider
 from engine.services.shops import ShopRef
 from engine.store import new_id
-from engine.store.providers_models import LocalBusyBlock, LocalCalendarEvent
 from engine.testing.contract import (
     CalendarProviderContract,
     MailProviderContract,
     VideoProviderContract,
 )
+from plugins.calendar_local.models import LocalBusyBlock, LocalCalendarEvent
 from tests.fakes.google import FakeGoogle
 from tests.fakes.smtp import FakeSMTP
 from tests.fakes.tls import ca_file

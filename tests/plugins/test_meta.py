@@ -21,7 +21,8 @@ from engine.providers import Grant
 from engine.services import connections
 from engine.services.secrets import rotate_all
 from engine.services.shops import ShopRef
-from engine.store.providers_models import IcsFeed, OAuthState, ProviderConnection
+from engine.store.providers_models import OAuthState, ProviderConnection
+from plugins.calendar_local.models import IcsFeed
 from tests.conftest import Admin, make_catalog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +91,7 @@ def test_keys_rotate_covers_provider_secrets(ctx: Context, shop: ShopRef, admin:
                                created_at=ctx.clock.now(), expires_at=ctx.clock.now()))
     cat = make_catalog(admin)
     from plugins.calendar_local import service as local
-    from plugins.calendar_local.service import feed_url_aad
+    from plugins.calendar_local.models import feed_url_aad
 
     with ctx.db.write() as session:
         feed = IcsFeed(id="feed_x", shop_id=shop.id, expert_id=cat["expert"], name="n",

@@ -11,7 +11,7 @@ import pytest
 
 from engine.bootstrap import Context, bootstrap
 from engine.clock import FixedClock
-from engine.plugins import Plugins
+from engine.services.providers import Plugins
 from engine.tasks.jobs import Deps
 from tests.conftest import REDIS_URL, make_config
 from tests.tasks.helpers import EXTRA, FAST, MAIL, FakeVideo

@@ -22,12 +22,12 @@ from sqlalchemy import select, update
 
 from engine import hookimpl
 from engine.bootstrap import Context
-from engine.plugins import ProviderRegistry
 from engine.providers import (
     BookingDetails,
     MailMessage,
     MailProvider,
     Meeting,
+    ProviderRegistry,
     VideoProvider,
 )
 from engine.providers.mime import build_mime

@@ -223,7 +223,7 @@ def test_the_celery_settings_are_the_safe_ones() -> None:
     assert s["task_routes"] == {"consultbook.deliver_shopify": {"queue": "consultbook.shopify"}}
     assert QUEUE.split(",") == ["consultbook", "consultbook.shopify"]
     assert beat["sweep"] == 60 and "refresh_freebusy" in beat
-    assert beat["refresh_shopify_tokens"] == 300 and beat["refresh_ics_feeds"] == 900
+    assert beat["refresh_shopify_tokens"] == 300 and beat["plugin:local_ics_feeds"] == 900
 
 
 def test_token_and_feed_refresh_jobs_run(sqlite_url: str) -> None:
@@ -232,7 +232,7 @@ def test_token_and_feed_refresh_jobs_run(sqlite_url: str) -> None:
     deps = jobs.build_deps(make_config(sqlite_url))
     try:
         assert jobs.refresh_shopify_tokens(deps) == {"shops": 0}
-        assert jobs.refresh_ics_feeds(deps) == {"feeds": 0}
+        assert jobs.run_plugin_job(deps, "local_ics_feeds", "t") == {"feeds": 0}
     finally:
         deps.db.dispose()
 
@@ -252,23 +252,27 @@ def test_the_worker_needs_a_broker(tmp_path: Path) -> None:
 
 def test_periodic_jobs_build_their_context_once_per_process(
         sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A job run builds no Context (and so discovers no plugins) after the first."""
-    from engine import bootstrap as bootstrap_module
+    """A job run builds no context (and so loads no plugins) after the first: the deps
+    of the process are the context the use cases get (the tasks layer never imports
+    the composition root)."""
+    from engine import plugins as plugins_module
+    from engine.services import providers as providers_module
     from engine.tasks import jobs
 
+    loads: list[object] = []
+    real = plugins_module.load_plugins
+
+    def counting(*args: object, **kwargs: object) -> object:
+        loads.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(providers_module, "load_plugins", counting)
     deps = jobs.build_deps(make_config(sqlite_url))
-    built: list[object] = []
-    real = bootstrap_module.Context.__post_init__
-
-    def counting(self: Context) -> None:
-        built.append(self)
-        real(self)
-
-    monkeypatch.setattr(bootstrap_module.Context, "__post_init__", counting)
     try:
         for _ in range(3):
             assert jobs.refresh_shopify_tokens(deps) == {"shops": 0}
-        assert len(built) == 1
-        assert deps.context() is built[0]
+            jobs.run_plugin_job(deps, "local_ics_feeds", "t")
+        assert len(loads) == 1
+        assert deps.context() is deps
     finally:
         deps.db.dispose()

@@ -32,8 +32,8 @@ from engine.services import outbox
 from engine.services.connections import store_connection
 from engine.services.shops import ShopRef, install_shop
 from engine.store.models import OutboxItem, OutboxStep
-from engine.store.providers_models import LocalCalendarEvent
 from engine.tasks import jobs
+from plugins.calendar_local.models import LocalCalendarEvent
 from tests.conftest import NOW, Admin, Storefront, make_config
 from tests.tasks.helpers import (
     MAIL,

@@ -16,9 +16,9 @@ from engine.providers import ProviderRejected, ProviderUnavailable
 from engine.services import outbox
 from engine.services.shops import ShopRef
 from engine.store.models import OutboxItem, OutboxStep
-from engine.store.providers_models import LocalCalendarEvent
 from engine.tasks import jobs
 from engine.tasks.jobs import Deps
+from plugins.calendar_local.models import LocalCalendarEvent
 from tests.conftest import Admin, Storefront, make_config
 from tests.tasks.helpers import (
     MAIL,

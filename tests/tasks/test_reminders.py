@@ -15,8 +15,8 @@ from sqlalchemy import select, text, update
 
 from engine.bootstrap import Context
 from engine.clock import FixedClock
-from engine.plugins import Plugins
 from engine.services import reminders
+from engine.services.providers import Plugins
 from engine.services.shops import ShopRef
 from engine.store import Database, new_id
 from engine.store.models import Claim, Reminder

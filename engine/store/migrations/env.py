@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from engine.store.models import Base
+from engine.store import models as _models  # noqa: F401  (every engine table)
+from engine.store.base import Base
 
 config = context.config
 target_metadata = Base.metadata

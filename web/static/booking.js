@@ -322,6 +322,8 @@
     if (root.dataset.heading && !root.querySelector(".cb-title")) {
       root.appendChild(el("h2", { class: "cb-title", text: root.dataset.heading }));
     }
+    // Section headings sit one level under the calendar's title, or under the page's h1.
+    var H = root.querySelector(".cb-title") ? "h3" : "h2";
 
     // The shop's time, once, under the heading.
     this.shopLine = el("p", { class: "cb-shop-tz" });
@@ -362,7 +364,7 @@
       onclick: function () { self.showMonth(addMonths(self.month, -1)); } }, el("span", { "aria-hidden": "true", text: "\u2039" }));
     this.nextBtn = el("button", { type: "button", class: "cb-nav-btn", "aria-label": t("next_month"),
       onclick: function () { self.showMonth(addMonths(self.month, 1)); } }, el("span", { "aria-hidden": "true", text: "\u203a" }));
-    this.monthLabel = el("h3", { id: id + "-month", class: "cb-month", "aria-live": "polite" });
+    this.monthLabel = el(H, { id: id + "-month", class: "cb-h cb-month", "aria-live": "polite" });
     var head = el("tr");
     for (var i = 0; i < 7; i++) {
       var wd = ymdOf(new Date(Date.UTC(2024, 0, 1 + ((this.weekStart - 1 + i) % 7), 12)));  // 2024-01-01 was a Monday
@@ -392,18 +394,18 @@
       if (e.target.dataset && e.target.dataset.date) self.setFocusDate(e.target.dataset.date);
     });
     var daysSection = el("section", { class: "cb-section cb-days-section", "aria-labelledby": id + "-days-h" },
-      el("h3", { id: id + "-days-h", class: "cb-sr", text: t("choose_day") }),
+      el(H, { id: id + "-days-h", class: "cb-h cb-sr", text: t("choose_day") }),
       el("div", { class: "cb-nav" }, this.prevBtn, this.monthLabel, this.nextBtn),
       this.grid,
       el("p", { class: "cb-legend", text: t("legend") }));
 
     // Times of the chosen day: a fixed-height list, so loading never moves the page.
-    this.slotsHeading = el("h3", { id: id + "-slots-h", tabindex: "-1", text: t("choose_time") });
+    this.slotsHeading = el(H, { class: "cb-h", id: id + "-slots-h", tabindex: "-1", text: t("choose_time") });
     this.slotList = el("ul", { class: "cb-slots", "aria-labelledby": id + "-slots-h" });
     this.slotsSection = el("section", { class: "cb-section cb-slots-section" }, this.slotsHeading, this.slotList);
 
     // The hold: what is held, a countdown, add to cart or back out.
-    this.holdHeading = el("h3", { id: id + "-hold-h", tabindex: "-1", text: t("held_title") });
+    this.holdHeading = el(H, { class: "cb-h", id: id + "-hold-h", tabindex: "-1", text: t("held_title") });
     this.holdSummary = el("p", { class: "cb-hold-summary" });
     this.countdown = el("span", { class: "cb-countdown", role: "timer", "aria-live": "off" });
     this.holdAnnounce = el("span", { class: "cb-sr", "aria-live": "polite" });
@@ -701,12 +703,16 @@
     else if (k === "PageUp") next = shiftMonths(d, e.shiftKey ? -12 : -1);
     else return;
     e.preventDefault();
-    var min = monthOf(this.today) + "-01";
-    if (next < min) next = min;
-    var max = addMonths(monthOf(this.today), 24);
-    if (monthOf(next) > max) return;
-    if (monthOf(next) !== this.month) this.showMonth(monthOf(next), next);
-    else this.focusCell(next);
+    var first = monthOf(this.today), shown = this.gridDates(), m = monthOf(next);
+    if (m < first) {
+      // Nothing before this month: its grid's leading (past) days can be visited, no more.
+      if (this.month === first) { if (shown.indexOf(next) >= 0) this.focusCell(next); return; }
+      next = first + "-01";
+      m = first;
+    }
+    if (m > addMonths(first, 24)) return;
+    if (m === this.month) this.focusCell(next);
+    else this.showMonth(m, next);
   };
 
   Booking.prototype.pickDay = function (date, moveFocus) {

@@ -136,6 +136,20 @@ def test_customer_in_los_angeles_books_end_to_end_and_gets_mail(
     assert page.js_errors == []  # type: ignore[attr-defined]
 
 
+def show_day(page: Any, day: date) -> None:
+    """Page the month grid until it shows ``day`` (a date days ahead may be next month's)."""
+    cells = page.locator(".cb-cell[data-date]")
+    expect(cells.first).to_be_visible()
+    for _ in range(3):
+        dates = cells.evaluate_all("els => els.map(e => e.dataset.date)")
+        if day.isoformat() in dates:
+            return
+        name = "Next month" if day.isoformat() > max(dates) else "Previous month"
+        page.get_by_role("button", name=name).click()
+        expect(cells.first).not_to_have_attribute("data-date", dates[0])  # re-rendered
+    raise AssertionError(f"the month grid never showed {day}")
+
+
 def next_weekday(today: date, weekday: int) -> date:
     """The first date after today with this weekday (Monday = 0)."""
     return today + timedelta(days=(weekday - today.weekday() - 1) % 7 + 1)
@@ -151,7 +165,9 @@ def test_admin_changes_hours_and_the_storefront_shows_them(
 
     page.goto(product)
     pick_expert(page, "Anna Berger")
+    show_day(page, closed)
     expect(page.locator(f".cb-day[data-date='{closed}']")).to_have_count(1)
+    show_day(page, sunday)
     expect(page.locator(f".cb-day[data-date='{sunday}']")).to_have_count(0)
 
     # The merchant opens the embedded admin: Sunday 10-12 and a day off on that Wednesday.
@@ -172,7 +188,9 @@ def test_admin_changes_hours_and_the_storefront_shows_them(
     # The storefront follows at once.
     page.goto(product)
     pick_expert(page, "Anna Berger")
+    show_day(page, closed)
     expect(page.locator(f".cb-day[data-date='{closed}']")).to_have_count(0)
+    show_day(page, sunday)
     page.locator(f".cb-day[data-date='{sunday}']").click()
     expect(page.locator(".cb-slot .cb-slot-time")).to_have_text(
         ["10:00", "10:30", "11:00", "11:30"])

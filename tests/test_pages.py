@@ -329,3 +329,18 @@ def test_demo_outbox_lists_and_shows_messages(demo_client: falcon.testing.TestCl
     assert raw.headers["content-type"].startswith("text/plain")
     for name in ("notes.txt", "..%2F..%2Fetc%2Fpasswd", "missing.eml"):
         assert demo_client.simulate_get(f"/demo/outbox/{name}").status_code == 404
+
+
+
+def test_the_demo_product_page_speaks_the_asked_locale(
+        demo_client: falcon.testing.TestClient, demo: DemoShop) -> None:
+    service = next(iter(demo.services.values()))
+    r = demo_client.simulate_get(f"/demo/store/products/{service}", params={"locale": "de"})
+    assert r.status_code == 200
+    assert 'data-locale="de"' in r.text and 'lang="de"' in r.text
+    assert "Nächster Monat" in r.text  # the German catalog is inlined
+    arabic = demo_client.simulate_get(f"/demo/store/products/{service}",
+                                      params={"locale": "ar"})
+    assert 'dir="rtl"' in arabic.text
+    english = demo_client.simulate_get(f"/demo/store/products/{service}")
+    assert 'data-locale="en"' in english.text and 'dir="ltr"' in english.text

@@ -63,7 +63,18 @@ from engine.shopify import encode_session_token, sign_proxy, webhook_hmac
 from engine.store.models import Claim
 from web import demo_shopify
 from web.demo_shopify import Ledger
-from web.pages import HTML, Raw, asset_version, esc, render, variant_number
+from web.pages import (
+    HTML,
+    Raw,
+    asset_version,
+    catalog_locale,
+    catalogs,
+    esc,
+    render,
+    text_direction,
+    valid_locale,
+    variant_number,
+)
 
 STORE = "/demo/store"
 PROXY_PREFIX = f"{STORE}/apps/consult"
@@ -460,14 +471,18 @@ class ProductPage:
             return _page(resp, "Not found", "<h1>Not found</h1><p>There is no such product."
                          f' <a href="{STORE}">See all consultations</a>.</p>',
                          cart=len(read_cart(req)), status=falcon.HTTP_404)
+        # The storefront's language, as Shopify's request.locale gives it to the block.
+        catalog = catalog_locale(valid_locale(str(req.get_param("locale") or "")) or "en")
         content = f"""<article class="product">
 <h1>{esc(product["title"])}</h1>
 <p class="price">€{esc(product["price"])}</p>
 <p>Pick a time below. It is held for you while you check out.</p>
 <link rel="stylesheet" href="/static/booking.css?v={asset_version("booking.css")}">
 <div class="consultbook" data-consultbook-booking data-api="{PROXY_PREFIX}"
+     lang="{esc(catalog)}" dir="{text_direction(catalog)}"
      data-root="{STORE}/" data-service="{esc(product["service"])}"
-     data-variant="{esc(product["variant_id"])}"></div>
+     data-variant="{esc(product["variant_id"])}" data-locale="{esc(catalog)}"
+     data-i18n="{esc(json.dumps(catalogs()[catalog], ensure_ascii=False))}"></div>
 <script src="/static/booking.js?v={asset_version("booking.js")}" defer></script>
 <p class="aside">The same calendar as a page of its own, through the App Proxy:
 <a href="{PROXY_PREFIX}/book?service={quote(product["service"])}">{PROXY_PREFIX}/book</a></p>

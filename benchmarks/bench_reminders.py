@@ -39,7 +39,8 @@ from engine import hookimpl
 from engine.clock import FixedClock
 from engine.config import Config
 from engine.crypto import Keyring, generate_key, parse_keys
-from engine.plugins import Plugins, ProviderRegistry
+from engine.providers import ProviderRegistry
+from engine.services.providers import Plugins
 from engine.providers import MailMessage, MailProvider
 from engine.services import reminders
 from engine.store import Database

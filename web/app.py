@@ -15,7 +15,18 @@ from engine.config import Config, from_env
 from engine.plugins import PluginError
 from engine.services.providers import Host
 from engine.store.migrate import check_schema
-from web import admin, connections, demo, errors, health, pages, proxy, webhooks
+from web import (
+    admin,
+    connections,
+    demo,
+    errors,
+    health,
+    observability,
+    openapi,
+    pages,
+    proxy,
+    webhooks,
+)
 from web.auth import AuthMiddleware
 from web.common import query_params, read_json
 from web.guard import InputGuard
@@ -70,6 +81,10 @@ def create_app(ctx: Context) -> falcon.App:
     register_plugin_routes(app, ctx)
     if ctx.config.demo:
         demo.register(app, ctx)
+    # Request ids, the access log and /metrics; then the OpenAPI document of every route
+    # above (built from the router on its first request).
+    observability.install(app, ctx)
+    openapi.install(app, ctx)
     return app
 
 

@@ -555,6 +555,12 @@ def _core_paths() -> dict[str, dict[str, Any]]:
                            "headers": {"Retry-After": {"required": True,
                                                        "schema": {"type": "string"}}},
                            "content": _json(_ref("NotReady"))}})}
+    paths["/metrics"] = {"get": op(
+        "Prometheus metrics (text format)", tags=["operations"],
+        security=[{"metricsToken": []}],
+        responses={"200": ok("the metrics", content={
+            "text/plain": {"schema": {"type": "string"}}}),
+            **errors(400, 401, 404, 414)})}
     paths[PATH] = {"get": op(
         "This document", tags=["operations"], security=PUBLIC,
         responses={"200": ok("the OpenAPI 3.1 document", {"type": "object"}),
@@ -934,6 +940,10 @@ SECURITY_SCHEMES: dict[str, Any] = {
         "description": "An App Bridge session token: HS256 signed with the API secret, aud "
                        "the API key, dest the shop's origin, exp/nbf checked with a few "
                        "seconds' leeway. Missing or invalid: 401; shop not installed: 403."},
+    "metricsToken": {
+        "type": "http", "scheme": "bearer",
+        "description": "CONSULTBOOK_METRICS_TOKEN; with it unset, /metrics answers 404 like "
+                       "any unknown address."},
     "webhookHmac": {
         "type": "apiKey", "in": "header", "name": "X-Shopify-Hmac-Sha256",
         "description": "base64 HMAC-SHA256 of the raw body with the API secret; bad: 401, "
@@ -982,7 +992,11 @@ class OpenApi:
 
 
 def install(app: falcon.App, ctx: Context) -> OpenApi:
-    """Serve ``GET /openapi.json`` on ``app`` (call after the other routes are added)."""
+    """Serve ``GET /openapi.json`` on ``app`` (call after the other routes are added).
+    Idempotent: an app that serves the document already keeps its resource."""
+    found = app._router.find(PATH)
+    if found is not None and isinstance(found[0], OpenApi):
+        return found[0]
     resource = OpenApi(app, ctx)
     app.add_route(PATH, resource)
     return resource

@@ -204,6 +204,12 @@ class VideoProvider(Provider):
         """
         raise NotImplementedError
 
+    def update_meeting(self, meeting: Meeting, booking: BookingDetails) -> Meeting:
+        """Bring the meeting in line with a moved booking (new time, duration, names),
+        keeping its join link where the provider can. Default: the meeting as it is (a
+        link that is not tied to a time, as Meet's and Teams' are)."""
+        return meeting
+
     def delete_meeting(self, meeting: Meeting) -> None:
         """Release a meeting of a cancelled booking, where the provider supports it."""
 

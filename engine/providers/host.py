@@ -60,6 +60,11 @@ class PluginHost(Protocol):
         """The shop's expert (not deleted), or ``None``."""
         ...
 
+    def experts(self, shop_id: str) -> Iterable[ExpertInfo]:
+        """Every expert of the shop (not deleted), ordered by id; empty for an unknown
+        shop. One read, however many experts there are."""
+        ...
+
     def invalidate_busy(self, shop_id: str, expert_id: str | None = None) -> None:
         """The cached busy time of that expert (or of all the shop's experts) is stale:
         the next availability request reads the provider again."""

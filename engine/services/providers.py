@@ -551,6 +551,18 @@ class Host:
         return ExpertInfo(row.id, row.shop_id, row.name, row.email,
                           row.timezone or row.shop_tz)
 
+    def experts(self, shop_id: str) -> list[ExpertInfo]:
+        # One query for the whole shop (a push-sync job walks every expert of a shop).
+        with self.db.read() as session:
+            rows = session.execute(
+                select(Expert.id, Expert.shop_id, Expert.name, Expert.email,
+                       Expert.timezone, Shop.timezone.label("shop_tz"))
+                .join(Shop, Shop.id == Expert.shop_id)
+                .where(Expert.shop_id == shop_id, Expert.deleted_at.is_(None))
+                .order_by(Expert.id)).all()
+        return [ExpertInfo(r.id, r.shop_id, r.name, r.email, r.timezone or r.shop_tz)
+                for r in rows]
+
     def invalidate_busy(self, shop_id: str, expert_id: str | None = None) -> None:
         self._plugins.invalidate_busy(shop_id, expert_id)
 

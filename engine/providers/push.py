@@ -30,7 +30,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Protocol
@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 
 from engine.providers.base import CalendarProvider, ProviderContext
 from engine.providers.errors import ProviderError
+from engine.providers.host import JobHost
 
 log = logging.getLogger("consultbook.push")
 
@@ -327,26 +328,7 @@ def sync_channels(store: ChannelStore, backend: ChannelBackend, shop_id: str,
     return report
 
 
-class PushHost(Protocol):
-    """What :func:`run_push_job` uses of the host's ``JobHost``."""
-
-    @property
-    def clock(self) -> Any: ...
-
-    @property
-    def config(self) -> Any: ...
-
-    @property
-    def db(self) -> Any: ...
-
-    def contexts(self, *, kind: str, name: str) -> Iterable[ProviderContext]: ...
-
-    def context_for(self, shop_id: str, kind: str, name: str) -> ProviderContext: ...
-
-    def experts(self, shop_id: str) -> Iterable[Any]: ...
-
-
-def run_push_job(host: PushHost, store: ChannelStore, provider: type[CalendarProvider],
+def run_push_job(host: JobHost, store: ChannelStore, provider: type[CalendarProvider],
                  path: str, backend: Callable[[ProviderContext, str],
                                               AbstractContextManager[ChannelBackend]]
                  ) -> dict[str, Any]:
@@ -355,7 +337,7 @@ def run_push_job(host: PushHost, store: ChannelStore, provider: type[CalendarPro
     calendar since (or left). ``backend(ctx, address)`` opens the provider's side for one
     shop. Without a usable notification URL (an http app URL that is not loopback)
     nothing is opened: polling alone keeps free/busy fresh."""
-    address = notification_url(str(host.config.app_url), path)
+    address = notification_url(str(host.option("app_url", "") or ""), path)
     if address is None:
         return {"disabled": "the app URL is not https; push sync needs https"}
     now = int(host.clock.now().timestamp())
@@ -404,21 +386,23 @@ class PushSync:
     def store(self, db: SessionSource) -> ChannelStore:
         return ChannelStore(db, self.table)
 
-    def run_job(self, host: PushHost) -> dict[str, Any]:
+    def run_job(self, host: JobHost) -> dict[str, Any]:
         """The periodic job (register it with ``jobs.add(name, seconds, sync.run_job)``)."""
         return run_push_job(host, self.store(host.db), self.provider(), self.path,
                             self.backend)
 
 
 class NotificationEndpoint:
-    """Base of a notification resource: ``self.host`` (the RouteHost) and ``self.store``
-    (the channels of :attr:`sync`). Subclasses set ``sync`` and implement ``on_post``."""
+    """Base of a notification resource (the factory of ``routes.add(path, factory,
+    auth="none")``): ``self.host`` (the RouteHost) and ``self.store`` (the channels in
+    :attr:`table`). Subclasses set ``table`` and implement ``on_post``. Only the table is
+    needed here, so a plugin's endpoint module need not import its provider class."""
 
-    sync: ClassVar[PushSync]
+    table: ClassVar[sa.Table]
 
     def __init__(self, host: Any) -> None:
         self.host = host
-        self.store = self.sync.store(host.db)
+        self.store = ChannelStore(host.db, self.table)
 
     def now(self) -> int:
         return int(self.host.clock.now().timestamp())

@@ -21,6 +21,8 @@ import json
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
@@ -36,13 +38,17 @@ from engine.providers import (
     Connector,
     EventRef,
     Grant,
+    JobRegistry,
     Meeting,
     ProviderRegistry,
     ProviderRejected,
     Retry,
+    RouteRegistry,
     retrying,
 )
 from engine.providers.batching import BusyAnswers, busy_calls, http_session
+from engine.providers.push import PushSync
+from plugins.calendar_google import push
 from plugins.calendar_google.client import (
     AUTH_URL,
     SCOPES,
@@ -183,7 +189,7 @@ class GoogleCalendar(CalendarProvider):
                 max_range=MAX_RANGE):
             body = {"timeMin": _rfc3339(piece_start), "timeMax": _rfc3339(piece_end),
                     "timeZone": "UTC", "items": [{"id": c} for c in batch]}
-            answer = session.call(lambda body=body: api.freebusy().query(body=body))
+            answer = session.call(partial(api.freebusy().query, body=body))
             got = answer.get("calendars", {})
             for cal in batch:
                 entry = got.get(cal)
@@ -312,7 +318,28 @@ class GoogleCalendar(CalendarProvider):
                 raise
 
 
+#: Push sync: events ``watch`` channels whose notifications mark free/busy stale.
+PUSH = PushSync(push.CHANNELS, push.NOTIFY_PATH, lambda: GoogleCalendar, push.backend)
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
 @hookimpl
 def consultbook_register_providers(registry: ProviderRegistry) -> None:
     registry.add_connector(GoogleConnector)
     registry.add_calendar(GoogleCalendar)
+
+
+@hookimpl
+def consultbook_register_routes(routes: RouteRegistry) -> None:
+    # Google calls it without our credentials: the channel token is checked inside.
+    routes.add(push.NOTIFY_PATH, push.GoogleNotifications, auth="none")
+
+
+@hookimpl
+def consultbook_register_jobs(jobs: JobRegistry) -> None:
+    jobs.add("google_push", push.JOB_SECONDS, PUSH.run_job)
+
+
+@hookimpl
+def consultbook_migration_locations() -> Sequence[str]:
+    return [str(MIGRATIONS)]

@@ -1,6 +1,7 @@
 """Push sync for Google Calendar: an events ``watch`` channel per expert calendar.
 
-* The periodic job (:func:`run_job`, every :data:`JOB_SECONDS`) opens a channel on each
+* The periodic job (``google_push``, every :data:`JOB_SECONDS`; the plugin's
+  ``PUSH.run_job``) opens a channel on each
   expert's calendar (``events.watch``, ``type=web_hook``, our channel id, a random
   per-channel ``token``, ``params.ttl`` a week). Google channels cannot be extended, so a
   channel with less than a day left is replaced: the new one is opened, then the old one
@@ -24,13 +25,12 @@ import falcon
 import sqlalchemy as sa
 from googleapiclient.errors import HttpError
 
-from engine.providers import CalendarProvider, ProviderContext
+from engine.providers import ProviderContext
 from engine.providers.push import (
     ORPHAN,
     Channel,
     NotificationEndpoint,
     Opened,
-    PushSync,
     channel_table,
     secret_matches,
 )
@@ -91,26 +91,16 @@ class GoogleChannels:
 
 
 @contextmanager
-def _backend(ctx: ProviderContext, address: str) -> Iterator[GoogleChannels]:
+def backend(ctx: ProviderContext, address: str) -> Iterator[GoogleChannels]:
+    """The channel backend of one shop's Google account (for :class:`PushSync`)."""
     with GoogleSession(ctx) as session:
         yield GoogleChannels(session, address, ctx.shop.id)
-
-
-def _provider() -> type[CalendarProvider]:
-    from plugins.calendar_google import GoogleCalendar
-
-    return GoogleCalendar
-
-
-SYNC = PushSync(CHANNELS, NOTIFY_PATH, _provider, _backend)
-#: The periodic job: open, replace and stop channels for every shop on Google Calendar.
-run_job = SYNC.run_job
 
 
 class GoogleNotifications(NotificationEndpoint):
     """``POST /hooks/calendar_google/notify``: Google's channel notifications."""
 
-    sync = SYNC
+    table = CHANNELS
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = "text/plain"

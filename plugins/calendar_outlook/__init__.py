@@ -22,6 +22,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -37,18 +38,22 @@ from engine.providers import (
     Connector,
     EventRef,
     Grant,
+    JobRegistry,
     Meeting,
     ProviderContext,
     ProviderNotConfigured,
     ProviderRegistry,
     ProviderRejected,
     Retry,
+    RouteRegistry,
     VideoProvider,
     parse_retry_after,
     retrying,
 )
 from engine.providers.batching import AccountSession, BusyAnswers, busy_calls, http_session
 from engine.providers.intervals import complement
+from engine.providers.push import PushSync
+from plugins.calendar_outlook import push
 from plugins.calendar_outlook.windows_zones import WINDOWS_TO_IANA
 
 AUTHORITY = "https://login.microsoftonline.com/common"
@@ -390,8 +395,30 @@ class TeamsVideo(VideoProvider):
                                     "choose outlook as the calendar provider")
 
 
+#: Push sync: Graph subscriptions whose notifications mark free/busy stale.
+PUSH = PushSync(push.CHANNELS, push.NOTIFY_PATH, lambda: OutlookCalendar,
+                push.backend(GraphSession))
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
 @hookimpl
 def consultbook_register_providers(registry: ProviderRegistry) -> None:
     registry.add_connector(OutlookConnector)
     registry.add_calendar(OutlookCalendar)
     registry.add_video(TeamsVideo)
+
+
+@hookimpl
+def consultbook_register_routes(routes: RouteRegistry) -> None:
+    # Graph calls it without our credentials: clientState and the handshake are inside.
+    routes.add(push.NOTIFY_PATH, push.GraphNotifications, auth="none")
+
+
+@hookimpl
+def consultbook_register_jobs(jobs: JobRegistry) -> None:
+    jobs.add("outlook_push", push.JOB_SECONDS, PUSH.run_job)
+
+
+@hookimpl
+def consultbook_migration_locations() -> Sequence[str]:
+    return [str(MIGRATIONS)]

@@ -1,6 +1,7 @@
 """Push sync for Outlook: a Microsoft Graph subscription per expert calendar.
 
-* The periodic job (:func:`run_job`, every :data:`JOB_SECONDS`) creates a subscription on
+* The periodic job (``outlook_push``, every :data:`JOB_SECONDS`; the plugin's
+  ``PUSH.run_job``) creates a subscription on
   each expert's events (``POST /subscriptions``: ``resource = users/<email>/events``,
   ``changeType = created,updated,deleted``, a random per-subscription ``clientState``,
   notifications and lifecycle notifications to :data:`NOTIFY_PATH`, three days), renews it
@@ -18,8 +19,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -27,7 +28,7 @@ from urllib.parse import quote
 import falcon
 import sqlalchemy as sa
 
-from engine.providers import CalendarProvider, ProviderContext
+from engine.providers import ProviderContext
 from engine.providers.push import (
     LIVE,
     ORPHAN,
@@ -36,7 +37,6 @@ from engine.providers.push import (
     Channel,
     NotificationEndpoint,
     Opened,
-    PushSync,
     channel_table,
     secret_matches,
 )
@@ -96,29 +96,23 @@ class GraphSubscriptions:
         self.graph.call("DELETE", f"/subscriptions/{channel.id}", passthrough=(404,))
 
 
-@contextmanager
-def _backend(ctx: ProviderContext, address: str) -> Iterator[GraphSubscriptions]:
-    from plugins.calendar_outlook import GraphSession
+def backend(session: Callable[[ProviderContext], AbstractContextManager[Any]]
+            ) -> Callable[[ProviderContext, str], AbstractContextManager[GraphSubscriptions]]:
+    """The channel backend factory (for :class:`PushSync`) over ``session(ctx)``, the
+    plugin's Graph session (passed in: this module does not import the plugin package)."""
 
-    with GraphSession(ctx) as graph:
-        yield GraphSubscriptions(graph, address)
+    @contextmanager
+    def open_backend(ctx: ProviderContext, address: str) -> Iterator[GraphSubscriptions]:
+        with session(ctx) as graph:
+            yield GraphSubscriptions(graph, address)
 
-
-def _provider() -> type[CalendarProvider]:
-    from plugins.calendar_outlook import OutlookCalendar
-
-    return OutlookCalendar
-
-
-SYNC = PushSync(CHANNELS, NOTIFY_PATH, _provider, _backend)
-#: The periodic job: create, renew and delete subscriptions for every shop on Outlook.
-run_job = SYNC.run_job
+    return open_backend
 
 
 class GraphNotifications(NotificationEndpoint):
     """``POST /hooks/calendar_outlook/notify``: Graph's notifications and handshakes."""
 
-    sync = SYNC
+    table = CHANNELS
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         token = req.get_param("validationToken")

@@ -1,5 +1,5 @@
 /* consultbook embedded admin: one page, vanilla JS, talking to /admin/api/* with App Bridge
- * session tokens (`shopify.idToken()`; under `consultbook demo` a local shim provides it).
+ * session tokens (`shopify.idToken()`; under `consultbook demo` the demo's shim provides it).
  * Sections are addressed by the URL hash (#services, #experts, #hours, ...). */
 (function () {
   "use strict";
@@ -70,6 +70,7 @@
           var e = new Error((b.error && b.error.message) ? b.error.message : "The request failed (HTTP " + r.status + ").");
           e.status = r.status;
           e.code = b.error && b.error.code;
+          e.field = b.error && b.error.field;  // the input a validation error is about, if named
           throw e;
         }
         return b;
@@ -126,7 +127,7 @@
     return Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour % 24, +p.minute, +p.second) - Math.floor(ms / 1000) * 1000;
   }
 
-  // The instant of local midnight starting `ymd` in `tz`, as "…Z".
+  // The instant of midnight (wall clock of `tz`) starting `ymd` in `tz`, as "…Z".
   function midnight(ymd, tz) {
     var guess = Date.parse(ymd + "T00:00:00Z");
     var t = guess - offset(tz, guess);
@@ -447,7 +448,7 @@
         ? entry + ", and it is refunded through Shopify."
         : entry + ". Automatic refunds are off (Settings), so refund it in Shopify yourself." }));
     } else {
-      items.push(h("li", { "data-money": "none", text: "This booking is pending: nothing was paid, nothing is refunded." }));
+      items.push(h("li", { "data-money": "nothing", text: "This booking is pending: nothing was paid, nothing is refunded." }));
     }
     return items;
   }
@@ -688,64 +689,268 @@
     });
   }
 
-  function connectionAction(c) {
+  // Connectors are rendered from what GET /admin/api/connections says about them, never
+  // from their names: `connect` is "oauth" (a sign-in page: the Connect button above)
+  // or "form" (fields the page turns into a form), and labels, fields, help texts and
+  // the URL to post to all come from the server. A plugin's connector the page has
+  // never heard of works like a built-in one.
+
+  var INPUT_TYPES = { text: "text", password: "password", url: "url", email: "email" };
+
+  function uid(prefix) { return prefix + "-" + Math.random().toString(36).slice(2, 10); }
+
+  // The API path (without /admin/api) a connector's connect_url names.
+  function apiPath(url) { return String(url).replace(/^\/admin\/api/, ""); }
+
+  // A form from declared FormFields: label/for, required, input type by kind, help text
+  // and the field's error (when the server names it) via aria-describedby. `values`
+  // prefills text fields; a password is never prefilled (it is never sent back).
+  // Returns { node, inputs: {name: input}, showError(err), clearErrors(), values() }.
+  function fieldForm(prefix, fields, values) {
+    var inputs = {}, errors = {}, helps = {};
+    var grid = h("div", { class: "grid" });
+    fields.forEach(function (f) {
+      var id = uid(prefix + "-" + String(f.name).replace(/[^A-Za-z0-9_-]/g, "_"));
+      var kind = INPUT_TYPES[f.kind] ? f.kind : "text";
+      var input = h("input", { id: id, name: f.name, type: INPUT_TYPES[kind], required: !!f.required,
+        "aria-required": f.required ? "true" : null, placeholder: f.placeholder || null,
+        autocomplete: kind === "password" ? "new-password" : (kind === "email" ? "email" : "off"),
+        spellcheck: kind === "text" ? null : "false", autocapitalize: kind === "text" ? null : "off" });
+      if (kind !== "password" && values && values[f.name] !== undefined && values[f.name] !== null) input.value = String(values[f.name]);
+      var help = f.help ? h("p", { class: "help", id: id + "-help", text: f.help }) : null;
+      var error = h("p", { class: "field-error", id: id + "-error", hidden: true });
+      helps[f.name] = help ? help.id : "";
+      if (help) input.setAttribute("aria-describedby", help.id);
+      inputs[f.name] = input; errors[f.name] = error;
+      grid.appendChild(h("div", { class: "field" },
+        h("label", { for: id }, f.label || f.name, f.required ? null : h("span", { class: "optional", text: " (optional)" })),
+        input, help, error));
+    });
+    var formError = h("p", { class: "form-error", role: "alert", id: uid(prefix + "-error"), hidden: true });
+
+    function clearErrors() {
+      formError.hidden = true; formError.textContent = "";
+      Object.keys(inputs).forEach(function (name) {
+        errors[name].hidden = true; errors[name].textContent = "";
+        inputs[name].removeAttribute("aria-invalid");
+        if (helps[name]) inputs[name].setAttribute("aria-describedby", helps[name]);
+        else inputs[name].removeAttribute("aria-describedby");
+      });
+    }
+
+    // The field an error is about: the server's `field` when it sends one; else, for a
+    // validation error of the form itself (code invalid_request, whose sentences start
+    // with the field's label, e.g. "User name is required"), the field it names.
+    function fieldOf(err) {
+      if (err && err.field && inputs[err.field]) return err.field;
+      if (!err || err.code !== "invalid_request" || !err.message) return null;
+      var hit = null;
+      fields.forEach(function (f) {
+        var label = f.label || f.name;
+        if (!hit && err.message.slice(0, label.length + 1) === label + " ") hit = f.name;
+      });
+      return hit;
+    }
+
+    function showError(err) {
+      clearErrors();
+      var message = (err && err.message) ? err.message : String(err);
+      var name = fieldOf(err);
+      if (name) {
+        var input = inputs[name];
+        errors[name].textContent = message; errors[name].hidden = false;
+        input.setAttribute("aria-invalid", "true");
+        input.setAttribute("aria-describedby", (errors[name].id + " " + helps[name]).trim());
+        input.focus();
+      } else {
+        formError.textContent = message; formError.hidden = false;
+      }
+    }
+
+    function collect() {
+      var doc = {};
+      Object.keys(inputs).forEach(function (name) { doc[name] = inputs[name].value; });
+      return doc;
+    }
+
+    return { node: h("div", null, formError, grid), inputs: inputs, showError: showError,
+      clearErrors: clearErrors, values: collect, formError: formError };
+  }
+
+  // The form that connects a form connector: POST connect_url {"values"}; the server
+  // checks the values, the connector checks the account, and the answer (201) names it.
+  function connectForm(c, holder) {
+    var label = c.label || c.provider;
+    var headingId = uid("connect-heading");
+    var ff = fieldForm("connect", c.fields || [], null);
+    var submit = h("button", { type: "submit", class: "primary" }, (c.status === "not_connected" ? "Connect " : "Reconnect ") + label);
+    var form = h("form", { class: "card connect-form", novalidate: true, "aria-labelledby": headingId,
+      "data-connector": c.provider, onsubmit: function (ev) {
+        ev.preventDefault();
+        ff.clearErrors();
+        submit.disabled = true;
+        form.setAttribute("aria-busy", "true");
+        api("POST", apiPath(c.connect_url), { values: ff.values() }).then(function (b) {
+          // The password leaves the page with the request: clear every secret input
+          // before anything else is drawn.
+          Object.keys(ff.inputs).forEach(function (n) { if (ff.inputs[n].type === "password") ff.inputs[n].value = ""; });
+          return connections(true).then(function () {
+            say(label + " connected" + (b && b.account ? " as " + b.account : "") + ".");
+          });
+        }).catch(function (err) {
+          Object.keys(ff.inputs).forEach(function (n) { if (ff.inputs[n].type === "password") ff.inputs[n].value = ""; });
+          submit.disabled = false;
+          form.removeAttribute("aria-busy");
+          ff.showError(err);
+        });
+      } },
+      h("h3", { id: headingId, tabindex: "-1", text: (c.status === "not_connected" ? "Connect " : "Reconnect ") + label }),
+      c.help ? h("p", { class: "help", text: c.help }) : null,
+      ff.node,
+      h("div", { class: "actions" }, submit,
+        h("button", { type: "button", onclick: function () { toggleForm(c, holder, false); } }, "Cancel")));
+    return form;
+  }
+
+  // Shows (or hides) a form connector's form below the table; the button that opened
+  // it says so (aria-expanded) and gets the focus back when it closes.
+  function toggleForm(c, holder, open) {
+    var box = document.getElementById("connect-" + c.formKey);
+    var opener = document.getElementById("opener-" + c.formKey);
+    if (!box) return;
+    box.textContent = "";
+    if (opener) opener.setAttribute("aria-expanded", open ? "true" : "false");
+    if (!open) { if (opener) opener.focus(); return; }
+    var form = connectForm(c, holder);
+    box.appendChild(form);
+    var first = form.querySelector("input");
+    (first || form.querySelector("h3")).focus();
+  }
+
+  function connectionAction(c, holder) {
     var label = c.label || c.provider;
     if (c.available === false) return h("span", { class: "off", text: c.unavailable_reason || "Not available on this server." });
     var buttons = [];
-    if (c.status !== "connected") {
+    var verb = c.status === "not_connected" ? "Connect " : (c.status === "connected" ? "Change account of " : "Reconnect ");
+    if (c.connect === "form") {
+      buttons.push(h("button", { type: "button", class: c.status === "connected" ? null : "primary",
+        id: "opener-" + c.formKey, "aria-expanded": "false", "aria-controls": "connect-" + c.formKey,
+        onclick: function (ev) {
+          toggleForm(c, holder, ev.currentTarget.getAttribute("aria-expanded") !== "true");
+        } }, verb + label));
+    } else if (c.status !== "connected") {
       buttons.push(h("button", { type: "button", class: "primary", onclick: function () { connect(c.provider, c.connect_url); } },
-        (c.status === "not_connected" ? "Connect " : "Reconnect ") + label));
+        verb + label));
     }
     if (c.status !== "not_connected") {
       buttons.push(h("button", { type: "button", class: "danger", "aria-label": "Disconnect " + label, onclick: function () {
-        if (!window.confirm("Disconnect " + label + "? Bookings fall back to the local calendar.")) return;
-        api("DELETE", "/connections/" + encodeURIComponent(c.provider)).then(function () { connections(); say(label + " disconnected."); }).catch(fail);
+        if (!window.confirm("Disconnect " + label + "? What uses this account stops working until it is connected again.")) return;
+        api("DELETE", "/connections/" + encodeURIComponent(c.provider)).then(function () { return connections(true); })
+          .then(function () { say(label + " disconnected."); }).catch(fail);
       } }, "Disconnect"));
     }
     return h("span", { class: "row-actions" }, buttons);
   }
 
+  // A provider's per-shop settings (declared as Provider.settings): the form comes from
+  // `provider_settings` in GET /admin/api/connections, the save is
+  // PUT /admin/api/providers/<kind>/<name>/settings {"values"}, answered with the values
+  // now stored, which the form then shows.
+  function settingsForm(ps) {
+    var label = ps.label || ps.provider;
+    var headingId = uid("settings-heading");
+    var path = "/providers/" + encodeURIComponent(ps.kind) + "/" + encodeURIComponent(ps.provider) + "/settings";
+    var box = h("div");
+    function draw(doc) {
+      box.textContent = "";
+      var ff = fieldForm("setting", doc.fields || [], doc.values || {});
+      var submit = h("button", { type: "submit", class: "primary" }, "Save " + label + " settings");
+      var form = h("form", { class: "card settings-form", novalidate: true, "aria-labelledby": headingId,
+        "data-kind": ps.kind, "data-provider": ps.provider, onsubmit: function (ev) {
+          ev.preventDefault();
+          ff.clearErrors();
+          submit.disabled = true;
+          api("PUT", path, { values: ff.values() }).then(function (saved) {
+            draw(saved);
+            say(label + " settings saved.");
+          }).catch(function (err) { submit.disabled = false; ff.showError(err); });
+        } },
+        h("h3", { id: headingId, text: label + " settings" }),
+        h("p", { class: "help", text: "Used by the " + (doc.kind || ps.kind) + " provider this shop has chosen." }),
+        ff.node,
+        h("div", { class: "actions" }, submit));
+      box.appendChild(form);
+    }
+    draw(ps);
+    return box;
+  }
+
+  // A provider name as the merchant knows it: its label from the settings' choices.
+  function providerLabel(kind, name) {
+    var list = ((state.settings && state.settings.choices) || {})[kind + "_provider"] || [];
+    for (var i = 0; i < list.length; i++) if (list[i].name === name) return list[i].label || name;
+    return name || "—";
+  }
+
   function connections(focus) {
-    var heading = section("Connections", "Calendar and video accounts the app works with. Their tokens are stored encrypted.");
+    var heading = section("Connections", "Calendar and video accounts the app works with. Their credentials are stored encrypted.");
     main.appendChild(h("div", { class: "actions" },
       h("button", { type: "button", onclick: function () { connections(); } }, "Refresh"),
       document.body.dataset.demo === "true" ? null :
         h("button", { type: "button", onclick: function () {
           exchange(true).then(function () { say("Shopify connection renewed."); }).catch(fail);
         } }, "Reconnect to Shopify")));
-    var holder = h("div", null, h("p", { text: "Loading…" }));
+    var holder = h("div", { id: "connections", "aria-busy": "true" }, h("p", { text: "Loading…" }));
     main.appendChild(holder);
-    api("GET", "/connections").then(function (body) {
+    if (focus) heading.focus();
+    return api("GET", "/connections").then(function (body) {
       holder.textContent = "";
       var problems = body.problems || [];
       if (problems.length) {
         holder.appendChild(h("div", { class: "card problems" }, h("h3", { text: "Needs attention" }),
           h("ul", null, problems.map(function (p) {
-            return h("li", null, h("strong", { text: p.kind + " (" + p.provider + "): " }), p.message);
+            return h("li", null, h("strong", { text: p.kind + " (" + providerLabel(p.kind, p.provider) + "): " }), p.message);
           }))));
       }
-      holder.appendChild(h("p", { class: "help", text: "In use: calendar " + (body.calendar_provider || "—") +
-        ", video " + (body.video_provider || "—") + ", mail " + (body.mail_provider || "—") + " (change them in Settings)." }));
-      holder.appendChild(table("Accounts", ["Provider", "Account", "Status", "Last error", "Since", ""],
-        (body.connections || []).map(function (c) {
+      holder.appendChild(h("p", { class: "help", text: "In use: calendar " + providerLabel("calendar", body.calendar_provider) +
+        ", video " + providerLabel("video", body.video_provider) + ", mail " + providerLabel("mail", body.mail_provider) +
+        " (change them in Settings)." }));
+      var list = (body.connections || []).map(function (c, i) {
+        var copy = {};
+        Object.keys(c).forEach(function (k) { copy[k] = c[k]; });
+        copy.formKey = "c" + i;  // ids from the position, not from a provider's name
+        return copy;
+      });
+      holder.appendChild(table("Accounts", ["Provider", "Account", "Status", "Last error", "Since", "Actions"],
+        list.map(function (c) {
           return [c.label || c.provider, c.account || "—",
             h("span", { class: "badge " + (c.status || ""), text: (c.status || "—").replace(/_/g, " ") }),
             c.error ? h("span", { class: "error-text", text: c.error }) : "—",
             c.broken_at ? when(c.broken_at) : (c.connected_at ? when(c.connected_at) : "—"),
-            connectionAction(c)];
-        }), "No calendar providers are installed."));
+            connectionAction(c, holder)];
+        }), "No calendar or video providers with an account are installed."));
+      list.forEach(function (c) {
+        if (c.connect === "form") holder.appendChild(h("div", { id: "connect-" + c.formKey, class: "connect-box" }));
+      });
+      var forms = body.provider_settings || [];
+      if (forms.length) {
+        holder.appendChild(h("h3", { class: "section-sub", text: "Provider settings" }));
+        forms.forEach(function (ps) { holder.appendChild(settingsForm(ps)); });
+      }
       var experts = body.experts || [];
       if (experts.length) {
         holder.appendChild(table("Experts' busy times", ["Expert", "Provider", "Status", "Why", "Last read"],
           experts.map(function (x) {
-            return [x.name, x.provider || "—", h("span", { class: "badge " + (x.status || ""), text: x.status || "—" }),
+            return [x.name, x.provider ? providerLabel("calendar", x.provider) : "—",
+              h("span", { class: "badge " + (x.status || ""), text: x.status || "—" }),
               x.reason ? h("span", { class: "error-text", text: x.reason }) : "—",
               x.last_synced_at ? when(x.last_synced_at) : "—"];
           }), ""));
       }
-    }).catch(function (e) { holder.textContent = ""; fail(e); });
-    if (focus) heading.focus();
+      holder.removeAttribute("aria-busy");
+    }).catch(function (e) { holder.textContent = ""; holder.removeAttribute("aria-busy"); fail(e); });
   }
+
 
   // ------------------------------------------------------------------ routing
 

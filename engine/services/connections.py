@@ -361,6 +361,7 @@ def overview(plugins: Plugins, shop: ShopRef) -> dict[str, Any]:
             # Form: POST {"values": {...}} to it to connect.
             "connect": "form" if issubclass(cls, FormConnector) else "oauth",
             "fields": describe_fields(getattr(cls, "fields", ())),
+            "help": str(getattr(cls, "help", "") or ""),
             "connect_url": (f"/admin/api/connections/{name}" if issubclass(cls, FormConnector)
                             else f"/admin/api/connections/{name}/start"),
         })

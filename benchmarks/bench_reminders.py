@@ -39,10 +39,9 @@ from engine import hookimpl
 from engine.clock import FixedClock
 from engine.config import Config
 from engine.crypto import Keyring, generate_key, parse_keys
-from engine.providers import ProviderRegistry
-from engine.services.providers import Plugins
-from engine.providers import MailMessage, MailProvider
+from engine.providers import MailMessage, MailProvider, ProviderRegistry
 from engine.services import reminders
+from engine.services.providers import Plugins
 from engine.store import Database
 from engine.store.migrate import upgrade
 from engine.store.models import (

@@ -3,8 +3,8 @@ credentials, broken-grant bookkeeping, and what the merchant sees of it all.
 
 Credentials are one JSON document per connection, stored only as an ``engine.crypto``
 token bound to ``connection:<id>:credentials``. Pending OAuth flows live in
-``provider_oauth_states`` keyed by the SHA-256 of the ``state`` parameter, encrypted,
-single use and short-lived.
+``oauth_states`` (purpose: the provider's name) keyed by the SHA-256 of the ``state``
+parameter, encrypted, single use and short-lived.
 
 A flow is bound to the browser that started it, and no session token ever travels in
 a URL:
@@ -54,6 +54,7 @@ from engine.services.shops import ShopRef
 from engine.store import new_id
 from engine.store.models import Expert
 from engine.store.providers_models import (
+    SHOPIFY_INSTALL,
     FreeBusyHealth,
     OAuthStart,
     OAuthState,
@@ -164,9 +165,11 @@ def start_oauth(plugins: Plugins, shop: ShopRef, provider: str, *, browser_hash:
     now = plugins.clock.now()
     with plugins.db.write() as session:
         # Old, unfinished flows of anyone are garbage by now.
-        session.execute(delete(OAuthState).where(OAuthState.expires_at < now))
+        # (Install states are kept longer by their own sweep, for clear replay errors.)
+        session.execute(delete(OAuthState).where(OAuthState.purpose != SHOPIFY_INSTALL,
+                                                 OAuthState.expires_at < now))
         session.add(OAuthState(
-            state_hash=state_hash, shop_id=shop.id, provider=provider,
+            id=state_hash, purpose=provider, shop_id=shop.id,
             flow=plugins.keyring.encrypt(json.dumps(flow), aad=flow_aad(state_hash)),
             browser_hash=browser_hash, created_at=now, expires_at=now + STATE_TTL))
     return url
@@ -214,9 +217,10 @@ def finish_oauth(plugins: Plugins, provider: str, params: dict[str, str], *,
 
     with plugins.db.write() as session:
         row = session.get(OAuthState, state_hash)
-        if row is None or row.provider != provider:
+        if row is None or row.purpose != provider or row.flow is None or row.shop_id is None:
             raise InvalidState("this sign-in link is unknown or was already used; start again")
-        taken = session.execute(delete(OAuthState).where(OAuthState.state_hash == state_hash))
+        taken = session.execute(delete(OAuthState).where(OAuthState.id == state_hash,
+                                                      OAuthState.purpose == provider))
         if getattr(taken, "rowcount", 1) != 1:
             raise InvalidState("this sign-in link was already used; start again")
         expired = row.expires_at <= now

@@ -49,8 +49,8 @@ from engine.shopify import decode_session_token, valid_shop_domain, verify_oauth
 from engine.shopify.admin_api import AdminApi
 from engine.shopify.oauth import OAuthClient, OAuthGrantError, ShopifyUnavailable, TokenSet
 from engine.store import Database, new_id
-from engine.store.install_models import OAuthState
 from engine.store.models import Shop
+from engine.store.providers_models import SHOPIFY_INSTALL, OAuthState
 
 
 class Context(Protocol):
@@ -166,9 +166,11 @@ def begin_install(ctx: Context, params: Sequence[tuple[str, str]]) -> str:
     state = secrets.token_urlsafe(32)
     now = ctx.clock.now()
     with ctx.db.write() as session:
-        session.execute(delete(OAuthState).where(OAuthState.expires_at < now - STATE_KEEP))
-        session.add(OAuthState(id=_state_id(state), shop_domain=shop, created_at=now,
-                               expires_at=now + STATE_TTL))
+        # Sweep only install states: provider sign-ins have their own lifetime.
+        session.execute(delete(OAuthState).where(OAuthState.purpose == SHOPIFY_INSTALL,
+                                                 OAuthState.expires_at < now - STATE_KEEP))
+        session.add(OAuthState(id=_state_id(state), purpose=SHOPIFY_INSTALL,
+                               shop_domain=shop, created_at=now, expires_at=now + STATE_TTL))
     return _oauth(ctx).authorize_url(
         shop, scopes=ctx.config.shopify_scopes,
         redirect_uri=f"{ctx.config.app_url.rstrip('/')}/auth/callback", state=state)
@@ -187,7 +189,8 @@ def consume_state(ctx: Context, state: str, shop: str) -> None:
     with ctx.db.write() as session:
         won = _rowcount(session.execute(
             update(OAuthState)
-            .where(OAuthState.id == sid, OAuthState.shop_domain == shop,
+            .where(OAuthState.id == sid, OAuthState.purpose == SHOPIFY_INSTALL,
+                   OAuthState.shop_domain == shop,
                    OAuthState.consumed_at.is_(None), OAuthState.expires_at > now)
             .values(consumed_at=now)
             .execution_options(synchronize_session=False)
@@ -195,7 +198,7 @@ def consume_state(ctx: Context, state: str, shop: str) -> None:
         if won == 1:
             return
         row = session.get(OAuthState, sid)
-    if row is None:
+    if row is None or row.purpose != SHOPIFY_INSTALL:
         raise InvalidState("The state parameter is unknown: start the install again.")
     if row.consumed_at is not None:
         raise InvalidState("The state parameter was already used: start the install again.")

@@ -69,7 +69,8 @@ def _provider_columns() -> list[EncryptedColumn]:
 
     return [
         EncryptedColumn(ProviderConnection, "credentials", lambda row: credentials_aad(row.id)),
-        EncryptedColumn(OAuthState, "flow", lambda row: flow_aad(row.state_hash)),
+        # Provider sign-in states only carry a flow (install states' flow is NULL).
+        EncryptedColumn(OAuthState, "flow", lambda row: flow_aad(row.id)),
     ]
 
 

@@ -328,6 +328,5 @@ class PrivacyRequest(Base):
 
 # Every engine table on Base.metadata (Alembic's target, tests' create_all): the other
 # model modules build on engine.store.base, never on this module, so this is no cycle.
-from engine.store import install_models as _install_models  # noqa: E402,F401
 from engine.store import providers_models as _providers_models  # noqa: E402,F401
 

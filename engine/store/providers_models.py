@@ -1,4 +1,5 @@
-"""Tables of the provider host: account connections, OAuth states, per-shop provider
+"""Tables of the provider host: account connections, OAuth states (of provider sign-ins
+and of the Shopify install alike), per-shop provider
 settings, idempotency records for meetings and mail, the free/busy cache and health, and
 the plugin jobs' run claims. (A plugin's own tables live in the plugin.)
 
@@ -37,20 +38,41 @@ class ProviderConnection(Base):
     broken_at: Mapped[datetime | None]
 
 
+# ``OAuthState.purpose`` of a Shopify install state; any other value is the name of the
+# provider connector whose sign-in the state belongs to.
+SHOPIFY_INSTALL = "shopify_install"
+
+
 class OAuthState(Base):
-    """A pending OAuth flow. Single use; keyed by the SHA-256 of the state parameter."""
+    """A pending OAuth flow, of the Shopify install or of a provider sign-in: the one
+    mechanism for one-time ``state`` values.
 
-    __tablename__ = "provider_oauth_states"
+    Keyed by the SHA-256 of the state parameter (a database reader cannot replay it).
+    ``purpose`` says whose flow it is: :data:`SHOPIFY_INSTALL` (bound to ``shop_domain``,
+    spent by one conditional update of ``consumed_at`` and kept a while after, so a
+    replay gets a clear error) or a provider connector's name (bound to ``shop_id`` and
+    to the starting browser by ``browser_hash``, carrying the encrypted ``flow``, spent
+    by deleting the row). Each service reads and sweeps only rows of its own purpose.
+    """
 
-    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
-    provider: Mapped[str] = mapped_column(String(64))
-    # Encrypted JSON flow data (PKCE verifier, msal flow): aad oauth_state:<hash>:flow
-    flow: Mapped[str] = mapped_column(Text)
-    # SHA-256 of the nonce in the starting browser's cookie; the callback must match it.
-    browser_hash: Mapped[str] = mapped_column(String(64), server_default="")
+    __tablename__ = "oauth_states"
+
+    # hex SHA-256 of the state value sent to Shopify or the provider.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(64))
+    # The shop being installed (install states only).
+    shop_domain: Mapped[str | None] = mapped_column(String(255))
+    # The installed shop connecting an account (provider states only).
+    shop_id: Mapped[str | None] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    # Encrypted JSON flow data (PKCE verifier, msal flow), provider states only:
+    # aad oauth_state:<id>:flow
+    flow: Mapped[str | None] = mapped_column(Text)
+    # SHA-256 of the nonce in the starting browser's cookie; a provider callback must
+    # match it. Empty for install states (Shopify's install has no such cookie).
+    browser_hash: Mapped[str] = mapped_column(String(64), server_default="", default="")
     created_at: Mapped[datetime]
-    expires_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    consumed_at: Mapped[datetime | None]
 
 
 class OAuthStart(Base):

@@ -15,8 +15,8 @@ from engine.bootstrap import Context, bootstrap
 from engine.clock import FixedClock
 from engine.services.install import refresh_token_aad
 from engine.services.shops import access_token_aad
-from engine.store.install_models import OAuthState
 from engine.store.models import Shop
+from engine.store.providers_models import OAuthState
 from tests.conftest import API_KEY, make_config
 from tests.install.conftest import APP_URL, SHOP, signed
 from tests.install.fake_shopify import FakeShopify

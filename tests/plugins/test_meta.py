@@ -86,7 +86,7 @@ def test_keys_rotate_covers_provider_secrets(ctx: Context, shop: ShopRef, admin:
         account="a@example.com", credentials={"refresh_token": "1//secret"}))
     plugins = ctx.plugins
     with ctx.db.write() as session:
-        session.add(OAuthState(state_hash="h" * 64, shop_id=shop.id, provider="google",
+        session.add(OAuthState(id="h" * 64, shop_id=shop.id, purpose="google",
                                flow=ctx.keyring.encrypt("{}", aad=connections.flow_aad("h" * 64)),
                                created_at=ctx.clock.now(), expires_at=ctx.clock.now()))
     cat = make_catalog(admin)
@@ -109,7 +109,8 @@ def test_keys_rotate_covers_provider_secrets(ctx: Context, shop: ShopRef, admin:
         assert "1//secret" in only_new.decrypt_str(row.credentials,
                                                    aad=connections.credentials_aad(conn_id))
         state = session.scalars(select(OAuthState)).one()
-        only_new.decrypt_str(state.flow, aad=connections.flow_aad(state.state_hash))
+        assert state.flow is not None
+        only_new.decrypt_str(state.flow, aad=connections.flow_aad(state.id))
         got = session.get(IcsFeed, "feed_x")
         assert got is not None and got.url is not None
         assert only_new.decrypt_str(got.url, aad=feed_url_aad("feed_x")).endswith("secret.ics")

@@ -849,6 +849,12 @@ def responder_methods(resource: object) -> list[str]:
                   if callable(getattr(resource, f"{_RESPONDER}{m.lower()}", None)))
 
 
+# The statuses the engine itself answers on a plugin's route, by its auth.
+ENGINE_ERRORS: dict[str, tuple[int, ...]] = {
+    "admin": (401, 403, 413, 414, 503), "proxy": (401, 413, 414, 503),
+    "none": (413, 414, 503)}
+
+
 def plugin_paths(app: falcon.App, ctx: Context) -> dict[str, dict[str, Any]]:
     """One generic operation per method of each route a plugin registered, under
     ``x-consultbook-plugin``, secured by the route's registered ``auth``."""
@@ -860,8 +866,6 @@ def plugin_paths(app: falcon.App, ctx: Context) -> dict[str, dict[str, Any]]:
         if info is None:  # not mounted (yet): nothing to document
             continue
         security = {"admin": ADMIN, "proxy": PROXY}.get(route.auth, PUBLIC)
-        base = {"admin": ADMIN_BODY_ERRORS, "proxy": (*PROXY_ERRORS, 413)}.get(
-            route.auth, (400, 404, 413, 414, 503))
         params = [p(name) for name in _template_fields(route.path)]
         if route.auth == "proxy":
             params = [*PROXY_PARAMS, *params]
@@ -869,14 +873,20 @@ def plugin_paths(app: falcon.App, ctx: Context) -> dict[str, dict[str, Any]]:
         for method in sorted(m.method for m in info.methods if not m.internal):
             body = _json(_ref("PluginDocument")) if method in {"POST", "PUT", "PATCH"} \
                 else None
+            # A plugin answers what its caller expects (Graph's validation handshake is
+            # text/plain, push endpoints answer 202 or 403): any status, any media type.
             generic = {"description": "the plugin's answer",
-                       "content": _json(_ref("PluginDocument"))}
+                       "content": {**_json(_ref("PluginDocument")), "*/*": {}}}
             operation = op(f"{method} {route.path} (plugin {route.plugin})",
                            tags=[f"plugin:{route.plugin}"], security=security,
                            parameters=params or None, body=body, body_required=False,
-                           responses={"200": generic, "201": generic,
+                           responses={"200": generic, "201": generic, "202": generic,
                                       "204": {"description": "done"},
-                                      **errors(*base, 409, 422)})
+                                      # What the engine answers before the plugin
+                                      # runs (auth, body limits, the database) has the
+                                      # error shape; the plugin's own answers vary.
+                                      **errors(*ENGINE_ERRORS[route.auth]),
+                                      "default": generic})
             operation[PLUGIN_EXTENSION] = route.plugin
             item[method.lower()] = operation
         paths[route.path] = item

@@ -60,7 +60,10 @@ def order_payload(order_id: int, hold: str) -> dict[str, Any]:
         "updated_at": when, "cancelled_at": None,
         "customer": {"id": order_id, "first_name": "Jon", "last_name": f"Snow {order_id}",
                      "email": email},
+        # The variant the benchmark's service sells (_harness.catalog): what was bought
+        # is what was held.
         "line_items": [{"id": order_id * 100, "price": "50.00", "quantity": 1,
+                        "variant_id": 4242, "product_id": 9100,
                         "properties": [{"name": "_hold", "value": hold},
                                        {"name": "Appointment", "value": "x"}]}],
     }
@@ -85,6 +88,8 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=100, help="untimed orders before timing")
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--postgres", default=DEFAULT_SERVER)
+    p.add_argument("--with-worker", action="store_true",
+                   help="keep the embedded worker sending confirmations in the server")
     args = p.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
     rng = random.Random(args.seed)
@@ -100,7 +105,12 @@ def main() -> int:
     failed = False
     for workers in worker_counts:
         # Holds outlive the run (an expired hold would still book if free, but keep it simple).
-        with Bench(args.postgres, {"CONSULTBOOK_HOLD_TTL_SECONDS": "7200"}) as bench:
+        # Ingest alone: in production the confirmations are sent by Celery workers on other
+        # cores; --with-worker keeps the embedded worker sending them in the same processes.
+        env = {"CONSULTBOOK_HOLD_TTL_SECONDS": "7200"}
+        if not args.with_worker:
+            env["CONSULTBOOK_NO_EMBEDDED_WORKER"] = "true"
+        with Bench(args.postgres, env) as bench:
             bench.start_server(workers)
             service, _experts = bench.catalog(args.experts)
             slots = bench.slots(service, days)[:need]

@@ -45,7 +45,9 @@ def bootstrap(config: Config, *, db: Database | None = None, clock: Clock | None
                   clock=clock or SystemClock())
     # Busy time from each shop's calendar provider (cached, fail closed); availability
     # combines it with the database's claims.
-    ctx.busy_source = FreeBusy(ctx.plugins)
+    ctx.busy_source = busy = FreeBusy(ctx.plugins)
+    # Push sync (plugins) invalidates through the cache free/busy actually uses.
+    ctx.plugins.busy_invalidator = busy.invalidate
     # After a commit that wrote outbox rows: kick the Celery relay, or wake this
     # process's embedded worker (engine.tasks.kick); best effort either way.
     from engine.tasks.kick import kicker

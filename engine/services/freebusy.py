@@ -50,6 +50,7 @@ from engine.errors import ConsultbookError
 from engine.providers.base import CalendarProvider
 from engine.providers.types import CalendarBusy
 from engine.services.provider_cache import ProviderInstances
+from engine.store.models import Expert
 from engine.store.providers_models import BusyCacheEntry, FreeBusyHealth
 
 if TYPE_CHECKING:
@@ -80,6 +81,11 @@ class BusyCache(Protocol):
 
     def put_many(self, shop_id: str, entries: Mapping[str, CacheEntry],
                  keep_seconds: int) -> None: ...
+
+    def forget(self, shop_id: str, expert_ids: Sequence[str]) -> None:
+        """Drop every cached chunk of these experts of the shop (push sync: their
+        calendar changed), so the next request fetches again."""
+        ...
 
     def acquire(self, shop_id: str, keys: Sequence[str], token: str,
                 ttl: float) -> set[str]:
@@ -153,6 +159,18 @@ class RedisBusyCache:
             if entry is not None:
                 out[key] = entry
         return out
+
+    def forget(self, shop_id: str, expert_ids: Sequence[str]) -> None:
+        import redis
+
+        try:
+            for expert_id in expert_ids:
+                keys = list(self.client.scan_iter(match=f"{self.prefix}*:{expert_id}:*",
+                                                  count=500))
+                if keys:
+                    self.client.delete(*keys)
+        except redis.RedisError as exc:
+            log.warning("could not invalidate cached free/busy in Redis (%s)", exc)
 
     def put_many(self, shop_id: str, entries: Mapping[str, CacheEntry],
                  keep_seconds: int) -> None:
@@ -244,6 +262,15 @@ class DatabaseBusyCache:
     def __init__(self, db: Database, *, wall: Callable[[], float] = time.time) -> None:
         self.db = db
         self.wall = wall
+
+    def forget(self, shop_id: str, expert_ids: Sequence[str]) -> None:
+        if not expert_ids:
+            return
+        with self.db.write(keep_cache=True) as session:
+            for expert_id in expert_ids:
+                session.execute(delete(BusyCacheEntry).where(
+                    BusyCacheEntry.shop_id == shop_id,
+                    BusyCacheEntry.key.like(f"%:{expert_id}:%")))
 
     def _insert(self) -> Any:
         return (postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert)(
@@ -428,6 +455,17 @@ class FreeBusy:
         self.wall, self.sleep = wall, sleep
         self.providers = providers if providers is not None else ProviderInstances(plugins)
         self._health_memo: dict[str, tuple[tuple[str, str | None, str], float]] = {}
+
+    def invalidate(self, shop_id: str, expert_id: str | None = None) -> None:
+        """Forget the cached busy time of one expert of the shop, or of all its experts,
+        in whichever cache this process uses (Redis or the database)."""
+        if expert_id is not None:
+            experts = [expert_id]
+        else:
+            with self.plugins.db.read() as session:
+                experts = list(session.scalars(
+                    select(Expert.id).where(Expert.shop_id == shop_id)))
+        self.cache.forget(shop_id, experts)
 
     def __call__(self, session: Session, shop_id: str, experts: Mapping[str, str | None],
                  start: int, end: int) -> dict[str, list[Pair]]:

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from engine.clock import Clock
@@ -51,7 +51,6 @@ from engine.services.shops import ShopRef
 from engine.store import Database
 from engine.store.models import Expert, Shop, ShopSettings
 from engine.store.providers_models import (
-    BusyCacheEntry,
     PluginJobRun,
     ProviderConnection,
     ProviderMeeting,
@@ -65,7 +64,6 @@ P = TypeVar("P", bound=Provider)
 MAX_SETTING = 2000
 #: engine.services.freebusy.RedisBusyCache.prefix (not imported: freebusy builds on this
 #: module, so importing it back would be a cycle).
-REDIS_BUSY_PREFIX = "consultbook:freebusy:"
 
 
 CONNECTED, BROKEN = "connected", "broken"
@@ -246,24 +244,6 @@ class Mailer:
         return message_id
 
 
-def _redis_busy_keys(url: str, expert_ids: Iterable[str]) -> None:
-    """Drop the Redis free/busy entries of these experts (keys ``<prefix><provider>:
-    <expert>:<calendar hash>:<chunk>``, see engine.services.freebusy)."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
-    try:
-        for expert_id in expert_ids:
-            keys = list(client.scan_iter(match=f"{REDIS_BUSY_PREFIX}*:{expert_id}:*",
-                                         count=500))
-            if keys:
-                client.delete(*keys)
-    except redis.RedisError as exc:
-        log.warning("could not invalidate cached free/busy in Redis (%s)", exc)
-    finally:
-        client.close()
-
-
 class Plugins:
     """The typed facade over the loaded plugins. One per process (see ``bootstrap``)."""
 
@@ -433,17 +413,18 @@ class Plugins:
 
     # --- busy time --------------------------------------------------------------------
 
+    #: Set by the composition root to the free/busy cache's invalidation
+    #: (engine.services.freebusy.FreeBusy.invalidate): the one place that knows the
+    #: cache in use (Redis or the database) and its keys.
+    busy_invalidator: Callable[[str, str | None], None] | None = None
+
     def invalidate_busy(self, shop_id: str, expert_id: str | None = None) -> None:
-        """Forget the cached free/busy of one expert of the shop, or of all its experts,
-        in the database cache and in Redis; the next availability request refetches."""
-        with self.db.write() as session:
-            experts = [expert_id] if expert_id else list(session.scalars(
-                select(Expert.id).where(Expert.shop_id == shop_id)))
-            for eid in experts:
-                session.execute(delete(BusyCacheEntry).where(
-                    BusyCacheEntry.shop_id == shop_id, BusyCacheEntry.key.like(f"%:{eid}:%")))
-        if self.config.redis_url and experts:
-            _redis_busy_keys(self.config.redis_url, experts)
+        """Forget the cached free/busy of one expert of the shop, or of all its experts;
+        the next availability request refetches."""
+        if self.busy_invalidator is None:
+            log.warning("no free/busy cache is wired; nothing to invalidate")
+            return
+        self.busy_invalidator(shop_id, expert_id)
 
 
 def validate_form(fields: Iterable[FormField], values: Any) -> dict[str, str]:

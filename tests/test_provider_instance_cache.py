@@ -13,7 +13,6 @@ a Google shop (real plugin, fake Google over HTTP), on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -192,34 +191,6 @@ def test_build_failures_are_not_cached(ctx: Context, shop: ShopRef,
         with pytest.raises(ProviderNotConfigured):
             instances.get(cls, sp)
     assert instances.builds == 0
-
-
-def test_per_request_cost_before_and_after(
-        ctx: Context, google_shop: ShopRef, google: FakeGoogle, admin: Admin,
-        instances: ProviderInstances) -> None:
-    """Micro-benchmark of the free/busy step of an availability request (busy time
-    cached, so what remains is building the provider): CPU time per call."""
-    cat = make_catalog(admin)
-    google.busy["e0@example.com"] = []
-    source = ctx.busy_source
-    assert isinstance(source, FreeBusy)
-    experts = {cat["expert"]: "e0@example.com"}
-    t0 = int(ctx.clock.now().timestamp())
-    source.shop_busy(google_shop.id, experts, t0, t0 + 7 * 86400)  # warm the busy cache
-
-    def per_call(ttl: float, n: int = 200) -> float:
-        instances.ttl = ttl
-        instances.invalidate()
-        start = time.process_time()
-        for _ in range(n):
-            ctx.db.cache.clear()  # as after any write: the version is read each time
-            source.shop_busy(google_shop.id, experts, t0, t0 + 7 * 86400)
-        return (time.process_time() - start) / n * 1e6
-
-    before, after = per_call(0.0), per_call(30.0)
-    print(f"\nfree/busy step per request, Google shop ({ctx.db.dialect}): "
-          f"{before:.0f} us CPU rebuilding the provider, {after:.0f} us with the cache")
-    assert after < before
 
 
 def _google(ctx: Context, shop: ShopRef) -> tuple[Any, Any]:

@@ -101,6 +101,7 @@ def seed(config: Config, first_day: date) -> dict[str, str]:
     from engine.services.schedules import put_schedule
     from engine.services.shops import install_shop
     from engine.store.db import new_id
+    from engine.services.claims import insert_last
     from engine.store.models import Claim
 
     clock = SystemClock()
@@ -126,14 +127,14 @@ def seed(config: Config, first_day: date) -> dict[str, str]:
                 minutes=30 * k)
             start = start.astimezone(UTC)
             end = start + timedelta(minutes=30)
-            session.add(Claim(id=new_id("bk"), shop_id=shop.id, service_id=svc,
+            insert_last(session, Claim(id=new_id("bk"), shop_id=shop.id, service_id=svc,
                               expert_id=expert, start_at=start, end_at=end,
                               claim_start=start, claim_end=end, status="confirmed",
                               order_id=str(rng.randrange(10**12)),
                               line_item_id=str(rng.randrange(10**12)),
                               customer_name="Bench Customer",
                               customer_email="customer@example.com", sequence=0,
-                              created_at=now, updated_at=now, confirmed_at=now))
+                              created_at=now, updated_at=now, confirmed_at=now), now)
     ctx.db.dispose()
     return {"service": svc, "expert": expert}
 

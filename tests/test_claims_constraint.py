@@ -216,15 +216,40 @@ class Raw:
                 "%Y-%m-%d %H:%M:%S.%f") + "'"
         return "'" + value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00") + "'"
 
+    def session_sql(self, row: Row) -> list[str]:
+        """The row's own session (key = its id, seats enough) and its expert's counters
+        (migration 0013): the seat and limit rules stay out of the way, so what is
+        tested here is the overlap rule alone -- claims of different sessions."""
+        expert = self.experts[row.expert]
+        stmts = [
+            "INSERT INTO claim_sessions (key, shop_id, expert_id, service_id, start_at, "
+            "seats_max, seats_used, day_key, week_key, month_key, created_at) VALUES "
+            f"('{row.id}', '{self.shop}', '{expert}', '{self.service}', "
+            f"{self.ts(at(row.start))}, 1000, 0, '2026-12-01', '2026-W49', '2026-12', "
+            f"{self.ts(T)})"]
+        for scope in (self.service, "*"):
+            for period in ("D2026-12-01", "W2026-W49", "M2026-12"):
+                stmts.append("INSERT INTO capacity_counters (expert_id, scope, period, used) "
+                             f"VALUES ('{expert}', '{scope}', '{period}', 0) "
+                             "ON CONFLICT DO NOTHING")
+        return stmts
+
+    def insert(self, conn: Connection, row: Row) -> None:
+        """The row's session and counters, then the row."""
+        for stmt in self.session_sql(row):
+            conn.exec_driver_sql(stmt)
+        conn.exec_driver_sql(self.insert_sql(row))
+
     def insert_sql(self, row: Row) -> str:
         cs, ce = row.claim
         return (
             "INSERT INTO claims (id, shop_id, service_id, expert_id, start_at, end_at, "
-            "claim_start, claim_end, status, expires_at, sequence, created_at, updated_at) "
+            "claim_start, claim_end, status, expires_at, sequence, created_at, updated_at, "
+            "session_key) "
             f"VALUES ('{row.id}', '{self.shop}', '{self.service}', "
             f"'{self.experts[row.expert]}', {self.ts(at(row.start))}, {self.ts(at(row.end))}, "
             f"{self.ts(at(cs))}, {self.ts(at(ce))}, '{row.status}', "
-            f"{self.ts(row.expires_at)}, 0, {self.ts(T)}, {self.ts(T)})")
+            f"{self.ts(row.expires_at)}, 0, {self.ts(T)}, {self.ts(T)}, '{row.id}')")
 
     def update_sql(self, current: Row, changes: dict[str, Any]) -> str:
         """An UPDATE of one row; ``start``/``end`` move the meeting and its buffers
@@ -279,6 +304,9 @@ def raw(ctx: Context, admin: Admin) -> Iterator[Raw]:
 
 def run_case(raw: Raw, case: Case) -> None:
     with raw.engine.begin() as conn:
+        for row in (*case.existing, *([case.insert] if case.insert else [])):
+            for stmt in raw.session_sql(row):
+                conn.exec_driver_sql(stmt)
         for row in case.existing:
             conn.exec_driver_sql(raw.insert_sql(row))
     with raw.engine.connect() as conn:
@@ -372,19 +400,19 @@ def test_stale_rows_stop_blocking_once_writers_expire_them(ctx: Context, raw: Ra
                     Row("lapsed", 30, 60, "pending", expires_at=PAST),
                     Row("waiting", 60, 90, "pending", expires_at=FUTURE),
                     Row("other", 0, 30, "held", expires_at=PAST, expert=1)):
-            conn.exec_driver_sql(raw.insert_sql(row))
+            raw.insert(conn, row)
     for blocked in (Row("b", 0, 30), Row("c", 30, 60)):
         with pytest.raises(IntegrityError) as refused:
             with raw.engine.begin() as conn:
-                conn.exec_driver_sql(raw.insert_sql(blocked))
+                raw.insert(conn, blocked)
         assert_overlap_refusal(refused.value, raw.dialect)
     with ctx.db.write() as session:
         assert expire_stale_holds(session, ctx.clock.now(), expert_id=raw.experts[0],
                                   start=at(0), end=at(90)) == 2
-        session.connection().exec_driver_sql(raw.insert_sql(Row("b", 0, 60)))
+        raw.insert(session.connection(), Row("b", 0, 60))
     with pytest.raises(IntegrityError):
         with raw.engine.begin() as conn:
-            conn.exec_driver_sql(raw.insert_sql(Row("c", 75, 105)))
+            raw.insert(conn, Row("c", 75, 105))
     with raw.engine.connect() as conn:
         status = {k: v[3] for k, v in raw.rows(conn).items()}
     assert status == {"stale": "expired", "lapsed": "expired", "waiting": "pending",

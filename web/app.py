@@ -21,10 +21,12 @@ from web import (
     demo,
     errors,
     health,
+    manage,
     observability,
     openapi,
     pages,
     proxy,
+    waitlist,
     webhooks,
 )
 from web.auth import AuthMiddleware
@@ -73,6 +75,8 @@ def create_app(ctx: Context) -> falcon.App:
     errors.install(app)
     health.register(app, ctx)
     proxy.register(app, ctx)
+    manage.register(app, ctx)
+    waitlist.register(app, ctx)
     admin.register(app, ctx)
     pages.register(app, ctx)
     webhooks.register(app, ctx)

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from engine.domain.slots import Instant
 from engine.errors import Conflict
-from engine.store.models import CONFIRMED, EXPIRED, HELD, PENDING, Claim
+from engine.services import capacity
+from engine.store.models import CONFIRMED, EXPIRED, HELD, LIVE_STATUSES, PENDING, Claim
 from engine.store.types import UTCDateTime, epoch
 
 HOLD_RETENTION = timedelta(days=30)  # expired/released holds are kept this long (>= 7 days)
@@ -44,6 +45,27 @@ def is_overlap(exc: IntegrityError) -> bool:
     return "claims_no_overlap" in str(orig)
 
 
+class SessionFull(SlotUnavailable):
+    """The session has no seat left for this claim (a 409 ``slot_unavailable``)."""
+
+    def __init__(self) -> None:
+        super().__init__("this session has no seats left for that many; please choose "
+                         "another time or fewer seats")
+
+
+def refused(exc: IntegrityError) -> Conflict | None:
+    """The conflict a refused claim write means (overlap, seats, limit), else None: the
+    one place the database's refusals become errors."""
+    if is_overlap(exc):
+        return SlotUnavailable()
+    rule = capacity.refusal(exc)
+    if rule == "seats":
+        return SessionFull()
+    if rule == "limit":
+        return capacity.LimitReached()
+    return None
+
+
 def _rowcount(result: object) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -61,51 +83,62 @@ def live_clause(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
 
 def expire_stale_holds(session: Session, now: datetime, *, expert_id: str | None = None,
                        start: datetime | None = None, end: datetime | None = None) -> int:
+    # ``start``/``end`` are accepted and ignored: a stale hold anywhere in the expert's
+    # month still counts towards a limit, so all of the expert's stale claims go.
+    del start, end
     """Move claims past their ``expires_at`` out of the live set (of one expert and range,
     or all): stale holds and lapsed pending bookings become ``expired``. A lapsed pending
     booking keeps its order and line item ids, so a later paid delivery finds it (and
     books it again only if its time is still free and offered: engine.services.orders).
 
-    Every writer of a claim calls this for the expert and range first, in the same
-    transaction: the overlap rule of the database is status-based, and a stale row must
-    not refuse a claim that availability (:func:`live_clause`) shows as free."""
+    Every writer of a claim calls this for the expert first, in the same transaction:
+    the overlap, seat and limit rules of the database are status-based, and a stale row
+    must not refuse a claim that availability (:func:`live_clause`) shows as free."""
     stmt = (update(Claim)
             .where(Claim.status.in_((HELD, PENDING)), Claim.expires_at <= now)
             .values(status=EXPIRED, updated_at=now)
             .execution_options(synchronize_session=False))
     if expert_id is not None:
         stmt = stmt.where(Claim.expert_id == expert_id)
-    if start is not None and end is not None:
-        stmt = stmt.where(Claim.claim_start < end, Claim.claim_end > start)
     return _rowcount(session.execute(stmt))
 
 
-def insert_last(session: Session, claim: Claim) -> None:
+def insert_last(session: Session, claim: Claim, now: datetime) -> None:
     """Insert a new claim as the transaction's last write: no savepoint (two round trips
-    fewer); an overlap raises SlotUnavailable and the caller's transaction rolls back."""
+    fewer); an overlap, a full session or a reached limit raises its conflict
+    (:func:`refused`) and the caller's transaction rolls back."""
+    if claim.status in LIVE_STATUSES:
+        capacity.prepare(session, claim, now)
     session.add(claim)
     try:
         session.flush()
     except IntegrityError as exc:
-        if is_overlap(exc):
-            raise SlotUnavailable() from None
+        error = refused(exc)
+        if error is not None:
+            raise error from None
         raise
 
 
-def write_claim(session: Session, claim: Claim, **changes: object) -> None:
+def write_claim(session: Session, claim: Claim, now: datetime, **changes: object) -> None:
     """Add a new claim, or apply ``changes`` to an existing one, and flush it inside a
-    savepoint; an overlap raises SlotUnavailable and leaves the surrounding transaction
-    usable. (The changes are made inside the savepoint because ``begin_nested`` first
-    flushes whatever is pending outside it.)"""
+    savepoint; a refusal (:func:`refused`) raises its conflict and leaves the surrounding
+    transaction usable. (The changes are made inside the savepoint because
+    ``begin_nested`` first flushes whatever is pending outside it.) A claim that is live
+    afterwards gets its session and counters ready first (engine.services.capacity):
+    that is what makes a moved claim (another start or expert) count where it went."""
     try:
         with session.begin_nested():
-            for name, value in changes.items():
-                setattr(claim, name, value)
+            with session.no_autoflush:
+                for name, value in changes.items():
+                    setattr(claim, name, value)
+                if claim.status in LIVE_STATUSES:
+                    capacity.prepare(session, claim, now)
             session.add(claim)
             session.flush()
     except IntegrityError as exc:
-        if is_overlap(exc):
-            raise SlotUnavailable() from None
+        error = refused(exc)
+        if error is not None:
+            raise error from None
         raise
 
 

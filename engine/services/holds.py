@@ -198,7 +198,7 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
                      expires_at=now + timedelta(seconds=config.hold_ttl_seconds),
                      visitor=visitor, customer_tz=req.tz, sequence=0, created_at=now,
                      updated_at=now)
-        insert_last(session, hold)
+        insert_last(session, hold, now)
         assert hold.expires_at is not None
         return {
             "hold": hold.id,

@@ -45,6 +45,7 @@ from engine.errors import NotFound
 from engine.services import shopify_actions
 from engine.services.availability import expert_calendars, rules_of
 from engine.services.catalog import shopify_number
+from engine.services.capacity import LimitReached
 from engine.services.claims import SlotUnavailable, expire_stale_holds, write_claim
 from engine.services.shops import ShopRef
 from engine.store import new_id
@@ -343,10 +344,8 @@ def cancel_booking(session: Session, claim: Claim, now: datetime, *,
 
 
 def hold_seats(hold: Claim) -> int:
-    """The seats a hold holds: the units of its line that can be booked. One in this
-    release (a hold is one seat); the one place that says so."""
-    del hold
-    return 1
+    """The seats a hold holds: the most units of its line that can be booked."""
+    return max(1, int(hold.seats or 1))
 
 
 def refund_entry(session: Session, shop: Shop, order: Order, *, line_item_id: str,
@@ -467,8 +466,8 @@ def _rebook(session: Session, shop: Shop, order: Order, event: OrderEvent, line:
         expire_stale_holds(session, now, expert_id=claim.expert_id, start=claim.claim_start,
                            end=claim.claim_end)
         try:
-            write_claim(session, claim, status=PENDING, updated_at=now)
-        except SlotUnavailable:
+            write_claim(session, claim, now, status=PENDING, updated_at=now)
+        except (SlotUnavailable, LimitReached):
             session.refresh(claim)
             reason = SLOT_UNAVAILABLE
     # (Still pending although past its deadline: no writer has claimed over it since,
@@ -540,13 +539,13 @@ def _decide(session: Session, shop: Shop, order: Order, event: OrderEvent, line:
     seats = hold_seats(hold)
     booked = min(line.quantity, seats)
     try:
-        write_claim(session, hold, order_id=event.order_id, line_item_id=line.id,
+        write_claim(session, hold, now, order_id=event.order_id, line_item_id=line.id,
                     customer_id=event.customer_id, customer_name=event.customer_name,
                     customer_email=event.customer_email, status=PENDING,
                     expires_at=now + timedelta(hours=_pending_hours(session, shop)),
-                    line_price=str(line.price), line_quantity=booked,
+                    line_price=str(line.price), line_quantity=booked, seats=booked,
                     currency=event.currency or order.currency, updated_at=now)
-    except SlotUnavailable:
+    except (SlotUnavailable, LimitReached):
         session.refresh(hold)
         _not_honoured(session, shop, order, event, line, SLOT_UNAVAILABLE, now)
         return

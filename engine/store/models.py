@@ -61,6 +61,17 @@ class ShopSettings(Base):
     # 0007). Applies to pending bookings made after a change: each carries its own
     # deadline in claims.expires_at.
     pending_hold_hours: Mapped[int] = mapped_column(Integer, default=48, server_default="48")
+    # What a customer may do from the manage link (migration 0013; CONTRACT "Customers
+    # manage their own bookings"), and whether experts are mailed about their bookings.
+    customer_cancel: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    customer_reschedule: Mapped[bool] = mapped_column(Boolean, default=True,
+                                                      server_default="1")
+    cancel_notice_minutes: Mapped[int] = mapped_column(Integer, default=1440,
+                                                       server_default="1440")
+    reschedule_notice_minutes: Mapped[int] = mapped_column(Integer, default=1440,
+                                                           server_default="1440")
+    max_reschedules: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
+    notify_experts: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
 
 
 class Service(Base):
@@ -77,6 +88,13 @@ class Service(Base):
     max_days_ahead: Mapped[int] = mapped_column(Integer, default=60)
     product_id: Mapped[str | None] = mapped_column(String(128))
     variant_id: Mapped[str | None] = mapped_column(String(128))
+    # Capacity (migration 0013): customers per session; {"day"|"week"|"month": n} caps of
+    # this service's sessions per expert; how "any expert" assigns; intake questions.
+    seats: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    assignment: Mapped[str] = mapped_column(String(16), default="least_booked",
+                                            server_default="least_booked")
+    questions: Mapped[list[Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
     # Soft delete: bookings keep pointing at a deleted service.
     deleted_at: Mapped[datetime | None]
@@ -91,6 +109,13 @@ class Expert(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     # None: follows the shop's timezone, even when the shop's changes.
     timezone: Mapped[str | None] = mapped_column(String(64))
+    # Migration 0013: caps of all the expert's sessions, assignment priority and weight,
+    # and what the storefront shows of the expert.
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    priority: Mapped[int] = mapped_column(Integer, default=50, server_default="50")
+    weight: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    photo_url: Mapped[str | None] = mapped_column(Text)
+    bio: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
 
@@ -187,6 +212,72 @@ class Claim(Base):
     currency: Mapped[str | None] = mapped_column(String(8))
     # Who cancelled a booking: merchant | customer | order (orders/cancelled).
     cancelled_by: Mapped[str | None] = mapped_column(String(16))
+    # Migration 0013. The session this claim takes seats of ("expert|service|epoch"; set
+    # by engine.services.capacity, never by hand) and how many; live claims of one
+    # session may overlap each other, nothing else.
+    session_key: Mapped[str] = mapped_column(String(96), default="", server_default="")
+    seats: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Intake answers {question id: text}; erased by customers/redact.
+    answers: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # sha256 hex of the manage link's token (the token itself is never stored).
+    manage_token_hash: Mapped[str | None] = mapped_column(String(64))
+    reschedules: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class ClaimSession(Base):
+    """One session (expert, service, start) and its seats. ``seats_used`` is kept by the
+    database's triggers on ``claims`` (the sum of its live claims' seats) and refused
+    past ``seats_max`` by a check constraint (migration 0013, docs/bookings.md)."""
+
+    __tablename__ = "claim_sessions"
+
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    expert_id: Mapped[str] = mapped_column(ForeignKey("experts.id", ondelete="CASCADE"))
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"))
+    start_at: Mapped[datetime]
+    seats_max: Mapped[int] = mapped_column(Integer)
+    seats_used: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The session's local day, ISO week and month in the expert's timezone.
+    day_key: Mapped[str] = mapped_column(String(10))
+    week_key: Mapped[str] = mapped_column(String(8))
+    month_key: Mapped[str] = mapped_column(String(7))
+    created_at: Mapped[datetime]
+
+
+class CapacityCounter(Base):
+    """Sessions of one expert in one period (``D2026-12-01``, ``W2026-W49``,
+    ``M2026-12``), for one service (``scope`` = its id) or all (``*``). ``used`` is kept
+    by the database's trigger on ``claim_sessions``; ``cap`` (None: no limit) is refused
+    by a check constraint."""
+
+    __tablename__ = "capacity_counters"
+
+    expert_id: Mapped[str] = mapped_column(ForeignKey("experts.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    period: Mapped[str] = mapped_column(String(12), primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cap: Mapped[int | None] = mapped_column(Integer)
+
+
+class WaitlistEntry(Base):
+    """Someone waiting for a free time of a service on a date (shop timezone)."""
+
+    __tablename__ = "waitlist"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"))
+    expert_id: Mapped[str | None] = mapped_column(String(32))  # None: any expert
+    date: Mapped[date] = mapped_column(Date)
+    email: Mapped[str | None] = mapped_column(String(320))  # None once redacted
+    visitor: Mapped[str | None] = mapped_column(String(128))
+    customer_tz: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="waiting",
+                                        server_default="waiting")
+    created_at: Mapped[datetime]
+    notified_at: Mapped[datetime | None]
 
 
 class Order(Base):

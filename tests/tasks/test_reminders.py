@@ -17,6 +17,7 @@ from engine.bootstrap import Context
 from engine.clock import FixedClock
 from engine.services import reminders
 from engine.services.providers import Plugins
+from engine.services.claims import insert_last
 from engine.services.shops import ShopRef
 from engine.store import Database, new_id
 from engine.store.models import Claim, Reminder
@@ -166,8 +167,7 @@ def seed_due_reminders(ctx: Context, shop: ShopRef, admin: Admin, n: int) -> lis
                           order_id=str(5000 + i), line_item_id=str(i),
                           customer_name=f"Customer {i}", customer_email=f"c{i}@example.com",
                           sequence=0, created_at=NOW, updated_at=NOW, confirmed_at=NOW)
-            session.add(claim)
-            session.flush()
+            insert_last(session, claim, NOW)
             r = Reminder(shop_id=shop.id, booking_id=claim.id, offset_minutes=60,
                          due_at=NOW - timedelta(seconds=i), status="pending")
             session.add(r)

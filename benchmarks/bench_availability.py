@@ -98,10 +98,10 @@ def seed(config: Config, first_day: date) -> dict[str, str]:
     """One shop, one service, one expert 09:00-17:00 daily, CLAIMS confirmed bookings."""
     from engine.bootstrap import bootstrap
     from engine.services.catalog import create_expert, create_service
+    from engine.services.claims import insert_last
     from engine.services.schedules import put_schedule
     from engine.services.shops import install_shop
     from engine.store.db import new_id
-    from engine.services.claims import insert_last
     from engine.store.models import Claim
 
     clock = SystemClock()

@@ -44,8 +44,8 @@ from engine.domain.slots import is_offered
 from engine.errors import NotFound
 from engine.services import shopify_actions
 from engine.services.availability import expert_calendars, rules_of
-from engine.services.catalog import shopify_number
 from engine.services.capacity import LimitReached
+from engine.services.catalog import shopify_number
 from engine.services.claims import SlotUnavailable, expire_stale_holds, write_claim
 from engine.services.shops import ShopRef
 from engine.store import new_id

@@ -16,8 +16,8 @@ from sqlalchemy import select, text, update
 from engine.bootstrap import Context
 from engine.clock import FixedClock
 from engine.services import reminders
-from engine.services.providers import Plugins
 from engine.services.claims import insert_last
+from engine.services.providers import Plugins
 from engine.services.shops import ShopRef
 from engine.store import Database, new_id
 from engine.store.models import Claim, Reminder

@@ -1,38 +1,52 @@
 """Holds: a storefront visitor's ten-minute claim on a slot, before checkout.
 
-``create_hold`` checks, in the contract's order: the start is a slot the engine offers
-(422 ``not_a_slot``), the visitor is under the live-hold limit (429 ``too_many_holds``),
-the time is free (409 ``slot_unavailable``, decided by the database).
+``create_hold`` checks, in the contract's order: the answers fit the service's questions
+(422 ``invalid_answers``) and the start is a slot the engine offers (422 ``not_a_slot``),
+the visitor is under the live-hold limit (429 ``too_many_holds``), then the database
+decides: the time is free and the session has the seats asked for (409
+``slot_unavailable``), and no limit of the service or the expert is reached (409
+``limit_reached``). Seats and limits are the database's rules (engine.services.capacity):
+a hold asks for ``seats`` and inserts its claim; nothing here counts.
+
+``expert: "any"`` judges every expert who offers the service, orders those who could
+take the start (engine.services.assignment) and tries them in turn, each in a
+savepoint: one who lost a race, filled up or hit a limit meanwhile is passed over, and
+409 comes only when nobody can take it. The per-visitor limit is checked once.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
 
 from engine.clock import Clock
 from engine.config import Config
-from engine.domain.slots import ServiceRules, claimed_range, is_offered
+from engine.domain.slots import ExpertCalendar, ServiceRules, claimed_range, is_offered
 from engine.errors import NotFound, TooManyRequests, Unprocessable, ValidationError
+from engine.services import assignment, questions
 from engine.services.availability import (
+    ANY,
     BusySource,
     expert_calendars,
     no_busy,
     rules_of,
     zone,
 )
+from engine.services.capacity import LimitReached
 from engine.services.catalog import live_expert, live_service
 from engine.services.claims import SlotUnavailable, expire_stale_holds, insert_last
 from engine.services.shops import ShopRef
 from engine.services.validation import integer
 from engine.services.validation import timezone as parse_timezone
 from engine.store import Database, new_id
-from engine.store.models import HELD, RELEASED, Claim
+from engine.store.models import HELD, RELEASED, Claim, Expert
 
 
 @dataclass(frozen=True)
@@ -85,15 +99,6 @@ def parse_hold(doc: Any) -> HoldRequest:
 
 
 MAX_SEATS = 1000
-SERVICE_SEATS = 1  # one customer per session in this release
-
-
-def check_answers(answers: dict[str, Any]) -> None:
-    """``422 invalid_answers`` unless ``answers`` fit the service's questions. A service
-    asks no questions in this release, so any answer names an unknown question."""
-    for question in sorted(answers):
-        raise Unprocessable(f"the service asks no question {question[:40]!r}",
-                            code="invalid_answers")
 
 
 def _describe(start: datetime, end: datetime, tz: ZoneInfo) -> str:
@@ -124,56 +129,146 @@ class _ServiceFacts:
     id: str
     duration_minutes: int
     rules: ServiceRules
+    seats: int = 1
+    assignment: str = assignment.LEAST_BOOKED
+    questions: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
 class _ExpertFacts:
     id: str
     name: str
+    priority: int = 50
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What a hold reads before it writes (see :func:`_facts`)."""
+
+    service: _ServiceFacts
+    experts: dict[str, _ExpertFacts]
+    cals: tuple[ExpertCalendar, ...]
+    emails: dict[str, str | None]
+
+
+def _load_facts(session: Session, shop: ShopRef, req: HoldRequest, local_day: date
+                ) -> _Facts:
+    service = live_service(session, shop.id, req.service_id)
+    facts = _ServiceFacts(service.id, service.duration_minutes, rules_of(service),
+                          max(1, int(service.seats or 1)),
+                          service.assignment or assignment.LEAST_BOOKED,
+                          tuple(service.questions or ()))
+    first, last = local_day - timedelta(days=2), local_day + timedelta(days=2)
+    if req.expert_id != ANY:
+        expert = live_expert(session, shop.id, req.expert_id)
+        # Only this expert's calendar (not every expert of the service): same answer,
+        # a fraction of the rows.
+        try:
+            cals, emails = expert_calendars(session, shop, service.id, expert.id, first, last)
+        except NotFound:
+            cals, emails = [], {}
+        one = _ExpertFacts(expert.id, expert.name, expert.priority, expert.weight)
+        return _Facts(facts, {expert.id: one}, tuple(cals), emails)
+    # Every live expert of the service: their calendars, then their names, priorities
+    # and weights in one more query.
+    cals, emails = expert_calendars(session, shop, service.id, None, first, last)
+    experts: dict[str, _ExpertFacts] = {}
+    if cals:
+        for r in session.execute(select(Expert.id, Expert.name, Expert.priority,
+                                        Expert.weight)
+                                 .where(Expert.id.in_([c.expert_id for c in cals]))):
+            experts[r.id] = _ExpertFacts(r.id, r.name, int(r.priority), int(r.weight or 1))
+    return _Facts(facts, experts, tuple(cals), emails)
+
+
+def _facts(db: Database, session: Session, shop: ShopRef, req: HoldRequest) -> _Facts:
+    """The catalog facts of a hold: the service (rules, seats, assignment, questions) and
+    the expert asked for -- or, for ``any``, every live expert offering the service --
+    with their calendars. From the read cache (at most 1 s old, void after a local
+    catalog write): none of it decides a booking, the database does."""
+    local_day = req.start.date()
+    key = ("hold", shop.id, req.service_id, req.expert_id, local_day)
+    cached: _Facts | None = db.cache.get(key)
+    if cached is None:
+        cached = _load_facts(session, shop, req, local_day)
+        db.cache.put(key, cached)
+    return cached
+
+
+def _new_hold(config: Config, shop: ShopRef, req: HoldRequest, service: _ServiceFacts,
+              expert_id: str, claimed: tuple[datetime, datetime], answers: dict[str, str],
+              visitor: str, now: datetime) -> Claim:
+    end = req.start + timedelta(minutes=service.duration_minutes)
+    return Claim(id=new_id("bk"), shop_id=shop.id, service_id=service.id,
+                 expert_id=expert_id, start_at=req.start, end_at=end,
+                 claim_start=claimed[0], claim_end=claimed[1], status=HELD,
+                 expires_at=now + timedelta(seconds=config.hold_ttl_seconds),
+                 visitor=visitor, customer_tz=req.tz, seats=req.seats,
+                 answers=answers or None, sequence=0, created_at=now, updated_at=now)
+
+
+def _assign(session: Session, now: datetime, service: _ServiceFacts,
+            candidates: list[_ExpertFacts], make: Callable[[str], Claim]) -> Claim:
+    """``expert: "any"``: try the candidates in the contract's order
+    (engine.services.assignment), each in a savepoint of its own, and keep the first
+    the database accepts. One whose time is taken, whose session is full or who is at
+    a limit by now is passed over; ``409 slot_unavailable`` only when none can take it.
+    (A refused savepoint releases what it locked, on PostgreSQL too, so a loser holds
+    no lock of an expert it did not get.)"""
+    stats = assignment.booking_stats(session, service.id, [c.id for c in candidates], now)
+    order = assignment.ranked(service.assignment,
+                              [assignment.Candidate(c.id, c.priority, c.weight)
+                               for c in candidates], stats)
+    for candidate in order:
+        hold = make(candidate.id)
+        try:
+            with session.begin_nested():
+                expire_stale_holds(session, now, expert_id=candidate.id)
+                insert_last(session, hold, now)
+        except (SlotUnavailable, LimitReached):
+            continue
+        return hold
+    raise SlotUnavailable("no expert can take this time any more; please choose another")
 
 
 def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: HoldRequest,
                 visitor: str, busy_source: BusySource = no_busy) -> dict[str, Any]:
     now = clock.now()
-    local_day = req.start.date()
-    # Reads first, outside the write transaction: the catalog facts (from the read cache,
-    # at most 1 s old, void after a local catalog write) and what the shop's calendar
-    # provider says is busy -- which may be a network call on a cache miss, and must not
-    # hold the database's write lock (SQLite) or the visitor lock while it runs. What
-    # decides double booking is the database's constraint on the insert below.
+    # Reads first, outside the write transaction: the catalog facts (from the read cache)
+    # and what the shop's calendar provider says is busy -- which may be a network call
+    # on a cache miss, and must not hold the database's write lock (SQLite) or the
+    # visitor lock while it runs. What decides double booking, seats and limits is the
+    # database, on the insert below.
     with db.lookup() as session:
-        key = ("hold", shop.id, req.service_id, req.expert_id, local_day)
-        cached = db.cache.get(key)
-        if cached is None:
-            service = live_service(session, shop.id, req.service_id)
-            expert = live_expert(session, shop.id, req.expert_id)
-            # Only this expert's calendar (not every expert of the service): same answer,
-            # a fraction of the rows.
-            try:
-                cals, emails = expert_calendars(session, shop, service.id, expert.id,
-                                                local_day - timedelta(days=2),
-                                                local_day + timedelta(days=2))
-            except NotFound:
-                cals, emails = [], {}
-            cached = (_ServiceFacts(service.id, service.duration_minutes, rules_of(service)),
-                      _ExpertFacts(expert.id, expert.name), cals, emails)
-            db.cache.put(key, cached)
-        service, expert, cals, emails = cached
-        rules = service.rules
-        check_answers(req.answers)
-        cal = next((c for c in cals if c.expert_id == expert.id), None)
-        if cal is None:
-            raise NotFound(f"expert {expert.id!r} does not offer this service")
+        facts = _facts(db, session, shop, req)
+        service = facts.service
+        answers = questions.check(service.questions, req.answers)
+        if req.expert_id != ANY and not facts.cals:
+            raise NotFound(f"expert {req.expert_id!r} does not offer this service")
         start_ts = int(req.start.timestamp())
-        if req.start.microsecond or not is_offered(cal, rules, now=int(now.timestamp()),
-                                                   start=start_ts):
-            raise Unprocessable("this start is not a slot of this service and expert "
+        offered = [] if req.start.microsecond else [
+            c.expert_id for c in facts.cals
+            if c.expert_id in facts.experts
+            and is_offered(c, service.rules, now=int(now.timestamp()), start=start_ts)]
+        if not offered:
+            who = "any expert" if req.expert_id == ANY else "expert"
+            raise Unprocessable(f"this start is not a slot of this service and {who} "
                                 "(check the hours, notice and booking horizon)",
                                 code="not_a_slot")
-        a, b = claimed_range(start_ts, rules)
-        external = busy_source(session, shop.id, {expert.id: emails.get(expert.id)}, a,
-                               b).get(expert.id, ())
-    # A hold writes only a claim, which no cached read holds: the cache stays valid.
+        a, b = claimed_range(start_ts, service.rules)
+        external = busy_source(session, shop.id, {e: facts.emails.get(e) for e in offered},
+                               a, b)
+        # Time the shop's calendar provider says is busy is not for sale either.
+        free = [facts.experts[e] for e in offered
+                if not any(s < b and a < t for s, t in external.get(e, ()))]
+    claimed = (datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC))
+
+    def make(expert_id: str) -> Claim:
+        return _new_hold(config, shop, req, service, expert_id, claimed, answers, visitor, now)
+
+    # A hold writes only a claim (and its session and counters), which no cached read
+    # holds: the cache stays valid.
     with db.write(keep_cache=True) as session:
         _visitor_lock(session, shop.id, visitor)
         live = session.scalar(
@@ -184,33 +279,32 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
             raise TooManyRequests(
                 f"you already hold {config.max_holds_per_visitor} appointments; book or "
                 "release one first", code="too_many_holds")
-        if req.seats > SERVICE_SEATS:
-            raise SlotUnavailable(f"this session has {SERVICE_SEATS} seat; ask for fewer")
-        claim_start, claim_end = (datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC))
-        # Time the shop's calendar provider says is busy is not for sale either.
-        if any(s < b and a < e for s, e in external):
+        if not free:
             raise SlotUnavailable()
-        expire_stale_holds(session, now, expert_id=expert.id, start=claim_start, end=claim_end)
-        end = req.start + timedelta(minutes=service.duration_minutes)
-        hold = Claim(id=new_id("bk"), shop_id=shop.id, service_id=service.id,
-                     expert_id=expert.id, start_at=req.start, end_at=end,
-                     claim_start=claim_start, claim_end=claim_end, status=HELD,
-                     expires_at=now + timedelta(seconds=config.hold_ttl_seconds),
-                     visitor=visitor, customer_tz=req.tz, sequence=0, created_at=now,
-                     updated_at=now)
-        insert_last(session, hold, now)
+        if req.expert_id == ANY:
+            hold = _assign(session, now, service, free, make)
+        else:
+            # One expert: no savepoint, the insert is the transaction's last write. A
+            # taken time, a session without that many seats left or a reached limit is
+            # the database's refusal (engine.services.claims.refused).
+            hold = make(free[0].id)
+            expire_stale_holds(session, now, expert_id=hold.expert_id)
+            insert_last(session, hold, now)
+        expert = facts.experts[hold.expert_id]
         assert hold.expires_at is not None
         return {
             "hold": hold.id,
             "expert": expert.id,
-            "seats": req.seats,
+            "seats": hold.seats,
             "expires_at": hold.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "start": req.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "end": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "end": hold.end_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "line_item_properties": {
                 "_hold": hold.id,
-                "Appointment": appointment_text(req.start, end, shop.timezone, req.tz),
+                "Appointment": appointment_text(req.start, hold.end_at, shop.timezone,
+                                                req.tz),
                 "Expert": expert.name,
+                **questions.properties(service.questions, answers),
             },
         }
 

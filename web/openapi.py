@@ -39,7 +39,7 @@ import falcon.inspect
 
 from engine.bootstrap import Context
 from engine.domain import schedule as schedule_domain
-from engine.services import availability, catalog, holds, shops, validation
+from engine.services import availability, catalog, holds, questions, shops, validation
 from engine.services.validation import MISSING, Field, Mode
 from web import guard
 
@@ -105,6 +105,26 @@ def shopify_id_schema() -> dict[str, Any]:
                            f"{digits} digits or a gid://shopify/<Type>/<digits> id"}
 
 
+def questions_schema() -> dict[str, Any]:
+    """What ``questions.parse_questions`` accepts (ids and labels unique, labels not
+    ``Appointment``/``Expert``/``_...``: said in the description, JSON Schema cannot)."""
+    q = questions
+    line = text_schema(q.MAX_LABEL)
+    return {"type": "array", "maxItems": q.MAX_QUESTIONS,
+            "description": "intake questions; ids and labels unique within the service",
+            "items": {"type": "object", "additionalProperties": False,
+                      "required": ["id", "label", "type"],
+                      "properties": {
+                          "id": {"type": "string", "pattern": "^[a-z0-9_]{1,32}$"},
+                          "label": line,
+                          "type": {"type": "string", "enum": list(q.TYPES)},
+                          "required": {"type": "boolean", "default": False},
+                          "choices": {"type": "array", "minItems": 1,
+                                      "maxItems": q.MAX_CHOICES, "uniqueItems": True,
+                                      "items": text_schema(q.MAX_CHOICE),
+                                      "description": "for type choice only"}}}}
+
+
 def field_schema(name: str, field: Field) -> dict[str, Any]:
     """The JSON Schema of one validation field's accepted values (see module docstring)."""
     parse = field.parse
@@ -133,6 +153,21 @@ def field_schema(name: str, field: Field) -> dict[str, Any]:
                   "description": "minutes before the start; answered sorted, largest first"}
     elif parse is shops._boolean:
         schema = {"type": "boolean"}
+    elif _is(parse, validation.one_of):
+        schema = {"type": "string", "enum": list(_closure(parse)["choices"])}
+    elif parse is validation.limits:
+        count = {"type": "integer", "minimum": 1, "maximum": validation.MAX_LIMIT}
+        schema = {"type": "object", "additionalProperties": False,
+                  "properties": {p: count for p in validation.PERIODS},
+                  "description": "sessions per local day, ISO week, calendar month"}
+    elif parse is validation.https_url:
+        schema = {"type": "string", "format": "uri", "maxLength": validation.MAX_URL,
+                  "pattern": validation.URL_PATTERN}
+    elif _is(parse, validation.plain_text):
+        schema = {"type": "string", "maxLength": _closure(parse)["max_length"],
+                  "pattern": validation.MULTILINE_PATTERN}
+    elif parse is questions.parse_questions:
+        schema = questions_schema()
     else:
         raise UndocumentedField(f"field {name!r}: no schema for its parser {parse!r}")
     if field.nullable:

@@ -14,13 +14,18 @@ from sqlalchemy.orm import Session
 
 from engine.clock import Clock
 from engine.errors import NotFound, ValidationError
+from engine.services.questions import parse_questions
 from engine.services.validation import (
     Field,
     Mode,
     email,
+    https_url,
     id_list,
     integer,
+    limits,
+    one_of,
     parse_document,
+    plain_text,
     render_shopify_id,
     shopify_id,
     text,
@@ -30,6 +35,8 @@ from engine.store import Database, new_id
 from engine.store.models import Expert, ExpertService, Service, Shop
 
 DAY = 24 * 60
+MAX_SEATS = 1000
+ASSIGNMENTS = ("least_booked", "priority")
 
 SERVICE_FIELDS: dict[str, Field] = {
     "title": Field(text(255)),
@@ -41,6 +48,12 @@ SERVICE_FIELDS: dict[str, Field] = {
     "max_days_ahead": Field(integer(1, 730), default=60),
     "product_id": Field(shopify_id, default=None, nullable=True),
     "variant_id": Field(shopify_id, default=None, nullable=True),
+    # Capacity and intake (issue 11): customers per session, sessions per period, how
+    # "any expert" picks, and what is asked before the hold (engine.services.questions).
+    "seats": Field(integer(1, MAX_SEATS), default=1),
+    "limits": Field(limits, default=dict),
+    "assignment": Field(one_of(*ASSIGNMENTS), default="least_booked"),
+    "questions": Field(parse_questions, default=list),
 }
 
 EXPERT_FIELDS: dict[str, Field] = {
@@ -48,6 +61,14 @@ EXPERT_FIELDS: dict[str, Field] = {
     "email": Field(email, default=None, nullable=True),
     "timezone": Field(timezone, default=None, nullable=True),
     "services": Field(id_list, default=list),
+    # Sessions per period across all the expert's services, and how "any expert"
+    # weighs them (engine.services.capacity, CONTRACT "Capacity").
+    "limits": Field(limits, default=dict),
+    "priority": Field(integer(0, 100), default=50),
+    "weight": Field(integer(1, 100), default=1),
+    # What the storefront shows of the expert (issue 13): an https image and a short bio.
+    "photo_url": Field(https_url, default=None, nullable=True),
+    "bio": Field(plain_text(500), default=None, nullable=True),
 }
 
 
@@ -86,6 +107,10 @@ def render_service(s: Service) -> dict[str, Any]:
         "max_days_ahead": s.max_days_ahead,
         "product_id": render_shopify_id(s.product_id),
         "variant_id": render_shopify_id(s.variant_id),
+        "seats": s.seats or 1,
+        "limits": dict(s.limits or {}),
+        "assignment": s.assignment or "least_booked",
+        "questions": list(s.questions or []),
     }
 
 
@@ -160,7 +185,9 @@ def _render_expert(session: Session, e: Expert, shop_tz: str) -> dict[str, Any]:
         select(ExpertService.service_id).where(ExpertService.expert_id == e.id)
         .order_by(ExpertService.service_id)).all()
     return {"id": e.id, "name": e.name, "email": e.email, "timezone": e.timezone or shop_tz,
-            "services": list(services)}
+            "services": list(services), "limits": dict(e.limits or {}),
+            "priority": e.priority if e.priority is not None else 50,
+            "weight": e.weight or 1, "photo_url": e.photo_url, "bio": e.bio}
 
 
 def _shop_tz(session: Session, shop_id: str) -> str:

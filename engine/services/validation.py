@@ -150,3 +150,89 @@ def id_list(name: str, value: Any) -> list[str]:
     if len(value) > 500:
         raise ValidationError(f"{name} has more than 500 ids", field=name)
     return list(dict.fromkeys(value))
+
+
+def one_of(*choices: str) -> Callable[[str, Any], str]:
+    """One of a few fixed words (``assignment``: ``least_booked`` | ``priority``)."""
+
+    def parse(name: str, value: Any) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise ValidationError(f"{name} must be one of {', '.join(choices)}", field=name)
+        return value
+
+    return parse
+
+
+PERIODS = ("day", "week", "month")
+MAX_LIMIT = 10_000
+
+
+def limits(name: str, value: Any) -> dict[str, int]:
+    """``{"day": n, "week": n, "month": n}``, each optional, n from 1 to
+    :data:`MAX_LIMIT`: sessions per local day, ISO week and calendar month
+    (engine.services.capacity). ``{}`` is no limit; unknown periods are refused, so a
+    typo (``"days"``) never silently means "unlimited"."""
+    if not isinstance(value, dict):
+        raise ValidationError(f"{name} must be an object such as {{\"day\": 3}}", field=name)
+    unknown = sorted(str(k) for k in set(value) - set(PERIODS))
+    if unknown:
+        raise ValidationError(f"{name}: unknown period {unknown[0]!r} (day, week, month)",
+                              field=f"{name}.{unknown[0]}")
+    count = integer(1, MAX_LIMIT)
+    return {p: count(f"{name}.{p}", value[p]) for p in PERIODS if p in value}
+
+
+MAX_URL = 2000
+_URL_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+URL_PATTERN = r"^https://[^\s/?#@\\]+(?:[/?#][^\s\\]*)?$"
+
+
+def https_url(name: str, value: Any) -> str:
+    """An absolute ``https://`` URL of at most :data:`MAX_URL` characters with a host
+    name and no user info, white space, backslashes or control characters: it goes into
+    the storefront's ``<img src>``, so nothing that could leave the attribute, point at
+    the shop's own credentials (``user@``) or load over plain HTTP."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str) or not value.startswith("https://"):
+        raise ValidationError(f"{name} must be an https:// URL", field=name)
+    if len(value) > MAX_URL:
+        raise ValidationError(f"{name} is longer than {MAX_URL} characters", field=name)
+    if not value.isascii() or not re.fullmatch(URL_PATTERN, value) \
+            or any(c in value for c in "\"'<>`"):
+        raise ValidationError(f"{name} must be a plain https:// URL (ASCII, no spaces, "
+                              "quotes or user info)", field=name)
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValidationError(f"{name} is not a valid URL", field=name) from None
+    host = parts.hostname or ""
+    if "@" in parts.netloc or not _URL_HOST.fullmatch(host) or "." not in host \
+            or port == 0:
+        raise ValidationError(f"{name} must name a host such as https://example.com/",
+                              field=name)
+    return value
+
+
+MULTILINE_PATTERN = r"^[^\u0000-\u0008\u000b-\u001f\u007f]*$"
+
+
+def plain_text(max_length: int) -> Callable[[str, Any], str | None]:
+    """Free text of at most ``max_length`` characters that may span lines (newlines and
+    tabs kept, ``\\r\\n`` becomes ``\\n``; no other control characters). Stripped; empty
+    text is None (nothing to show)."""
+
+    def parse(name: str, value: Any) -> str | None:
+        if not isinstance(value, str):
+            raise ValidationError(f"{name} must be a string", field=name)
+        value = re.sub(r"\r\n?", "\n", value).strip()
+        if len(value) > max_length:
+            raise ValidationError(f"{name} is longer than {max_length} characters",
+                                  field=name)
+        if re.search(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]", value):
+            raise ValidationError(f"{name} may not contain control characters", field=name)
+        return value or None
+
+    return parse

@@ -79,7 +79,7 @@ from engine.providers.errors import (
     ProviderUnavailable,
 )
 from engine.providers.types import EventRef, MailMessage
-from engine.services import notify, shopify_actions
+from engine.services import notify, shopify_actions, waitlist
 from engine.shopify import admin_api
 from engine.store.models import CONFIRMED, Claim, OutboxItem, OutboxStep
 
@@ -578,6 +578,7 @@ HANDLERS: dict[str, Callable[[_Job], None]] = {
     CANCELLED_KIND: _cancel,
     shopify_actions.TAG_KIND: shopify_actions.tag_order,
     shopify_actions.REFUND_KIND: shopify_actions.refund_line,
+    waitlist.KIND: waitlist.deliver,
 }
 
 

@@ -104,8 +104,15 @@ class EmbeddedWorker:
             "sweep": lambda: jobs.sweep_holds(deps),
             "refresh_freebusy": lambda: jobs.refresh_freebusy(deps),
             "refresh_shopify_tokens": lambda: jobs.refresh_shopify_tokens(deps),
+            "notify_waitlist": lambda: self._then_relay(jobs.notify_waitlist(deps)),
             **{name: self._plugin_job(deps, name) for name in jobs.plugin_schedule(deps)},
         }
+
+    def _then_relay(self, result: dict[str, int]) -> dict[str, int]:
+        """After a waitlist scan queued mail: relay it now, not at the next interval."""
+        if result.get("notified"):
+            self._wake.set()
+        return result
 
     def _plugin_job(self, deps: jobs.Deps, name: str) -> Callable[[], object]:
         return lambda: jobs.run_plugin_job(deps, name, self.owner)

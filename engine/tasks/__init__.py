@@ -21,6 +21,8 @@ Tasks:
 ``consultbook.sweep``             every minute: expire stale holds, purge old ones
 ``consultbook.refresh_freebusy``  every free/busy TTL: warm the busy-time cache
 ``consultbook.refresh_shopify_tokens``  every 5 minutes: expiring Shopify offline tokens
+``consultbook.notify_waitlist``   every 30 s: the waitlist scan (mail whoever waits for a
+                                  date that has a free slot now; lapse past dates)
 ``consultbook.plugin_job``  each plugin job (``plugin:<name>``) at its own interval
 """
 
@@ -178,6 +180,13 @@ def make_celery(config: Config, *, extra_plugins: Iterable[tuple[str, object]] =
     @app.task(name="consultbook.refresh_shopify_tokens")  # type: ignore[untyped-decorator]
     def refresh_shopify_tokens() -> dict[str, int]:
         return jobs.refresh_shopify_tokens(runtime.deps())
+
+    @app.task(name="consultbook.notify_waitlist")  # type: ignore[untyped-decorator]
+    def notify_waitlist() -> dict[str, int]:
+        result = jobs.notify_waitlist(runtime.deps())
+        if result["notified"]:
+            relay_outbox.delay()  # the mail it queued goes out now, not at the next tick
+        return result
 
     @app.task(name="consultbook.plugin_job", bind=True)  # type: ignore[untyped-decorator]
     def plugin_job(self: Any, name: str) -> dict[str, Any]:

@@ -13,13 +13,13 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from engine.services import outbox, reminders
+from engine.services import outbox, reminders, waitlist
 from engine.services.claims import sweep
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ def schedule(config: Config) -> dict[str, float]:
         "sweep": SWEEP_EVERY,
         "refresh_freebusy": float(max(30, config.freebusy_ttl_seconds)),
         "refresh_shopify_tokens": SHOPIFY_TOKENS_EVERY,
+        "notify_waitlist": waitlist.SCAN_EVERY,
         }
 
 
@@ -60,6 +61,8 @@ class Deps:
     db: Database
     clock: Clock
     plugins: Plugins
+    #: Where this process's waitlist scan goes on (a scan position, nothing more).
+    waitlist_scanner: waitlist.Scanner = field(default_factory=waitlist.Scanner)
 
     @property
     def keyring(self) -> Keyring:
@@ -173,6 +176,23 @@ def sweep_holds(deps: Deps) -> dict[str, int]:
         expired, deleted = sweep(session, now)
     stuck = reminders.recover_stuck(deps.db, now)
     return {"expired": expired, "deleted": deleted, "stuck_reminders": stuck}
+
+
+def notify_waitlist(deps: Deps) -> dict[str, int]:
+    """One waitlist scan (engine.services.waitlist): lapse past entries, and queue the
+    mail of every entry whose date has a free slot now, with the same busy time the
+    storefront sees."""
+    from engine.services.freebusy import FreeBusy
+
+    freebusy = FreeBusy(deps.plugins)
+    try:
+        r = deps.waitlist_scanner.run(deps.db, deps.clock, freebusy)
+    finally:
+        close: Any = getattr(freebusy.cache, "close", None)
+        if callable(close):
+            close()
+    return {"groups": r.groups, "free": r.free, "notified": r.notified, "lapsed": r.lapsed,
+            "failed": r.failed}
 
 
 def refresh_freebusy(deps: Deps, days: int = FREEBUSY_DAYS) -> dict[str, int]:

@@ -168,7 +168,10 @@ def test_settings_put_defaults_and_patch(admin: Admin) -> None:
     assert r.json == {"timezone": "America/New_York", "calendar_provider": "local",
                       "video_provider": "none", "mail_provider": "outbox",
                       "reminders": [1440, 60], "auto_refund": False,
-                      "pending_hold_hours": 48}
+                      "pending_hold_hours": 48, "customer_cancel": True,
+                      "customer_reschedule": True, "cancel_notice_minutes": 1440,
+                      "reschedule_notice_minutes": 1440, "max_reschedules": 2,
+                      "notify_experts": True}
     assert admin("PATCH", "/settings", {"auto_refund": True}).json["auto_refund"] is True
     for bad in ({"timezone": "Nowhere"}, {"reminders": [0]}, {"reminders": "1h"},
                 {"auto_refund": "yes"},

@@ -65,6 +65,9 @@ def render_booking(session: Session, c: Claim, delivery: Any = _UNSET) -> dict[s
         "line_item_id": c.line_item_id,
         "customer": {"name": c.customer_name, "email": c.customer_email},
         "customer_timezone": c.customer_tz,
+        # The intake answers kept from the hold, {question id: text} ({} when none or
+        # erased by customers/redact); labels come from the service's questions.
+        "answers": dict(c.answers or {}),
         # The seats this booking took (its line's units, at most the hold's seats).
         "seats": c.line_quantity or 1,
         # What its line paid for those seats (None for a booking older than the price
@@ -144,21 +147,30 @@ def merchant_cancel(db: Database, clock: Clock, shop_id: str, booking_id: str
         if c is None or c.shop_id != shop_id or c.order_id is None \
                 or c.status not in BOOKING_STATUSES:
             raise NotFound(f"no booking {booking_id!r}")
-        shop = session.get(Shop, shop_id)
-        assert shop is not None and c.line_item_id is not None
-        # The order's lock first, then the booking's: the order webhooks take them in
-        # this order, and refund entries are written under the order's lock.
-        order = lock_order(session, shop_id, c.order_id, now)
-        session.refresh(c, with_for_update=True)
-        was_confirmed = c.status == CONFIRMED
-        if cancel_booking(session, c, now, by="merchant") and was_confirmed:
-            refund_cancelled_booking(session, shop, order, c, MERCHANT_CANCELLED, now)
-        refund = session.scalar(select(Refund).where(
-            Refund.shop_id == shop_id, Refund.order_id == c.order_id,
-            Refund.line_item_id == c.line_item_id, Refund.kind == REFUND_CANCEL))
+        refund = cancel_with_refund(session, c, "merchant", MERCHANT_CANCELLED, now)
         out = render_booking(session, c)
         out["refund"] = render_refund_outcome(refund)
         return out
+
+
+def cancel_with_refund(session: Session, c: Claim, by: str, reason: str, now: datetime
+                       ) -> Refund | None:
+    """Cancel a booking (``by`` merchant | customer) and, if it was confirmed (paid),
+    write its one refund entry ``reason``; returns the booking's cancel entry, if any
+    (also one written by an earlier cancel: cancelling twice writes nothing more). The
+    merchant's cancel and the customer's (engine.services.manage) share this."""
+    shop = session.get(Shop, c.shop_id)
+    assert shop is not None and c.order_id is not None and c.line_item_id is not None
+    # The order's lock first, then the booking's: the order webhooks take them in
+    # this order, and refund entries are written under the order's lock.
+    order = lock_order(session, c.shop_id, c.order_id, now)
+    session.refresh(c, with_for_update=True)
+    was_confirmed = c.status == CONFIRMED
+    if cancel_booking(session, c, now, by=by) and was_confirmed:
+        refund_cancelled_booking(session, shop, order, c, reason, now)
+    return session.scalar(select(Refund).where(
+        Refund.shop_id == c.shop_id, Refund.order_id == c.order_id,
+        Refund.line_item_id == c.line_item_id, Refund.kind == REFUND_CANCEL))
 
 
 def list_refunds(db: Database, shop_id: str) -> list[dict[str, Any]]:

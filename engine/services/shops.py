@@ -130,6 +130,15 @@ SETTINGS_FIELDS: dict[str, Field] = {
     "auto_refund": Field(_boolean, default=False),
     # How long an unpaid (pending) booking keeps its slot; then the slot is free again.
     "pending_hold_hours": Field(integer(1, 720), default=48),
+    # What a customer may do from the manage link, and until how long before the start
+    # (engine.services.manage); a booking is moved at most ``max_reschedules`` times.
+    "customer_cancel": Field(_boolean, default=True),
+    "customer_reschedule": Field(_boolean, default=True),
+    "cancel_notice_minutes": Field(integer(0, 525600), default=1440),
+    "reschedule_notice_minutes": Field(integer(0, 525600), default=1440),
+    "max_reschedules": Field(integer(0, 100), default=2),
+    # Mail the expert about each new booking, reschedule and cancellation of theirs.
+    "notify_experts": Field(_boolean, default=True),
 }
 
 
@@ -142,7 +151,23 @@ def _render_settings(shop: Shop, settings: ShopSettings) -> dict[str, Any]:
         "reminders": list(settings.reminders),
         "auto_refund": bool(settings.auto_refund),
         "pending_hold_hours": int(settings.pending_hold_hours or 48),
+        "customer_cancel": _flag(settings.customer_cancel),
+        "customer_reschedule": _flag(settings.customer_reschedule),
+        "cancel_notice_minutes": _minutes(settings.cancel_notice_minutes),
+        "reschedule_notice_minutes": _minutes(settings.reschedule_notice_minutes),
+        "max_reschedules": 2 if settings.max_reschedules is None
+        else int(settings.max_reschedules),
+        "notify_experts": _flag(settings.notify_experts),
     }
+
+
+def _flag(value: bool | None) -> bool:
+    """A policy switch: on unless turned off (a row written before it existed is on)."""
+    return True if value is None else bool(value)
+
+
+def _minutes(value: int | None) -> int:
+    return 1440 if value is None else int(value)
 
 
 def _load(session: Session, shop_id: str) -> tuple[Shop, ShopSettings]:

@@ -178,6 +178,134 @@
       });
   }
 
+  // ------------------------------------------------------------------ per-field errors
+
+  // Where a form's errors go. The server's validation messages start with the API name
+  // of the field they are about ("seats must be between 1 and 1000", "limits.day must
+  // be ...", "questions[1].label may not be empty"): the longest registered name that a
+  // message starts with (followed by a space, ".", "[" or ":") owns the error, which is
+  // shown next to its input (aria-invalid, aria-describedby) with the field's label in
+  // place of the API name. Any other error goes to the form's own alert.
+  function fieldErrors() {
+    var slots = {};
+    var formError = h("p", { class: "form-error", role: "alert", hidden: true });
+
+    function add(name, input, label, helpId) {
+      var error = h("p", { class: "field-error", id: uid("err"), hidden: true });
+      slots[name] = { input: input, error: error, label: label, help: helpId || "" };
+      return error;
+    }
+
+    // Forget the slots whose names start with `prefix` (a part of the form redrawn).
+    function drop(prefix) {
+      Object.keys(slots).forEach(function (name) { if (name.slice(0, prefix.length) === prefix) delete slots[name]; });
+    }
+
+    function clear() {
+      formError.hidden = true; formError.textContent = "";
+      Object.keys(slots).forEach(function (name) {
+        var s = slots[name];
+        s.error.hidden = true; s.error.textContent = "";
+        s.input.removeAttribute("aria-invalid");
+        if (s.help) s.input.setAttribute("aria-describedby", s.help);
+        else s.input.removeAttribute("aria-describedby");
+      });
+    }
+
+    function owner(err) {
+      if (err && err.field && slots[err.field]) return err.field;
+      var message = (err && err.message) || "", best = null;
+      Object.keys(slots).forEach(function (name) {
+        if (message.slice(0, name.length) !== name) return;
+        var next = message.charAt(name.length);
+        if (next !== "" && " .[:".indexOf(next) < 0) return;
+        if (!best || name.length > best.length) best = name;
+      });
+      return best;
+    }
+
+    function show(err) {
+      clear();
+      var message = (err && err.message) ? err.message : String(err);
+      var name = owner(err);
+      if (!name) { formError.textContent = message; formError.hidden = false; return; }
+      var s = slots[name], rest = message.slice(name.length);
+      var text = s.label && (rest.charAt(0) === " " || rest.charAt(0) === ":") ? s.label + rest : message;
+      s.error.textContent = text.charAt(0).toUpperCase() + text.slice(1);
+      s.error.hidden = false;
+      s.input.setAttribute("aria-invalid", "true");
+      s.input.setAttribute("aria-describedby", (s.error.id + " " + s.help).trim());
+      s.input.focus();
+    }
+
+    // A number input holding text that is no number (the browser reports it as ""):
+    // said next to the field before anything is sent.
+    function badNumber() {
+      var hit = null;
+      Object.keys(slots).forEach(function (name) {
+        var input = slots[name].input;
+        if (!hit && input.type === "number" && input.validity && input.validity.badInput) hit = name;
+      });
+      if (hit) show({ message: hit + " must be a whole number" });
+      return !!hit;
+    }
+
+    return { add: add, drop: drop, clear: clear, show: show, badNumber: badNumber, formError: formError };
+  }
+
+  // A labelled field whose server errors are shown right below it.
+  function fieldFor(errs, name, label, input, help) {
+    var node = field(label, input, help);
+    node.appendChild(errs.add(name, input, label, help ? input.id + "-help" : ""));
+    return node;
+  }
+
+  function checkField(errs, name, label, input, help) {
+    input.id = input.id || uid("chk");
+    var hid = help ? input.id + "-help" : "";
+    if (hid) input.setAttribute("aria-describedby", hid);
+    return h("div", { class: "field" }, h("label", { class: "check", for: input.id }, input, " " + label),
+      help ? h("p", { class: "help", id: hid, text: help }) : null, errs.add(name, input, label, hid));
+  }
+
+  function numberInput(id, value, min, max) {
+    var input = h("input", { type: "number", id: id, min: min, max: max, step: "1", inputmode: "numeric" });
+    input.value = value === null || value === undefined ? "" : String(value);
+    return input;
+  }
+
+  function numberOf(input) { var v = input.value.trim(); return v === "" ? null : Number(v); }
+
+  // ------------------------------------------------------------------ limits
+
+  var LIMIT_PERIODS = [["day", "Per day"], ["week", "Per week (Monday to Sunday)"], ["month", "Per calendar month"]];
+
+  // Day / ISO week / month caps on sessions, each optional (empty = no limit), counted in
+  // the expert's time zone. Returns { node, value() } with value() as the API's object.
+  function limitsFieldset(prefix, errs, value, legend, help) {
+    var inputs = {};
+    var grid = h("div", { class: "grid" });
+    LIMIT_PERIODS.forEach(function (p) {
+      var input = numberInput(prefix + "-limit-" + p[0], value && value[p[0]], "1", null);
+      input.setAttribute("placeholder", "No limit");
+      inputs[p[0]] = input;
+      grid.appendChild(fieldFor(errs, "limits." + p[0], p[1], input));
+    });
+    var box = h("fieldset", { class: "limits", id: prefix + "-limits" }, h("legend", { text: legend }),
+      h("p", { class: "help", text: help }), grid, errs.add("limits", inputs.day, legend));
+    return { node: box, value: function () {
+      var out = {};
+      LIMIT_PERIODS.forEach(function (p) { var v = numberOf(inputs[p[0]]); if (v !== null) out[p[0]] = v; });
+      return out;
+    } };
+  }
+
+  function limitsText(limits) {
+    var parts = [];
+    LIMIT_PERIODS.forEach(function (p) { if (limits && limits[p[0]]) parts.push(limits[p[0]] + "/" + p[0]); });
+    return parts.join(", ") || "—";
+  }
+
   // ------------------------------------------------------------------ services
 
   var SERVICE_FIELDS = [
@@ -192,12 +320,25 @@
     ["variant_id", "Shopify variant id", "text", "The variant that is added to the cart."]
   ];
 
+  var ASSIGNMENTS = [
+    ["least_booked", "Least booked",
+     "The expert with the fewest bookings of this service in the last 30 days, divided by their weight, gets the next one; " +
+     "on a tie, whoever was booked least recently."],
+    ["priority", "By priority",
+     "The free expert with the highest priority gets it; experts of equal priority share as under least booked."]
+  ];
+
+  var QUESTION_TYPES = [["text", "Short text"], ["textarea", "Long text"], ["choice", "One of a list"],
+                        ["checkbox", "Yes / no (checkbox)"], ["email", "Email address"], ["phone", "Phone number"]];
+
   function services(focus) {
     var heading = section("Services", "What customers can book. Each service is sold through a product variant.");
     var rows = state.services.map(function (s) {
+      var seats = s.seats || 1;
       return [s.title, s.duration_minutes + " min", "every " + s.interval_minutes + " min",
         s.buffer_before_minutes + " / " + s.buffer_after_minutes + " min", s.min_notice_minutes + " min",
-        s.max_days_ahead + " days", String(s.variant_id === null ? "—" : s.variant_id),
+        s.max_days_ahead + " days", seats === 1 ? "1:1" : seats + " per session", limitsText(s.limits),
+        String((s.questions || []).length), String(s.variant_id === null ? "—" : s.variant_id),
         h("span", { class: "row-actions" },
           h("button", { type: "button", "aria-label": "Edit " + s.title, onclick: function () { serviceForm(s); } }, "Edit"),
           h("button", { type: "button", class: "danger", "aria-label": "Delete " + s.title, onclick: function () {
@@ -205,19 +346,134 @@
             api("DELETE", "/services/" + s.id).then(reload).then(function () { services(); say("Service deleted."); }).catch(fail);
           } }, "Delete"))];
     });
-    main.appendChild(table("Services", ["Title", "Duration", "Grid", "Buffers", "Notice", "Horizon", "Variant", "Actions"],
-      rows, "No services yet. Add one below."));
+    main.appendChild(table("Services", ["Title", "Duration", "Grid", "Buffers", "Notice", "Horizon", "Seats", "Limits",
+      "Questions", "Variant", "Actions"], rows, "No services yet. Add one below."));
     main.appendChild(h("div", { id: "service-form" }));
     serviceForm(null);
     if (focus) heading.focus();
+  }
+
+  // An id for a question from its label: a-z, 0-9 and _, at most 32, unique in `taken`.
+  function questionId(label, taken) {
+    var base = String(label).toLowerCase().normalize("NFKD").replace(/[\u0300-\u036f]/g, "")
+      .replace(/[^a-z0-9]+/g, "_").replace(/^_+|_+$/g, "").slice(0, 32).replace(/_+$/, "") || "question";
+    var id = base, n = 2;
+    while (taken.indexOf(id) >= 0) { var tail = "_" + n++; id = base.slice(0, 32 - tail.length) + tail; }
+    return id;
+  }
+
+  // The question editor: add, remove and reorder questions; each has a label, an id
+  // (made from the label until the merchant edits it), an answer type, required, and
+  // for "one of a list" its choices, one per line. `list` is edited in place.
+  function questionEditor(errs, list) {
+    var holder = h("div", { class: "question-list" });
+    var add = h("button", { type: "button", onclick: function () {
+      list.push({ id: "", label: "", type: "text", required: false, choices: [], auto: true });
+      draw(list.length - 1, "label");
+    } }, "Add a question");
+    var box = h("fieldset", { class: "questions" }, h("legend", { text: "Questions before booking" }),
+      h("p", { class: "help", text: "Asked on the storefront before the time is held; the answers are kept with the booking. At most 20." }),
+      holder, errs.add("questions", add, "Questions"), h("div", { class: "actions" }, add));
+
+    function others(i) { return list.filter(function (q, j) { return j !== i; }).map(function (q) { return q.id; }); }
+
+    function draw(focusIndex, focusWhat) {
+      errs.drop("questions[");
+      holder.textContent = "";
+      if (!list.length) holder.appendChild(h("p", { class: "off", text: "No questions: customers book without answering any." }));
+      list.forEach(function (q, i) { holder.appendChild(row(q, i)); });
+      if (focusIndex === undefined) return;
+      var target = null;
+      if (focusIndex === null) target = add;
+      else {
+        var r = holder.querySelector('[data-question="' + focusIndex + '"]');
+        target = r && r.querySelector('[data-focus="' + focusWhat + '"]');
+        if (target && target.disabled) target = r.querySelector('[data-focus="label"]');
+      }
+      if (target) target.focus();
+    }
+
+    function row(q, i) {
+      var n = i + 1, key = "questions[" + i + "]", pfx = uid("q" + n);
+      var id = h("input", { id: pfx + "-id", value: q.id, maxlength: "32", spellcheck: "false", autocapitalize: "off",
+        autocomplete: "off", "data-focus": "id", oninput: function () { q.id = this.value.trim(); q.auto = q.id === ""; } });
+      var label = h("input", { id: pfx + "-label", value: q.label, maxlength: "200", autocomplete: "off", "data-focus": "label",
+        oninput: function () {
+          q.label = this.value;
+          if (q.auto) { q.id = this.value.trim() ? questionId(this.value, others(i)) : ""; id.value = q.id; }
+        } });
+      var type = h("select", { id: pfx + "-type", onchange: function () { q.type = this.value; choicesBox.hidden = q.type !== "choice"; } },
+        QUESTION_TYPES.map(function (t) { return h("option", { value: t[0], text: t[1] }); }));
+      type.value = q.type;
+      var required = h("input", { type: "checkbox", id: pfx + "-required", checked: q.required,
+        onchange: function () { q.required = this.checked; } });
+      var choices = h("textarea", { id: pfx + "-choices", rows: "4", oninput: function () {
+        q.choices = this.value.split("\n").map(function (c) { return c.trim(); }).filter(Boolean);
+      } });
+      choices.value = (q.choices || []).join("\n");
+      var choicesBox = fieldFor(errs, key + ".choices", "Choices (one per line)", choices, "What the customer picks one of.");
+      choicesBox.hidden = q.type !== "choice";
+      function move(by, what) {
+        return function () { var t = list[i]; list[i] = list[i + by]; list[i + by] = t; draw(i + by, what); };
+      }
+      return h("fieldset", { class: "question card", "data-question": String(i) },
+        h("legend", { text: "Question " + n }),
+        h("div", { class: "grid" },
+          fieldFor(errs, key + ".label", "Question " + n + " label", label, "What the customer reads, e.g. “What should we prepare?”"),
+          fieldFor(errs, key + ".id", "Question " + n + " id", id, "a–z, 0–9 and _; made from the label until you change it."),
+          fieldFor(errs, key + ".type", "Question " + n + " answer type", type),
+          checkField(errs, key + ".required", "Question " + n + " must be answered", required)),
+        choicesBox,
+        errs.add(key, label, "Question " + n),
+        h("div", { class: "row-actions" },
+          h("button", { type: "button", "data-focus": "up", disabled: i === 0, "aria-label": "Move question " + n + " up",
+            onclick: move(-1, "up") }, "Move up"),
+          h("button", { type: "button", "data-focus": "down", disabled: i === list.length - 1,
+            "aria-label": "Move question " + n + " down", onclick: move(1, "down") }, "Move down"),
+          h("button", { type: "button", class: "danger", "aria-label": "Remove question " + n, onclick: function () {
+            list.splice(i, 1);
+            if (list.length) draw(Math.min(i, list.length - 1), "label"); else draw(null);
+          } }, "Remove")));
+    }
+
+    draw();
+    return box;
+  }
+
+  function questionsDoc(list) {
+    return list.map(function (q) {
+      var doc = { id: q.id, label: q.label.trim(), type: q.type, required: !!q.required };
+      if (q.type === "choice") doc.choices = (q.choices || []).slice();
+      return doc;
+    });
   }
 
   function serviceForm(service) {
     var box = document.getElementById("service-form");
     box.textContent = "";
     var inputs = {};
-    var form = h("form", { class: "card", novalidate: true, onsubmit: function (ev) {
+    var errs = fieldErrors();
+    var questions = ((service && service.questions) || []).map(function (q) {
+      return { id: q.id, label: q.label, type: q.type, required: !!q.required, choices: (q.choices || []).slice(), auto: false };
+    });
+    var limits = limitsFieldset("svc", errs, service ? service.limits : null, "Limits per expert",
+      "At most this many sessions of this service per expert, counted in the expert's time zone. Empty: no limit.");
+    var seats = numberInput("svc-seats", service ? (service.seats || 1) : 1, "1", "1000");
+    var radios = {};
+    var assignment = h("fieldset", { class: "assignment" }, h("legend", { text: "When a customer asks for any expert" }),
+      ASSIGNMENTS.map(function (a) {
+        var id = uid("assign-" + a[0]);
+        var radio = h("input", { type: "radio", name: "assignment", id: id, value: a[0], "aria-describedby": id + "-help",
+          checked: ((service && service.assignment) || "least_booked") === a[0] });
+        radios[a[0]] = radio;
+        return h("div", { class: "field" }, h("label", { class: "check", for: id }, radio, " " + a[1]),
+          h("p", { class: "help", id: id + "-help", text: a[2] }));
+      }));
+    assignment.appendChild(errs.add("assignment", radios.least_booked, "Assignment"));
+    var form = h("form", { class: "card", novalidate: true, "aria-labelledby": "service-form-title", onsubmit: function (ev) {
       ev.preventDefault();
+      errs.clear();
+      if (errs.badNumber()) return;
       var doc = {};
       SERVICE_FIELDS.forEach(function (f) {
         var v = inputs[f[0]].value.trim();
@@ -225,18 +481,30 @@
         else if (f[0] === "title") doc.title = v;
         else doc[f[0]] = v === "" ? null : v;
       });
+      doc.seats = numberOf(seats) === null ? 1 : numberOf(seats);
+      doc.limits = limits.value();
+      doc.assignment = radios.priority.checked ? "priority" : "least_booked";
+      doc.questions = questionsDoc(questions);
       var req = service ? api("PATCH", "/services/" + service.id, doc) : api("POST", "/services", doc);
-      req.then(reload).then(function () { services(); say(service ? "Service saved." : "Service added."); }).catch(fail);
-    } }, h("h3", { tabindex: "-1", text: service ? "Edit “" + service.title + "”" : "Add a service" }));
+      req.then(reload).then(function () { services(); say(service ? "Service saved." : "Service added."); })
+        .catch(function (e) { errs.show(e); });
+    } }, h("h3", { id: "service-form-title", tabindex: "-1", text: service ? "Edit “" + service.title + "”" : "Add a service" }),
+      errs.formError);
     var grid = h("div", { class: "grid" });
     SERVICE_FIELDS.forEach(function (f) {
       var input = h("input", { type: f[2] === "number" ? "number" : "text", id: "svc-" + f[0], name: f[0], min: f[2] === "number" ? "0" : null });
       var value = service ? service[f[0]] : { duration_minutes: 30, buffer_before_minutes: 0, buffer_after_minutes: 0, min_notice_minutes: 0, max_days_ahead: 60 }[f[0]];
       input.value = value === null || value === undefined ? "" : String(value);
       inputs[f[0]] = input;
-      grid.appendChild(field(f[1], input, f[3]));
+      grid.appendChild(fieldFor(errs, f[0], f[1], input, f[3]));
     });
     form.appendChild(grid);
+    form.appendChild(h("fieldset", { class: "capacity" }, h("legend", { text: "Capacity" }),
+      h("div", { class: "grid" }, fieldFor(errs, "seats", "Seats per session", seats,
+        "1 for a one-to-one call; more for a group session (a workshop for 8: 8). Each customer takes a seat."))));
+    form.appendChild(limits.node);
+    form.appendChild(assignment);
+    form.appendChild(questionEditor(errs, questions));
     form.appendChild(h("div", { class: "actions" },
       h("button", { type: "submit", class: "primary" }, service ? "Save service" : "Add service"),
       service ? h("button", { type: "button", onclick: function () { serviceForm(null); } }, "Cancel") : null));
@@ -251,6 +519,7 @@
     var rows = state.experts.map(function (x) {
       return [x.name, x.email || "—", x.timezone,
         x.services.map(function (id) { return nameOf(state.services, id); }).join(", ") || "—",
+        limitsText(x.limits), String(x.priority === undefined ? 50 : x.priority), String(x.weight === undefined ? 1 : x.weight),
         h("span", { class: "row-actions" },
           h("button", { type: "button", "aria-label": "Edit " + x.name, onclick: function () { expertForm(x); } }, "Edit"),
           h("button", { type: "button", "aria-label": "Working hours of " + x.name, onclick: function () {
@@ -260,7 +529,7 @@
             api("DELETE", "/experts/" + x.id).then(reload).then(function () { experts(); say("Expert deleted."); }).catch(fail);
           } }, "Delete"))];
     });
-    main.appendChild(table("Experts", ["Name", "Email", "Time zone", "Services", "Actions"], rows,
+    main.appendChild(table("Experts", ["Name", "Email", "Time zone", "Services", "Limits", "Priority", "Weight", "Actions"], rows,
       "No experts yet. Add one below."));
     main.appendChild(h("div", { id: "expert-form" }));
     expertForm(null);
@@ -270,24 +539,56 @@
   function expertForm(expert) {
     var box = document.getElementById("expert-form");
     box.textContent = "";
-    var name = h("input", { id: "exp-name", value: expert ? expert.name : "", required: true });
+    var errs = fieldErrors();
+    var name = h("input", { id: "exp-name", value: expert ? expert.name : "", required: true, "aria-required": "true" });
     var email = h("input", { id: "exp-email", type: "email", value: expert && expert.email ? expert.email : "" });
     var tz = zoneSelect("exp-tz", expert ? expert.timezone : "", true);
+    var priority = numberInput("exp-priority", expert && expert.priority !== undefined ? expert.priority : 50, "0", "100");
+    var weight = numberInput("exp-weight", expert && expert.weight !== undefined ? expert.weight : 1, "1", "100");
+    var photo = h("input", { id: "exp-photo", type: "url", value: expert && expert.photo_url ? expert.photo_url : "",
+      placeholder: "https://", spellcheck: "false", autocapitalize: "off" });
+    var bio = h("textarea", { id: "exp-bio", rows: "3", maxlength: "500" });
+    bio.value = expert && expert.bio ? expert.bio : "";
+    var limits = limitsFieldset("exp", errs, expert ? expert.limits : null, "Limits across all services",
+      "At most this many sessions of any service per day, week or month, in the expert's time zone. Empty: no limit.");
     var checks = state.services.map(function (s) {
       return h("label", { class: "check" }, h("input", { type: "checkbox", value: s.id,
         checked: expert ? expert.services.indexOf(s.id) >= 0 : true }), " " + s.title);
     });
-    var form = h("form", { class: "card", novalidate: true, onsubmit: function (ev) {
+    var offers = h("fieldset", null, h("legend", { text: "Offers" }), checks.length ? checks : h("p", { text: "Add a service first." }));
+    var firstCheck = checks.length ? checks[0].querySelector("input") : name;
+    offers.appendChild(errs.add("services", firstCheck, "Offers"));
+    var form = h("form", { class: "card", novalidate: true, "aria-labelledby": "expert-form-title", onsubmit: function (ev) {
       ev.preventDefault();
+      errs.clear();
+      if (errs.badNumber()) return;
       var doc = { name: name.value.trim(), email: email.value.trim() || null, timezone: tz.value || null,
         services: checks.map(function (c) { return c.querySelector("input"); })
-          .filter(function (i) { return i.checked; }).map(function (i) { return i.value; }) };
+          .filter(function (i) { return i.checked; }).map(function (i) { return i.value; }),
+        limits: limits.value(),
+        priority: numberOf(priority) === null ? 50 : numberOf(priority),
+        weight: numberOf(weight) === null ? 1 : numberOf(weight),
+        photo_url: photo.value.trim() || null, bio: bio.value.trim() || null };
       var req = expert ? api("PATCH", "/experts/" + expert.id, doc) : api("POST", "/experts", doc);
-      req.then(reload).then(function () { experts(); say(expert ? "Expert saved." : "Expert added."); }).catch(fail);
+      req.then(reload).then(function () { experts(); say(expert ? "Expert saved." : "Expert added."); })
+        .catch(function (e) { errs.show(e); });
     } },
-      h("h3", { tabindex: "-1", text: expert ? "Edit " + expert.name : "Add an expert" }),
-      h("div", { class: "grid" }, field("Name", name), field("Email", email), field("Time zone", tz)),
-      h("fieldset", null, h("legend", { text: "Offers" }), checks.length ? checks : h("p", { text: "Add a service first." })),
+      h("h3", { id: "expert-form-title", tabindex: "-1", text: expert ? "Edit " + expert.name : "Add an expert" }),
+      errs.formError,
+      h("div", { class: "grid" }, fieldFor(errs, "name", "Name", name), fieldFor(errs, "email", "Email", email),
+        fieldFor(errs, "timezone", "Time zone", tz)),
+      offers,
+      limits.node,
+      h("fieldset", null, h("legend", { text: "When customers ask for any expert" }),
+        h("div", { class: "grid" },
+          fieldFor(errs, "priority", "Priority (0–100)", priority,
+            "For services that assign by priority: the highest free one gets the booking. Default 50."),
+          fieldFor(errs, "weight", "Weight (1–100)", weight,
+            "For services that assign the least booked: weight 2 gets about twice the bookings of weight 1."))),
+      h("fieldset", null, h("legend", { text: "On the storefront" }),
+        h("div", { class: "grid" },
+          fieldFor(errs, "photo_url", "Photo address", photo, "An https address of a picture of the expert. Optional."),
+          fieldFor(errs, "bio", "Bio", bio, "A sentence or two about the expert, plain text, at most 500 characters. Optional."))),
       h("div", { class: "actions" },
         h("button", { type: "submit", class: "primary" }, expert ? "Save expert" : "Add expert"),
         expert ? h("button", { type: "button", onclick: function () { expertForm(null); } }, "Cancel") : null));
@@ -391,6 +692,38 @@
     return addDays(ymd, -((day + 6) % 7));
   }
 
+  // Who cancelled a booking (the booking's cancelled_by), said in the list.
+  var CANCELLED_BY = { merchant: "Cancelled by the shop", customer: "Cancelled by the customer",
+                       order: "Cancelled with the order" };
+
+  // A booking's intake answers as "label: answer", in the order of the service's
+  // questions (an answer to a question removed since keeps its id as the label).
+  function answersList(b) {
+    var answers = b.answers || {};
+    var pairs = [];
+    if (Array.isArray(answers)) {
+      answers.forEach(function (a) { pairs.push([a.label || a.id, a.answer !== undefined ? a.answer : a.value]); });
+    } else {
+      var svc = state.services.filter(function (x) { return x.id === b.service; })[0];
+      var questions = (svc && svc.questions) || [];
+      var seen = {};
+      questions.forEach(function (q) {
+        if (answers[q.id] === undefined || answers[q.id] === null) return;
+        seen[q.id] = true;
+        var v = String(answers[q.id]);
+        if (q.type === "checkbox") v = v === "true" ? "Yes" : (v === "false" ? "No" : v);
+        pairs.push([q.label, v]);
+      });
+      Object.keys(answers).forEach(function (k) {
+        if (!seen[k] && answers[k] !== null && answers[k] !== undefined) pairs.push([k, String(answers[k])]);
+      });
+    }
+    if (!pairs.length) return "—";
+    return h("dl", { class: "answers" }, pairs.map(function (p) {
+      return h("div", null, h("dt", { text: p[0] + ":" }), h("dd", { text: String(p[1]) }));
+    }));
+  }
+
   function bookings(focus) {
     var tz = shopTz();
     if (!state.week) state.week = monday(todayIn(tz));
@@ -410,17 +743,25 @@
       holder.textContent = "";
       var list = (body.bookings || []).slice().sort(function (a, b) { return a.start < b.start ? -1 : 1; });
       holder.appendChild(weekView(first, list));
-      holder.appendChild(table("Bookings this week", ["Start", "Service", "Expert", "Customer", "Status", "Order", "Meeting", ""],
+      holder.appendChild(table("Bookings this week", ["Start", "Service", "Expert", "Customer", "Seats", "Answers", "Status",
+        "Order", "Meeting", "Actions"],
         list.map(function (b) {
           var customer = b.customer || {};
+          var live = b.status === "confirmed" || b.status === "pending";
+          var who = (customer.name || "the customer") + " on " + when(b.start);
           return [when(b.start), nameOf(state.services, b.service), nameOf(state.experts, b.expert),
             [customer.name || "—", customer.email ? h("br") : null, customer.email || null],
-            h("span", { class: "badge " + b.status, text: b.status }), String(b.order_id || "—"),
+            String(b.seats || 1), answersList(b),
+            h("span", { class: "badge " + b.status, text: b.status }),
+            String(b.order_id || "—"),
             b.meeting_url ? h("a", { href: b.meeting_url, target: "_blank", rel: "noopener", text: "Join" }) : "—",
-            b.status === "confirmed" || b.status === "pending" ? h("button", { type: "button", class: "danger",
-              "aria-label": "Cancel the booking of " + (customer.name || "the customer") + " on " + when(b.start),
-              "aria-haspopup": "dialog",
-              onclick: function () { cancelDialog(b, this); } }, "Cancel") : ""];
+            live ? h("span", { class: "row-actions" },
+              h("button", { type: "button", "aria-label": "Reschedule the booking of " + who, "aria-haspopup": "dialog",
+                onclick: function () { rescheduleDialog(b, this); } }, "Reschedule"),
+              h("button", { type: "button", class: "danger", "aria-label": "Cancel the booking of " + who,
+                "aria-haspopup": "dialog", onclick: function () { cancelDialog(b, this); } }, "Cancel"))
+              : (b.status === "cancelled" && CANCELLED_BY[b.cancelled_by]
+                ? h("span", { class: "cancelled-by", text: CANCELLED_BY[b.cancelled_by] }) : "")];
         }), "No bookings this week."));
     }).catch(function (e) { holder.textContent = ""; fail(e); });
     if (focus) heading.focus();
@@ -524,6 +865,101 @@
     return dlg;
   }
 
+  // ------------------------------------------------------------------ reschedule dialog
+
+  // The instant that the wall-clock date `ymd` and time `hm` of `tz` name, as "…Z".
+  function instantIn(ymd, hm, tz) {
+    var guess = Date.parse(ymd + "T" + hm + ":00Z");
+    var t = guess - offset(tz, guess);
+    t = guess - offset(tz, t);
+    return new Date(t).toISOString().replace(/\.\d{3}Z$/, "Z");
+  }
+
+  // The merchant moves a booking: a modal dialog (like the cancel dialog) with the new
+  // date and time in the shop's time zone and, optionally, another expert of the
+  // service. POST /bookings/ID/reschedule {"start"[, "expert"]}; a time that is taken
+  // (409) or not on the service's grid and hours (422) is said inside the dialog, and
+  // the booking keeps its time.
+  function rescheduleDialog(b, opener) {
+    var tz = shopTz();
+    var now = partsIn(tz, Date.parse(b.start));
+    var customer = (b.customer && b.customer.name) || "the customer";
+    var current = nameOf(state.experts, b.expert);
+    var title = h("h2", { id: "resched-title", text: "Reschedule this booking" });
+    var summary = h("p", { id: "resched-summary", text: nameOf(state.services, b.service) + " with " + current + " for " +
+      customer + ", now " + when(b.start) + "." });
+    var date = h("input", { type: "date", id: "resched-date", required: true, "aria-required": "true",
+      value: now.year + "-" + now.month + "-" + now.day });
+    var time = h("input", { type: "time", id: "resched-time", step: "300", required: true, "aria-required": "true",
+      value: now.hour + ":" + now.minute });
+    var others = state.experts.filter(function (x) {
+      return x.id !== b.expert && (x.services || []).indexOf(b.service) >= 0;
+    });
+    var expert = h("select", { id: "resched-expert" }, h("option", { value: "", text: "Keep " + current }),
+      others.map(function (x) { return h("option", { value: x.id, text: x.name }); }));
+    var problem = h("p", { id: "resched-problem", class: "form-error", role: "alert", hidden: true });
+    var outcome = h("p", { id: "resched-outcome", class: "outcome", role: "status", "aria-live": "polite" });
+    var keep = h("button", { type: "button" }, "Keep the current time");
+    var go = h("button", { type: "submit", class: "primary" }, "Reschedule");
+    var close = h("button", { type: "button", class: "primary", hidden: true }, "Close");
+    var fields = h("div", { class: "grid" },
+      field("New date", date),
+      field("New time (" + tz + ")", time),
+      others.length ? field("Expert for the new time", expert) : null);
+    var note = h("p", { class: "help", text: "The customer is mailed the new time and the calendar event moves with it. " +
+      "You may go past the service's notice and horizon, never onto a time that is taken." });
+    var changed = false;
+    function showProblem(text) {
+      problem.textContent = text; problem.hidden = false;
+      outcome.textContent = "";
+    }
+    var form = h("form", { novalidate: true, onsubmit: function (ev) {
+      ev.preventDefault();
+      problem.hidden = true; problem.textContent = "";
+      if (!date.value || !time.value) {
+        showProblem("Choose the new date and time.");
+        (date.value ? time : date).focus();
+        return;
+      }
+      var body = { start: instantIn(date.value, time.value.slice(0, 5), tz) };
+      if (expert.value) body.expert = expert.value;
+      go.disabled = true; keep.disabled = true; go.textContent = "Rescheduling…";
+      api("POST", "/bookings/" + b.id + "/reschedule", body).then(function (r) {
+        changed = true;
+        var moved = (r && r.booking) || {};
+        var text = "Booking moved to " + when(moved.start || body.start) +
+          (moved.expert && moved.expert !== b.expert ? " with " + nameOf(state.experts, moved.expert) : "") + ".";
+        title.textContent = "Booking rescheduled";
+        fields.hidden = true; note.hidden = true; go.hidden = true; keep.hidden = true; close.hidden = false;
+        outcome.textContent = text;
+        close.focus();
+        say(text);
+      }).catch(function (e) {
+        go.disabled = false; keep.disabled = false; go.textContent = "Reschedule";
+        var message = ((e && e.message) ? e.message : String(e)).replace(/\.$/, "");
+        var lead = { slot_unavailable: "That time is not free", not_a_slot: "That is not a time this service offers",
+                     limit_reached: "That would go over a booking limit" }[e && e.code];
+        showProblem(lead ? lead + ": " + message + ". Choose another time." : message + ".");
+        time.focus();
+      });
+    } }, fields, note, problem, outcome, h("div", { class: "actions" }, keep, go, close));
+    var dlg = h("dialog", { class: "dialog", "aria-labelledby": "resched-title", "aria-describedby": "resched-summary" },
+      title, summary, form);
+    function finish() { dlg.close(); }
+    keep.addEventListener("click", finish);
+    close.addEventListener("click", finish);
+    dlg.addEventListener("close", function () {
+      dlg.remove();
+      if (changed) { bookings(); return; }
+      if (opener && document.body.contains(opener)) opener.focus();
+    });
+    document.body.appendChild(dlg);
+    if (typeof dlg.showModal === "function") dlg.showModal();
+    else { dlg.setAttribute("open", ""); dlg.setAttribute("role", "dialog"); dlg.setAttribute("aria-modal", "true"); }
+    date.focus();
+    return dlg;
+  }
+
   function weekView(first, list) {
     var tz = shopTz();
     var dayFmt = new Intl.DateTimeFormat(undefined, { timeZone: "UTC", weekday: "short", day: "numeric", month: "short" });
@@ -619,9 +1055,76 @@
     return choice(id, value, options);
   }
 
+  // "24 hours", "2 days", "1 hour 30 minutes": a notice period in plain words.
+  function span(minutes) {
+    function unit(n, one) { return n + " " + one + (n === 1 ? "" : "s"); }
+    if (minutes >= 2880 && minutes % 1440 === 0) return unit(minutes / 1440, "day");
+    var hours = Math.floor(minutes / 60), rest = minutes % 60;
+    if (!hours) return unit(rest, "minute");
+    return unit(hours, "hour") + (rest ? " " + unit(rest, "minute") : "");
+  }
+
+  // What the customer policy allows, as the customer would be told it.
+  function policyHint(verb, on, minutes) {
+    if (!on) return "Customers cannot " + verb + " themselves; you still can, in Bookings.";
+    if (minutes === null || isNaN(minutes) || minutes < 0) return "Enter whole minutes, for example 1440 for a day.";
+    if (minutes === 0) return "Customers can " + verb + " until the start.";
+    return "Customers can " + verb + " until " + span(minutes) + " before the start.";
+  }
+
+  function timesHint(on, n) {
+    if (!on) return "Rescheduling by customers is off.";
+    if (n === null || isNaN(n) || n < 0) return "Enter a whole number.";
+    if (n === 0) return "Customers cannot move a booking (0 times).";
+    return "Each booking can be moved by the customer at most " + (n === 1 ? "once." : n + " times.");
+  }
+
+  // The fields of the customer policy and of who else is told (issue 12). They are shown
+  // and saved when the server's settings document has them.
+  var POLICY_FIELDS = ["customer_cancel", "cancel_notice_minutes", "customer_reschedule", "reschedule_notice_minutes",
+                       "max_reschedules", "notify_experts"];
+
+  function policyFieldsets(errs, s) {
+    var canCancel = h("input", { type: "checkbox", id: "set-customer-cancel", checked: s.customer_cancel !== false });
+    var cancelBy = numberInput("set-cancel-notice", s.cancel_notice_minutes === undefined ? 1440 : s.cancel_notice_minutes, "0", null);
+    var canMove = h("input", { type: "checkbox", id: "set-customer-reschedule", checked: s.customer_reschedule !== false });
+    var moveBy = numberInput("set-reschedule-notice", s.reschedule_notice_minutes === undefined ? 1440 : s.reschedule_notice_minutes, "0", null);
+    var maxMoves = numberInput("set-max-reschedules", s.max_reschedules === undefined ? 2 : s.max_reschedules, "0", "100");
+    var tell = h("input", { type: "checkbox", id: "set-notify-experts", checked: s.notify_experts !== false });
+    var cancelField = fieldFor(errs, "cancel_notice_minutes", "Cancel until (minutes before the start)", cancelBy, " ");
+    var moveField = fieldFor(errs, "reschedule_notice_minutes", "Reschedule until (minutes before the start)", moveBy, " ");
+    var maxField = fieldFor(errs, "max_reschedules", "Reschedules per booking", maxMoves, " ");
+    var cancelHint = cancelField.querySelector(".help"), moveHint = moveField.querySelector(".help"),
+        maxHint = maxField.querySelector(".help");
+    function hints() {
+      cancelHint.textContent = policyHint("cancel", canCancel.checked, numberOf(cancelBy));
+      moveHint.textContent = policyHint("reschedule", canMove.checked, numberOf(moveBy));
+      maxHint.textContent = timesHint(canMove.checked, numberOf(maxMoves));
+    }
+    [canCancel, cancelBy, canMove, moveBy, maxMoves].forEach(function (i) {
+      i.addEventListener("input", hints); i.addEventListener("change", hints);
+    });
+    hints();
+    var node = h("div", null,
+      h("fieldset", { class: "card policy" }, h("legend", { text: "What customers may change themselves" }),
+        h("p", { class: "help", text: "From the link in their confirmation. The page tells them until when." }),
+        h("div", { class: "grid" },
+          checkField(errs, "customer_cancel", "Customers may cancel", canCancel), cancelField,
+          checkField(errs, "customer_reschedule", "Customers may reschedule", canMove), moveField, maxField)),
+      h("fieldset", { class: "card" }, h("legend", { text: "Who else is told" }),
+        checkField(errs, "notify_experts", "Tell experts about their bookings", tell,
+          "The expert gets a message with an invitation for each new booking, reschedule and cancellation of theirs.")));
+    return { node: node, values: function () {
+      return { customer_cancel: canCancel.checked, cancel_notice_minutes: numberOf(cancelBy),
+        customer_reschedule: canMove.checked, reschedule_notice_minutes: numberOf(moveBy),
+        max_reschedules: numberOf(maxMoves), notify_experts: tell.checked };
+    } };
+  }
+
   function settings(focus) {
     var heading = section("Settings");
     var s = state.settings;
+    var errs = fieldErrors();
     var tz = zoneSelect("set-tz", s.timezone, false);
     var cal = providerSelect("set-cal", "calendar_provider", s.calendar_provider);
     var video = providerSelect("set-video", "video_provider", s.video_provider);
@@ -629,26 +1132,40 @@
     var rem = h("input", { id: "set-reminders", value: s.reminders.join(", "), inputmode: "numeric" });
     var refund = h("input", { id: "set-auto-refund", type: "checkbox" });
     refund.checked = !!s.auto_refund;
+    var hasPolicy = POLICY_FIELDS.some(function (k) { return k in s; });
+    var policy = hasPolicy ? policyFieldsets(errs, s) : null;
     main.appendChild(h("form", { class: "card", novalidate: true, onsubmit: function (ev) {
       ev.preventDefault();
+      errs.clear();
+      if (errs.badNumber()) return;
       var parts = rem.value.split(/[\s,]+/).filter(Boolean);
-      if (parts.some(function (p) { return !/^\d+$/.test(p); })) { fail(new Error("Reminders must be whole numbers of minutes, separated by commas.")); return; }
+      if (parts.some(function (p) { return !/^\d+$/.test(p); })) {
+        errs.show({ message: "reminders must be whole numbers of minutes, separated by commas." });
+        return;
+      }
       // PUT replaces the whole document: send every setting as it is (those this form
       // does not show keep their values), the edited ones changed, and not "choices".
       var doc = {};
       Object.keys(s).forEach(function (k) { if (k !== "choices") doc[k] = s[k]; });
       doc.timezone = tz.value; doc.calendar_provider = cal.value; doc.video_provider = video.value;
       doc.mail_provider = mail.value; doc.reminders = parts.map(Number); doc.auto_refund = refund.checked;
+      if (policy) {
+        var p = policy.values();
+        POLICY_FIELDS.forEach(function (k) { if (k in s) doc[k] = p[k]; });
+      }
       api("PUT", "/settings", doc)
-        .then(function (saved) { saved.choices = s.choices; state.settings = saved; settings(); say("Settings saved."); }).catch(fail);
+        .then(function (saved) { saved.choices = s.choices; state.settings = saved; settings(); say("Settings saved."); })
+        .catch(function (e) { errs.show(e); });
     } },
+      errs.formError,
       h("div", { class: "grid" },
-        field("Shop time zone", tz, "Experts without a time zone of their own work in it."),
-        field("Calendar", cal, "Where bookings become events and busy times come from."),
-        field("Video", video),
-        field("Mail", mail),
-        field("Reminders (minutes before the start)", rem, "For example 1440, 60: a day before and an hour before."),
-        field("Refund through Shopify", refund, "When a paid appointment cannot be honoured (the time was taken), also refund it in Shopify, not only log it.")),
+        fieldFor(errs, "timezone", "Shop time zone", tz, "Experts without a time zone of their own work in it."),
+        fieldFor(errs, "calendar_provider", "Calendar", cal, "Where bookings become events and busy times come from."),
+        fieldFor(errs, "video_provider", "Video", video),
+        fieldFor(errs, "mail_provider", "Mail", mail),
+        fieldFor(errs, "reminders", "Reminders (minutes before the start)", rem, "For example 1440, 60: a day before and an hour before."),
+        fieldFor(errs, "auto_refund", "Refund through Shopify", refund, "When a paid appointment cannot be honoured (the time was taken), also refund it in Shopify, not only log it.")),
+      policy ? policy.node : null,
       h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Save settings"))));
     if (focus) heading.focus();
   }

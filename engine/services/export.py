@@ -12,12 +12,16 @@ import csv
 import io
 import re
 from datetime import datetime
+from typing import Any
 
 from icalendar import Calendar, Event
+from sqlalchemy.orm import Session
 
 from engine.domain.mail import clean_text
+from engine.services import questions
 from engine.services.bookings import booking_rows, render_booking
 from engine.store import Database
+from engine.store.models import Claim, Service
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "|", "%")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -32,16 +36,35 @@ def safe_cell(value: object) -> str:
     return text
 
 
+def _answers(session: Session, c: Claim) -> list[tuple[str, str]]:
+    service = session.get(Service, c.service_id)
+    return questions.labelled(service.questions if service else None, c.answers)
+
+
 def export_csv(db: Database, shop_id: str, lo: datetime | None, hi: datetime | None) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
+    """The bookings as CSV: the fixed :data:`COLUMNS`, then one column per intake
+    question label found in the exported bookings' answers (a label shared by several
+    services is one column; in order of first appearance), empty where unanswered.
+    Headers and cells both pass :func:`safe_cell` (labels are the merchant's text,
+    answers the customer's)."""
     with db.read() as session:
+        rows: list[tuple[dict[str, Any], dict[str, str]]] = []
+        labels: dict[str, None] = {}
         for c in booking_rows(session, shop_id, lo, hi):
             b = render_booking(session, c, delivery=None)  # not exported
             row = {**b, "customer_name": b["customer"]["name"],
                    "customer_email": b["customer"]["email"]}
-            writer.writerow([safe_cell(row[k]) for k in COLUMNS])
+            answers: dict[str, str] = {}
+            for label, answer in _answers(session, c):
+                answers.setdefault(label, answer)
+                labels.setdefault(label)
+            rows.append((row, answers))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([safe_cell(k) for k in [*COLUMNS, *labels]])
+    for row, answers in rows:
+        writer.writerow([safe_cell(row[k]) for k in COLUMNS]
+                        + [safe_cell(answers.get(label)) for label in labels])
     return out.getvalue()
 
 
@@ -68,6 +91,8 @@ def export_ics(db: Database, shop_id: str, lo: datetime | None, hi: datetime | N
                      f"Order: {clean_text(c.order_id, None)}"]
             if b["customer"]["email"]:
                 lines.append(f"Customer email: {clean_text(b['customer']['email'], None)}")
+            lines.extend(f"{clean_text(label, None)}: {clean_text(answer, None)}"
+                         for label, answer in _answers(session, c))
             if c.meeting_url:
                 lines.append(f"Meeting: {clean_text(c.meeting_url, None)}")
                 ev.add("location", clean_text(c.meeting_url, None))

@@ -31,6 +31,7 @@ from engine.domain.customer_time import customer_and_shop_time, local_time
 from engine.domain.ics import Invitation, Party, render
 from engine.domain.mail import clean_name, clean_text, safe_url, valid_address
 from engine.providers.types import BookingDetails, MailMessage
+from engine.services import questions
 from engine.store.models import Claim, Expert, Service, Shop
 
 
@@ -103,7 +104,7 @@ def load_views(session: Session, booking_ids: Iterable[str]) -> dict[str, Bookin
             description="",
             meeting_url=safe_url(c.meeting_url),
         )
-        details = replace(details, description=_description(details))
+        details = replace(details, description=_description(details, _answers(c, service)))
         out[c.id] = BookingView(details=details, shop_id=c.shop_id,
                                 customer_tz=_zone(c.customer_tz, shop_tz),
                                 external=dict(c.external or {}))
@@ -114,10 +115,27 @@ def load_view(session: Session, booking_id: str) -> BookingView | None:
     return load_views(session, [booking_id]).get(booking_id)
 
 
-def _description(d: BookingDetails) -> str:
+def _answers(c: Claim, service: Service | None) -> list[tuple[str, str]]:
+    """The booking's intake answers as ``(label, answer)``, for its event description.
+    None for a seated service's booking: its one session event is shared by every
+    customer (each an attendee), who must not read each other's answers; the merchant
+    sees them in the admin and the export."""
+    if service is None or int(service.seats or 1) > 1:
+        return []
+    return questions.labelled(service.questions, c.answers)
+
+
+def _description(d: BookingDetails, answers: Iterable[tuple[str, str]] = ()) -> str:
+    """The calendar event's text, one fact a line, then one ``label: answer`` line per
+    intake answer. Every answer is flattened to one line by ``clean_text`` (control and
+    bidi characters out, a textarea's newlines become spaces, at most 500 characters),
+    so a customer cannot add lines or properties to the ICS, Google or Graph event
+    (Graph's body is sent as ``text``; an HTML body would have to escape these)."""
     lines = [f"{d.service_title} with {d.expert_name}"]
     if d.customer_name:
         lines.append(f"Customer: {d.customer_name}")
+    for label, answer in answers:
+        lines.append(f"{clean_text(label, 200)}: {clean_text(answer, 500)}")
     lines.append(f"Booking: {d.booking_id}")
     return "\n".join(lines)
 

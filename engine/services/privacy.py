@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from engine.errors import NotFound
 from engine.services.orders import _clean, _id
 from engine.store import Database, new_id
-from engine.store.models import Claim, PrivacyRequest, Shop
+from engine.store.models import Claim, PrivacyRequest, Shop, WaitlistEntry
 
 
 def uninstall(session: Session, shop: Shop, now: datetime) -> None:
@@ -50,8 +50,6 @@ def _matching(shop_id: str, customer_id: str | None, email: str | None,
     if customer_id:
         terms.append(Claim.customer_id == customer_id)
     if email:
-        from sqlalchemy import func
-
         terms.append(func.lower(Claim.customer_email) == email)
     if orders:
         terms.append(Claim.order_id.in_(orders))
@@ -68,12 +66,23 @@ def data_request(session: Session, shop: Shop, payload: Any, now: datetime) -> N
 
 
 def redact_customer(session: Session, shop: Shop, payload: Any, now: datetime) -> None:
-    """Erase the customer's name and email from bookings; the bookings keep their slots."""
+    """Erase what the customer told us, in one place: their bookings' name, email,
+    intake answers and manage-link token (the link stops working; the bookings keep
+    their slots, seats and counters: no capacity column changes), and their waitlist
+    entries' email (the entry stays, unreachable, so nothing is sent to them)."""
     customer_id, email, orders = _customer(payload)
     where = _matching(shop.id, customer_id, email, orders)
     if where is not None:
+        # null(): SQL NULL, not the JSON value null, for the JSON column.
         session.execute(update(Claim).where(where)
-                        .values(customer_name=None, customer_email=None, redacted_at=now)
+                        .values(customer_name=None, customer_email=None, answers=null(),
+                                manage_token_hash=None, redacted_at=now)
+                        .execution_options(synchronize_session=False))
+    if email:
+        session.execute(update(WaitlistEntry)
+                        .where(WaitlistEntry.shop_id == shop.id,
+                               func.lower(WaitlistEntry.email) == email)
+                        .values(email=None)
                         .execution_options(synchronize_session=False))
     # Earlier data requests of this customer held the email: erase it there too.
     terms = []

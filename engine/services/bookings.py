@@ -68,9 +68,6 @@ def render_booking(session: Session, c: Claim, delivery: Any = _UNSET) -> dict[s
         # The intake answers kept from the hold, {question id: text} ({} when none or
         # erased by customers/redact); labels come from the service's questions.
         "answers": dict(c.answers or {}),
-        # The intake answers kept from the hold, {question id: text} ({} when none or
-        # erased by customers/redact); labels come from the service's questions.
-        "answers": dict(c.answers or {}),
         # The seats this booking took (its line's units, at most the hold's seats).
         "seats": c.line_quantity or 1,
         # What its line paid for those seats (None for a booking older than the price

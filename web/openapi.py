@@ -640,6 +640,33 @@ def _core_paths() -> dict[str, dict[str, Any]]:
         parameters=[*PROXY_PARAMS, p("hold_id")],
         responses={"204": ok("released (again: still 204)"),
                    **errors(*PROXY_ERRORS, 409)})}
+    paths["/proxy/waitlist"] = {"post": op(
+        "Wait for a free time of a service on a date", tags=storefront, security=PROXY,
+        parameters=PROXY_PARAMS, body=_json({
+            "type": "object", "required": ["service", "date", "email"],
+            "additionalProperties": False,
+            "properties": {
+                "service": {"type": "string", "pattern": "\\S",
+                            "maxLength": availability.MAX_ID_LENGTH},
+                "date": {"type": "string", "pattern": DATE,
+                         "description": "a date in the shop's timezone: not past, within "
+                                        "the service's horizon"},
+                "email": {"type": "string", "format": "email", "maxLength": 320},
+                "expert": {"type": "string", "pattern": "\\S",
+                           "maxLength": availability.MAX_ID_LENGTH,
+                           "description": "an expert id, or any (the default)"},
+                "tz": {**_ref("Timezone"),
+                       "description": "the customer's zone, for the times in the mail"}}}),
+        description="When a slot of that service on that date becomes free (a "
+                    "cancellation, a reschedule, a hold that expires or is released, new "
+                    "hours) the entry is mailed once, with a link to book that date; "
+                    "entries for past dates lapse. The same address waiting for the same "
+                    "date gets its entry back. At most 3 live entries per visitor: 429 "
+                    "too_many_entries.",
+        responses={"201": ok("on the waitlist", {
+            "type": "object", "required": ["waitlist"], "additionalProperties": False,
+            "properties": {"waitlist": {"type": "string"}}}),
+            **errors(*PROXY_ERRORS, 413, 429)})}
     paths["/proxy/book"] = {"get": op(
         "The storefront booking calendar page", tags=storefront, security=PROXY,
         parameters=[*PROXY_PARAMS, q("service", {"type": "string"}),

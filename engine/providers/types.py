@@ -50,6 +50,11 @@ class BookingDetails:
     ``sequence`` increases every time the booking changes (iCalendar ``SEQUENCE``), so
     providers and mail clients can tell an update from a repeat. ``customer_name`` and
     ``customer_email`` may be ``None`` after a privacy redaction.
+
+    ``attendees`` is set for the event of a seated session (a service with more than one
+    seat: one event for every customer of the session): each customer's ``(email,
+    name)``, and the ``customer_*`` fields are then empty. Empty for a one-to-one
+    booking, whose customer is ``customer_email``.
     """
 
     booking_id: str
@@ -68,6 +73,7 @@ class BookingDetails:
     status: BookingStatus = "confirmed"
     description: str = ""
     meeting_url: str | None = None
+    attendees: tuple[tuple[str, str | None], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "start", _utc("start", self.start))
@@ -79,6 +85,10 @@ class BookingDetails:
         for name in ("service_title", "expert_name", "customer_name", "expert_email",
                      "customer_email"):
             _no_newlines(name, getattr(self, name))
+        object.__setattr__(self, "attendees", tuple(self.attendees))
+        for address, attendee_name in self.attendees:
+            _no_newlines("an attendee", address)
+            _no_newlines("an attendee", attendee_name)
 
     @property
     def summary(self) -> str:

@@ -18,10 +18,11 @@ invalid address is dropped (the message to it is skipped), HTML is escaped.
 from __future__ import annotations
 
 import html
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
@@ -32,17 +33,30 @@ from engine.domain.ics import Invitation, Party, render
 from engine.domain.mail import clean_name, clean_text, safe_url, valid_address
 from engine.providers.types import BookingDetails, MailMessage
 from engine.services import questions
-from engine.store.models import Claim, Expert, Service, Shop
+from engine.store.models import Claim, Expert, Service, Shop, ShopSettings
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.store import Database
+
+log = logging.getLogger("consultbook.notify")
 
 
 @dataclass(frozen=True)
 class BookingView:
-    """One booking as the worker needs it."""
+    """One booking as the worker needs it.
+
+    ``seated``: its service takes more than one customer per session (one calendar event
+    for the whole session, ``session_key``); ``notify_experts``: the shop's setting (the
+    expert is mailed about each new booking, reschedule and cancellation)."""
 
     details: BookingDetails
     shop_id: str
     customer_tz: str
     external: dict[str, Any]
+    session_key: str = ""
+    seated: bool = False
+    notify_experts: bool = True
 
     @property
     def booking_id(self) -> str:
@@ -78,6 +92,8 @@ def load_views(session: Session, booking_ids: Iterable[str]) -> dict[str, Bookin
         select(Expert).where(Expert.id.in_({c.expert_id for c in claims})))}
     shops = {s.id: s for s in session.scalars(
         select(Shop).where(Shop.id.in_({c.shop_id for c in claims})))}
+    settings = {s.shop_id: s for s in session.scalars(
+        select(ShopSettings).where(ShopSettings.shop_id.in_(set(shops))))}
     out: dict[str, BookingView] = {}
     for c in claims:
         shop, service, expert = shops.get(c.shop_id), services.get(c.service_id), \
@@ -105,9 +121,14 @@ def load_views(session: Session, booking_ids: Iterable[str]) -> dict[str, Bookin
             meeting_url=safe_url(c.meeting_url),
         )
         details = replace(details, description=_description(details, _answers(c, service)))
-        out[c.id] = BookingView(details=details, shop_id=c.shop_id,
-                                customer_tz=_zone(c.customer_tz, shop_tz),
-                                external=dict(c.external or {}))
+        shop_settings = settings.get(c.shop_id)
+        out[c.id] = BookingView(
+            details=details, shop_id=c.shop_id, customer_tz=_zone(c.customer_tz, shop_tz),
+            external=dict(c.external or {}), session_key=c.session_key or "",
+            seated=int(service.seats or 1) > 1 if service else False,
+            notify_experts=bool(shop_settings.notify_experts)
+            if shop_settings is not None and shop_settings.notify_experts is not None
+            else True)
     return out
 
 
@@ -202,17 +223,26 @@ def invitation_ics(d: BookingDetails, *, method: str, sequence: int, now: dateti
 # --------------------------------------------------------------------------- messages
 
 
-def _html(paragraphs: list[str], url: str | None) -> str:
+MANAGE_LABEL = "Change or cancel"
+
+
+def _html(paragraphs: list[str], url: str | None, manage: str | None = None) -> str:
     body = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
     if url:
         body += (f'<p><a href="{html.escape(url, quote=True)}">Join the meeting</a></p>')
+    if manage:
+        # The address is shown too: a mail client that drops links still shows it.
+        body += (f'<p><a href="{html.escape(manage, quote=True)}">{MANAGE_LABEL}</a> '
+                 f"({html.escape(manage)})</p>")
     return f'<!doctype html><html><body style="font-family:sans-serif">{body}</body></html>'
 
 
-def _text(paragraphs: list[str], url: str | None) -> str:
+def _text(paragraphs: list[str], url: str | None, manage: str | None = None) -> str:
     parts = list(paragraphs)
     if url:
         parts.append(f"Join the meeting: {url}")
+    if manage:
+        parts.append(f"{MANAGE_LABEL}: {manage}")
     return "\n\n".join(parts) + "\n"
 
 
@@ -240,7 +270,7 @@ class MessageKind:
     (reminders); the values are substituted, never parsed, so customer text cannot reach
     the template."""
 
-    name: str                            # confirmation | cancellation | reminder
+    name: str                            # confirmation | rescheduled | cancellation | reminder
     audience: Literal["customer", "expert"]
     subject: str                         # "Booking confirmed", ...
     headline: str
@@ -251,12 +281,13 @@ class MessageKind:
     footer: str | None = None
     contact_lines: bool = False          # the customer's own time and address (expert)
     keyed: bool = True                   # an idempotency key (reminders go out once anyway)
+    manage: bool = False                 # the customer's manage link (booking still on)
 
 
 CUSTOMER_CONFIRMATION = MessageKind(
     "confirmation", "customer", "Booking confirmed",
     "your booking is confirmed: {service} with {expert}.", "When", "REQUEST", True,
-    "expert", footer="The invitation is attached; add it to your calendar.")
+    "expert", footer="The invitation is attached; add it to your calendar.", manage=True)
 EXPERT_NOTICE = MessageKind(
     "confirmation", "expert", "New booking", "{Who} booked {service} with you.", "When",
     "REQUEST", True, "customer", contact_lines=True)
@@ -270,7 +301,16 @@ EXPERT_CANCELLATION = MessageKind(
 CUSTOMER_REMINDER = MessageKind(
     "reminder", "customer", "Reminder",
     "a reminder: {service} with {expert} starts in {duration}.", "When", "REQUEST", True,
-    "expert", keyed=False)
+    "expert", keyed=False, manage=True)
+CUSTOMER_RESCHEDULED = MessageKind(
+    "rescheduled", "customer", "Booking rescheduled",
+    "your booking has moved: {service} with {expert}.", "New time", "REQUEST", True,
+    "expert", footer="The updated invitation is attached; your calendar moves the event.",
+    manage=True)
+EXPERT_RESCHEDULED = MessageKind(
+    "rescheduled", "expert", "Booking moved",
+    "the booking of {service} with {who} has moved.", "New time", "REQUEST", True,
+    "customer", contact_lines=True)
 
 
 @dataclass(frozen=True)
@@ -281,19 +321,35 @@ class MessageBody:
     subject: str
     paragraphs: tuple[str, ...]
     link: str | None
+    manage_url: str | None = None
 
     def text(self) -> str:
-        return _text(list(self.paragraphs), self.link)
+        return _text(list(self.paragraphs), self.link, self.manage_url)
 
     def html(self) -> str:
-        return _html(list(self.paragraphs), self.link)
+        return _html(list(self.paragraphs), self.link, self.manage_url)
 
 
-def describe(kind: MessageKind, view: BookingView, *, offset_minutes: int | None = None
-             ) -> MessageBody:
+def _previous_line(kind: MessageKind, view: BookingView,
+                   previous: tuple[datetime, datetime] | None) -> str | None:
+    """``It was: ...`` -- the time a rescheduled booking had before (in the reader's
+    zone; the customer's with the shop's beside it)."""
+    if previous is None or previous[1] <= previous[0]:
+        return None
+    d = view.details
+    if kind.audience == "customer":
+        return f"It was: {customer_and_shop_time(*previous, view.customer_tz, d.shop_timezone)}"
+    return f"It was: {local_time(*previous, d.expert_timezone)}"
+
+
+def describe(kind: MessageKind, view: BookingView, *, offset_minutes: int | None = None,
+             manage_url: str | None = None,
+             previous: tuple[datetime, datetime] | None = None) -> MessageBody:
     """The body of a ``kind`` message about the booking. The customer reads their own
     time with the shop's beside it; the expert reads their own, and the customer's when
-    it differs (the line issue 9 added)."""
+    it differs (the line issue 9 added). ``manage_url`` (kinds with ``manage``: the
+    customer's confirmation, reschedule and reminder) goes into both parts;
+    ``previous`` is the old time of a rescheduled booking."""
     d = view.details
     customer = kind.audience == "customer"
     headline = kind.headline.format(
@@ -302,6 +358,9 @@ def describe(kind: MessageKind, view: BookingView, *, offset_minutes: int | None
     zone = view.customer_tz if customer else d.expert_timezone
     paragraphs = [_greeting(d.customer_name if customer else d.expert_name), headline,
                   f"{kind.time_label}: {customer_when(view) if customer else when(d, zone)}"]
+    before = _previous_line(kind, view, previous)
+    if before:
+        paragraphs.append(before)
     if kind.contact_lines:
         theirs = _customer_time_for_expert(view)
         if theirs:
@@ -310,23 +369,28 @@ def describe(kind: MessageKind, view: BookingView, *, offset_minutes: int | None
             paragraphs.append(f"Customer email: {d.customer_email}")
     if kind.footer:
         paragraphs.append(kind.footer)
+    manage = safe_url(manage_url) if kind.manage and customer else None
     return MessageBody(subject=_subject(f"{kind.subject}: {d.service_title}, {when(d, zone)}"),
-                       paragraphs=tuple(paragraphs), link=d.meeting_url if kind.link else None)
+                       paragraphs=tuple(paragraphs), link=d.meeting_url if kind.link else None,
+                       manage_url=manage)
 
 
 def build_message(kind: MessageKind, view: BookingView, *, now: datetime,
                   sequence: int | None = None, attach_ics: bool = True,
-                  offset_minutes: int | None = None) -> MailMessage | None:
+                  offset_minutes: int | None = None, manage_url: str | None = None,
+                  previous: tuple[datetime, datetime] | None = None) -> MailMessage | None:
     """The ``kind`` message about the booking, or ``None`` when its recipient has no
     valid address. ``sequence`` is the invitation's ``SEQUENCE`` (default: the
     booking's); the customer always gets the ``.ics``, the expert when ``attach_ics``
-    (no calendar of theirs got the event)."""
+    (the relay always asks for it: the contract gives the expert an ``.ics`` of the
+    customer's UID with every notice, so that any calendar app shows it)."""
     d = view.details
     to = d.customer_email if kind.audience == "customer" else d.expert_email
     if not to:
         return None
     seq = d.sequence if sequence is None else sequence
-    body = describe(kind, view, offset_minutes=offset_minutes)
+    body = describe(kind, view, offset_minutes=offset_minutes, manage_url=manage_url,
+                    previous=previous)
     attach = attach_ics or kind.audience == "customer"
     reply_to = {"expert": d.expert_email, "customer": d.customer_email, None: None}[
         kind.reply_to]
@@ -339,10 +403,31 @@ def build_message(kind: MessageKind, view: BookingView, *, now: datetime,
         if kind.keyed else None)
 
 
-def customer_confirmation(view: BookingView, *, sequence: int, now: datetime
-                          ) -> MailMessage | None:
-    """The one confirmation the customer gets, with the invitation attached."""
-    return build_message(CUSTOMER_CONFIRMATION, view, sequence=sequence, now=now)
+def customer_confirmation(view: BookingView, *, sequence: int, now: datetime,
+                          manage_url: str | None = None) -> MailMessage | None:
+    """The one confirmation the customer gets, with the invitation attached and the
+    manage link."""
+    return build_message(CUSTOMER_CONFIRMATION, view, sequence=sequence, now=now,
+                         manage_url=manage_url)
+
+
+def customer_rescheduled(view: BookingView, *, sequence: int, now: datetime,
+                         manage_url: str | None = None,
+                         previous: tuple[datetime, datetime] | None = None
+                         ) -> MailMessage | None:
+    """The one "rescheduled" mail of a move: the new time (the customer's and the
+    shop's), the old one when known, the manage link, and the invitation with the same
+    ``UID`` at the raised ``SEQUENCE`` (calendar apps move the event they have)."""
+    return build_message(CUSTOMER_RESCHEDULED, view, sequence=sequence, now=now,
+                         manage_url=manage_url, previous=previous)
+
+
+def expert_rescheduled(view: BookingView, *, sequence: int, now: datetime,
+                       previous: tuple[datetime, datetime] | None = None
+                       ) -> MailMessage | None:
+    """The expert's notice of a move, with the ``REQUEST`` of the customer's ``UID``."""
+    return build_message(EXPERT_RESCHEDULED, view, sequence=sequence, now=now,
+                         previous=previous)
 
 
 def expert_notification(view: BookingView, *, sequence: int, now: datetime,
@@ -366,9 +451,38 @@ def expert_cancellation(view: BookingView, *, sequence: int, now: datetime,
                          attach_ics=attach_ics)
 
 
-def customer_reminder(view: BookingView, *, offset_minutes: int, now: datetime
-                      ) -> MailMessage | None:
+def customer_reminder(view: BookingView, *, offset_minutes: int, now: datetime,
+                      manage_url: str | None = None) -> MailMessage | None:
     """A reminder ``offset_minutes`` before the start, with the invitation again (no
     idempotency key: the reminder's claim, pending -> sending, already makes it go out
     at most once, and the key would cost two more transactions per message)."""
-    return build_message(CUSTOMER_REMINDER, view, now=now, offset_minutes=offset_minutes)
+    return build_message(CUSTOMER_REMINDER, view, now=now, offset_minutes=offset_minutes,
+                         manage_url=manage_url)
+
+
+# --------------------------------------------------------------------------- manage link
+
+
+def manage_url(db: Database, config: Config, booking_id: str) -> str | None:
+    """The customer's manage link for the booking (``https://{shop}{proxy prefix}/manage
+    ?booking=ID&token=T``), from :func:`engine.services.manage.link_for` -- the one
+    place that knows the token -- or ``None`` when there is none (a redacted booking,
+    or a build without customer self-service). Never raises: a mail goes out without the
+    link rather than not at all."""
+    try:
+        from engine.services import manage
+    except ImportError:
+        return None
+    link_for = getattr(manage, "link_for", None)
+    if link_for is None:
+        return None
+    try:
+        with db.write() as session:
+            claim = session.get(Claim, booking_id)
+            if claim is None:
+                return None
+            link = link_for(session, config, claim)
+    except Exception:
+        log.exception("booking %s: no manage link could be made", booking_id)
+        return None
+    return safe_url(link)

@@ -56,6 +56,7 @@ never does a step twice:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import re
@@ -71,17 +72,19 @@ from sqlalchemy import and_, delete, exists, or_, select, true, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from engine.domain.mail import clean_name, valid_address
 from engine.errors import ConsultbookError
+from engine.providers.base import CalendarProvider
 from engine.providers.errors import (
     ConnectionBroken,
     ProviderNotConfigured,
     ProviderRejected,
     ProviderUnavailable,
 )
-from engine.providers.types import EventRef, MailMessage
+from engine.providers.types import BookingDetails, EventRef, MailMessage, Meeting
 from engine.services import notify, shopify_actions, waitlist
 from engine.shopify import admin_api
-from engine.store.models import CONFIRMED, Claim, OutboxItem, OutboxStep
+from engine.store.models import CONFIRMED, Claim, Expert, OutboxItem, OutboxStep
 
 if TYPE_CHECKING:
     from engine.clock import Clock
@@ -92,6 +95,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("consultbook.outbox")
 
 CONFIRMED_KIND, CANCELLED_KIND = "booking.confirmed", "booking.cancelled"
+RESCHEDULED_KIND = "booking.rescheduled"
 PENDING, DONE, FAILED = "pending", "done", "failed"
 SENDING, STEP_DONE, UNKNOWN, SKIPPED = "sending", "done", "unknown", "skipped"
 # A broken connection waits for the merchant: retry slowly.
@@ -469,8 +473,10 @@ def _view(job: _Job) -> notify.BookingView | None:
 
 def _save_refs(db: Database, booking_id: str, *, meeting: dict[str, Any] | None = None,
                event: dict[str, Any] | None = None, meeting_url: str | None = None,
-               now: datetime) -> None:
-    """Remember provider references on the booking (the cancellation needs the event)."""
+               now: datetime, replace_url: bool = False) -> None:
+    """Remember provider references on the booking (the cancellation needs the event).
+    ``replace_url``: the meeting's link changed (a moved meeting); else a link, once
+    set, stays."""
     with db.write() as session:
         claim_row = session.get(Claim, booking_id)
         if claim_row is None:
@@ -481,9 +487,161 @@ def _save_refs(db: Database, booking_id: str, *, meeting: dict[str, Any] | None 
         if event is not None:
             external["event"] = event
         claim_row.external = external
-        if meeting_url and not claim_row.meeting_url:
+        if meeting_url and (replace_url or not claim_row.meeting_url):
             claim_row.meeting_url = meeting_url
         claim_row.updated_at = now
+
+
+def _stored_event(ref: EventRef, session_key: str | None = None) -> dict[str, Any]:
+    stored: dict[str, Any] = {"provider": ref.provider, "id": ref.id,
+                              "calendar_id": ref.calendar_id}
+    if ref.meeting_url:
+        stored["meeting_url"] = ref.meeting_url
+    if session_key:
+        stored["session_key"] = session_key  # the event of a seated session
+    return stored
+
+
+def _ref_of(stored: Any, meeting_url: str | None = None) -> EventRef | None:
+    """The :class:`EventRef` kept in ``claims.external["event"]``, or None. The meeting
+    link the calendar made (Meet, Teams) rides along, so an update keeps it."""
+    if not isinstance(stored, dict) or not stored.get("id"):
+        return None
+    return EventRef(provider=str(stored.get("provider", "")), id=str(stored["id"]),
+                    calendar_id=str(stored.get("calendar_id", "")),
+                    meeting_url=str(stored.get("meeting_url") or meeting_url or "") or None)
+
+
+def _calendar_holding(job: _Job, ref: EventRef) -> CalendarProvider:
+    """The calendar provider that holds ``ref`` (the shop may have switched since)."""
+    plugins = job.plugins
+    sp = plugins.shop_providers(job.item.shop_id)
+    cls = plugins.registry.get("calendar", ref.provider)
+    if cls is None:
+        raise ProviderNotConfigured(
+            f"the calendar provider {ref.provider!r} that holds the event is not "
+            "installed any more")
+    return plugins.instantiate(cls, sp)  # type: ignore[return-value]
+
+
+def _manage_link(job: _Job) -> str | None:
+    return notify.manage_url(job.db, job.plugins.config, job.item.booking_id or "")
+
+
+def _tell_expert(job: _Job, view: notify.BookingView, step: str,
+                 build: Callable[[], MailMessage | None]) -> None:
+    """The expert's mail of ``step``, when the shop tells experts (``notify_experts``)."""
+    if not view.notify_experts:
+        if not job.done(step):
+            job.mark(step, SKIPPED, "the shop does not notify experts")
+        return
+    job.send_once(step, build)
+
+
+# --------------------------------------------------------------------------- seated sessions
+
+#: Rounds of "write the session's attendees, read them again" before the row is retried.
+SESSION_SYNC_ROUNDS = 5
+
+
+def session_event_id(session_key: str) -> str:
+    """The id a seated session's one event (and video meeting) is made under: derived
+    from the session, so two confirmations racing each other name the same event and
+    the providers' idempotent create (client-chosen id, transactionId, resource name)
+    makes it once."""
+    return "ses_" + hashlib.sha256(session_key.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class _SessionState:
+    views: tuple[notify.BookingView, ...]  # its confirmed bookings, by id
+    ref: EventRef | None                   # its event, from any claim that kept it
+    sequence: int
+
+    @property
+    def attendees(self) -> tuple[str, ...]:
+        return tuple(v.booking_id for v in self.views)
+
+
+def _session_state(job: _Job, key: str) -> _SessionState:
+    with job.db.read() as session:
+        rows = session.execute(
+            select(Claim.id, Claim.status, Claim.external, Claim.sequence)
+            .where(Claim.shop_id == job.item.shop_id, Claim.session_key == key)
+            .order_by(Claim.id)).all()
+        confirmed = [r.id for r in rows if r.status == CONFIRMED]
+        views = notify.load_views(session, confirmed)
+    ref = None
+    for row in rows:
+        stored = (row.external or {}).get("event")
+        if isinstance(stored, dict) and stored.get("session_key") == key:
+            ref = _ref_of(stored)
+            if ref is not None:
+                break
+    sequence = sum(int(r.sequence or 0) for r in rows) + len(rows)
+    return _SessionState(tuple(views[i] for i in confirmed if i in views), ref, sequence)
+
+
+def _session_details(key: str, state: _SessionState, fallback: notify.BookingView
+                     ) -> BookingDetails:
+    """The session's event: every confirmed customer an attendee, the session's own id."""
+    base = (state.views[0] if state.views else fallback).details
+    attendees = tuple((v.details.customer_email, v.details.customer_name)
+                      for v in state.views if v.details.customer_email)
+    description = "\n".join((f"{base.service_title} with {base.expert_name}",
+                             f"Customers booked: {len(state.views)}",
+                             f"Bookings: {', '.join(state.attendees) or '-'}"))
+    return replace(base, booking_id=session_event_id(key), customer_name=None,
+                   customer_email=None, attendees=attendees, sequence=state.sequence,
+                   status="confirmed" if state.views else "cancelled",
+                   description=description)
+
+
+def _sync_session(job: _Job, key: str, fallback: notify.BookingView,
+                  known: EventRef | None = None) -> EventRef | None:
+    """Bring a seated session's ONE event in line with its confirmed bookings: made on
+    the first confirmation (under :func:`session_event_id`, so racing confirmations make
+    one), each customer an attendee, the event cancelled only when the last one goes.
+
+    Two workers may sync one session at once, each writing what it read; so each reads
+    the session again after its write and writes once more when it changed meanwhile.
+    The last write of all is then made from the final state (a stale write is always
+    followed by its own worker's correction), without a lock held across a provider
+    call. Returns the event's ref (None once cancelled)."""
+    shop_id = job.item.shop_id
+    for _ in range(SESSION_SYNC_ROUNDS):
+        state = _session_state(job, key)
+        ref = state.ref or known
+        details = _session_details(key, state, fallback)
+        job.check_lease()
+        result: EventRef | None = None
+        if not state.views:
+            if ref is not None:
+                _calendar_holding(job, ref).cancel_event(ref, details)
+        else:
+            meeting = job.plugins.video_for(shop_id).create_meeting(details)  # one per session
+            if meeting is not None:
+                details = replace(details, meeting_url=meeting.url)
+            if ref is None:
+                calendar = job.plugins.calendar_for(shop_id)
+                ref = calendar.create_event(details, meeting)
+            else:
+                calendar = _calendar_holding(job, ref)
+            # Also after a create: a racing worker's create may have won with fewer.
+            result = calendar.update_event(ref, details, meeting)
+            if result.meeting_url is None and ref.meeting_url:
+                result = replace(result, meeting_url=ref.meeting_url)
+            url = result.meeting_url or (meeting.url if meeting else None)
+            for view in state.views:
+                _save_refs(job.db, view.booking_id, event=_stored_event(result, key),
+                           meeting_url=url, now=job.now)
+        if _session_state(job, key).attendees == state.attendees:
+            return result
+    raise ProviderUnavailable("the session's bookings kept changing while its calendar "
+                              "event was updated; trying again")
+
+
+# --------------------------------------------------------------------------- handlers
 
 
 def _sequence(item: OutboxItem, view: notify.BookingView) -> int:
@@ -492,12 +650,6 @@ def _sequence(item: OutboxItem, view: notify.BookingView) -> int:
         return int(payload.get("sequence", view.details.sequence))
     except (TypeError, ValueError):
         return view.details.sequence
-
-
-def _calendar_is_remote(job: _Job) -> bool:
-    sp = job.plugins.shop_providers(job.item.shop_id)
-    cls = job.plugins.registry.get("calendar", sp.choice.calendar)
-    return bool(getattr(cls, "remote", True))
 
 
 def _confirm(job: _Job) -> None:
@@ -514,6 +666,13 @@ def _confirm(job: _Job) -> None:
     sequence = _sequence(job.item, view)
     details = view.details
     booking_id = details.booking_id
+    if view.seated and not job.done("event"):
+        # One event and one video link for the whole session; this customer an attendee.
+        _sync_session(job, view.session_key, view)
+        if not job.done("meeting"):
+            job.mark("meeting")
+        job.mark("event")
+        view = _view(job) or view
     if not job.done("event"):
         meeting = None
         if not job.done("meeting"):
@@ -529,18 +688,15 @@ def _confirm(job: _Job) -> None:
             details = replace(details, meeting_url=meeting.url)
         job.check_lease()  # the meeting may have taken long: still ours?
         ref = job.plugins.calendar_for(job.item.shop_id).create_event(details, meeting)
-        _save_refs(job.db, booking_id,
-                   event={"provider": ref.provider, "id": ref.id,
-                          "calendar_id": ref.calendar_id},
+        _save_refs(job.db, booking_id, event=_stored_event(ref),
                    meeting_url=ref.meeting_url or (meeting.url if meeting else None),
                    now=job.now)
         job.mark("event")
         view = _view(job) or view
-    attach = not _calendar_is_remote(job)
     job.send_once("customer_mail", lambda: notify.customer_confirmation(
-        view, sequence=sequence, now=job.now))
-    job.send_once("expert_mail", lambda: notify.expert_notification(
-        view, sequence=sequence, now=job.now, attach_ics=attach))
+        view, sequence=sequence, now=job.now, manage_url=_manage_link(job)))
+    _tell_expert(job, view, "expert_mail", lambda: notify.expert_notification(
+        view, sequence=sequence, now=job.now, attach_ics=True))
 
 
 def _cancel(job: _Job) -> None:
@@ -551,31 +707,150 @@ def _cancel(job: _Job) -> None:
     sequence = _sequence(job.item, view)
     event = view.external.get("event")
     if not job.done("event_cancel"):
-        if isinstance(event, dict) and event.get("id"):
-            ref = EventRef(provider=str(event.get("provider", "")), id=str(event["id"]),
-                           calendar_id=str(event.get("calendar_id", "")))
-            plugins = job.plugins
-            sp = plugins.shop_providers(job.item.shop_id)
-            cls = plugins.registry.get("calendar", ref.provider)
-            if cls is None:
-                raise ProviderNotConfigured(
-                    f"the calendar provider {ref.provider!r} that holds the event is not "
-                    "installed any more")
+        ref = _ref_of(event)
+        session_key = event.get("session_key") if isinstance(event, dict) else None
+        if view.seated or session_key:
+            # A seat of a session: this customer leaves its event; the event itself is
+            # cancelled only when the last one goes.
+            key = str(session_key or view.session_key)
+            _sync_session(job, key, view, known=ref if session_key == key else None)
+            job.mark("event_cancel")
+        elif ref is not None:
             details = replace(view.details, sequence=sequence, status="cancelled")
-            plugins.instantiate(cls, sp).cancel_event(ref, details)  # type: ignore[attr-defined]
+            _calendar_holding(job, ref).cancel_event(ref, details)
             job.mark("event_cancel")
         else:
             job.mark("event_cancel", SKIPPED, "no calendar event was made")
-    attach = not _calendar_is_remote(job)
     job.send_once("customer_mail", lambda: notify.customer_cancellation(
         view, sequence=sequence, now=job.now))
-    job.send_once("expert_mail", lambda: notify.expert_cancellation(
-        view, sequence=sequence, now=job.now, attach_ics=attach))
+    _tell_expert(job, view, "expert_mail", lambda: notify.expert_cancellation(
+        view, sequence=sequence, now=job.now, attach_ics=True))
+
+
+def _previous(item: OutboxItem) -> tuple[datetime, datetime, str | None] | None:
+    """Where a rescheduled booking was (the payload's ``from``: start, end, expert)."""
+    moved = (item.payload or {}).get("from")
+    if not isinstance(moved, dict):
+        return None
+    try:
+        start = datetime.fromisoformat(str(moved["start"]).replace("Z", "+00:00"))
+        end = datetime.fromisoformat(str(moved["end"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+    if start.tzinfo is None or end.tzinfo is None or end <= start:
+        return None
+    expert = moved.get("expert")
+    return start, end, str(expert) if isinstance(expert, str) and expert else None
+
+
+def _moved_meeting(job: _Job, view: notify.BookingView, details: BookingDetails
+                   ) -> Meeting | None:
+    """The booking's video meeting, moved with it where its provider can move one
+    (``VideoProvider.update_meeting``); the same link otherwise. None: no meeting of
+    its own (none, or made by the calendar inside the event)."""
+    stored = view.external.get("meeting")
+    if not isinstance(stored, dict) or not stored.get("id") or not view.details.meeting_url:
+        return None
+    meeting = Meeting(url=view.details.meeting_url, id=str(stored["id"]),
+                      provider=str(stored.get("provider", "")))
+    video = job.plugins.video_for(job.item.shop_id)
+    if video.provider is None or video.name != meeting.provider:
+        return meeting  # the shop switched video providers since: keep the link it has
+    moved = video.provider.update_meeting(meeting, details)
+    if moved.url != meeting.url:
+        _save_refs(job.db, view.booking_id, meeting={"provider": moved.provider,
+                                                     "id": moved.id},
+                   meeting_url=moved.url, now=job.now, replace_url=True)
+    return moved
+
+
+def _move_event(job: _Job, view: notify.BookingView, details: BookingDetails) -> None:
+    """The SAME provider event, updated in place (new time, sequence); the video link
+    stays. A booking whose event was never made gets one now."""
+    ref = _ref_of(view.external.get("event"), view.details.meeting_url)
+    meeting = _moved_meeting(job, view, details)
+    if meeting is not None:
+        details = replace(details, meeting_url=meeting.url)
+    job.check_lease()
+    if ref is None:
+        new = job.plugins.calendar_for(job.item.shop_id).create_event(details, meeting)
+    else:
+        new = _calendar_holding(job, ref).update_event(ref, details, meeting)
+        if new.meeting_url is None and ref.meeting_url:
+            new = replace(new, meeting_url=ref.meeting_url)
+    _save_refs(job.db, view.booking_id, event=_stored_event(new),
+               meeting_url=new.meeting_url or (meeting.url if meeting else None), now=job.now)
+
+
+def _previous_expert_view(job: _Job, view: notify.BookingView, expert_id: str,
+                          start: datetime, end: datetime) -> notify.BookingView | None:
+    """The booking as its previous expert had it (their name, address and zone, the old
+    time), for the cancellation they are sent when a reschedule hands it to another."""
+    with job.db.read() as session:
+        expert = session.get(Expert, expert_id)
+        if expert is None or expert.shop_id != view.shop_id:
+            return None
+        name, email, tz = expert.name, expert.email, expert.timezone
+    d = view.details
+    details = replace(d, expert_id=expert_id, expert_name=clean_name(name) or "Your expert",
+                      expert_email=valid_address(email), start=start, end=end,
+                      expert_timezone=tz or d.shop_timezone, status="cancelled")
+    return replace(view, details=details)
+
+
+def _reschedule(job: _Job) -> None:
+    """After a reschedule (``booking.rescheduled``, recorded in its transaction): the
+    calendar event moved in place -> the customer's one "rescheduled" mail (same UID,
+    higher SEQUENCE, the manage link) -> the expert told (and a previous expert told of
+    the cancellation). Each step recorded once, as for a confirmation."""
+    view = _view(job)
+    if view is None:
+        job.notes.append("the booking no longer exists")
+        return
+    steps = ("event_update", "customer_mail", "expert_mail", "previous_expert_mail")
+    if view.details.status != CONFIRMED:
+        # Cancelled (or lapsed) since: its cancellation tells everyone what is left.
+        for step in steps:
+            if not job.done(step):
+                job.mark(step, SKIPPED, "the booking is no longer confirmed")
+        return
+    # The booking's own sequence when it has moved again since: the mail shows the time
+    # it has now, so its invitation carries the sequence of that time.
+    sequence = max(_sequence(job.item, view), view.details.sequence)
+    details = replace(view.details, sequence=sequence)
+    previous = _previous(job.item)
+    if not job.done("event_update"):
+        stored = view.external.get("event")
+        old_key = stored.get("session_key") if isinstance(stored, dict) else None
+        if view.seated or old_key:
+            if old_key and old_key != view.session_key:
+                _sync_session(job, str(old_key), view, known=_ref_of(stored))
+            if view.seated:
+                _sync_session(job, view.session_key, view)
+        else:
+            _move_event(job, view, details)
+        job.mark("event_update")
+        view = _view(job) or view
+    was = (previous[0], previous[1]) if previous else None
+    job.send_once("customer_mail", lambda: notify.customer_rescheduled(
+        view, sequence=sequence, now=job.now, manage_url=_manage_link(job), previous=was))
+    _tell_expert(job, view, "expert_mail", lambda: notify.expert_rescheduled(
+        view, sequence=sequence, now=job.now, previous=was))
+    old_expert = previous[2] if previous else None
+    if previous is None or old_expert is None or old_expert == view.details.expert_id:
+        if not job.done("previous_expert_mail"):
+            job.mark("previous_expert_mail", SKIPPED, "the expert stayed")
+        return
+    before = _previous_expert_view(job, view, old_expert, previous[0], previous[1])
+    _tell_expert(job, view, "previous_expert_mail", lambda: None if before is None else
+                 notify.expert_cancellation(before, sequence=sequence, now=job.now,
+                                            attach_ics=True))
 
 
 HANDLERS: dict[str, Callable[[_Job], None]] = {
     CONFIRMED_KIND: _confirm,
     CANCELLED_KIND: _cancel,
+    RESCHEDULED_KIND: _reschedule,
     shopify_actions.TAG_KIND: shopify_actions.tag_order,
     shopify_actions.REFUND_KIND: shopify_actions.refund_line,
     waitlist.KIND: waitlist.deliver,

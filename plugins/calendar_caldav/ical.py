@@ -43,10 +43,13 @@ def description(booking: BookingDetails, meeting_url: str | None) -> str:
     lines = [booking.description.strip()] if booking.description.strip() else []
     lines.append(f"Service: {booking.service_title}")
     lines.append(f"Expert: {booking.expert_name}")
-    if booking.customer_name or booking.customer_email:
-        who = booking.customer_name or ""
-        if booking.customer_email:
-            who = f"{who} <{booking.customer_email}>".strip()
+    customers = booking.attendees or (
+        ((booking.customer_email, booking.customer_name),)
+        if booking.customer_name or booking.customer_email else ())
+    for email, name in customers:  # a seated session: every customer of it
+        who = name or ""
+        if email:
+            who = f"{who} <{email}>".strip()
         lines.append(f"Customer: {who}")
     if meeting_url:
         lines.append(f"Join: {meeting_url}")

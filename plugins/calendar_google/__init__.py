@@ -209,9 +209,12 @@ class GoogleCalendar(CalendarProvider):
         attendees = []
         if booking.expert_email:
             attendees.append({"email": booking.expert_email, "displayName": booking.expert_name})
-        if booking.customer_email:
-            attendees.append({"email": booking.customer_email,
-                              "displayName": booking.customer_name or ""})
+        # A seated session's event lists every customer of the session.
+        customers = booking.attendees or (
+            ((booking.customer_email, booking.customer_name),) if booking.customer_email
+            else ())
+        for address, name in customers:
+            attendees.append({"email": address, "displayName": name or ""})
         description = booking.description
         body: dict[str, Any] = {
             "summary": booking.summary,

@@ -331,8 +331,9 @@ class OutlookCalendar(CalendarProvider):
 
     def _body(self, booking: BookingDetails, meeting: Meeting | None) -> dict[str, Any]:
         attendees = []
-        for address, name in ((booking.expert_email, booking.expert_name),
-                              (booking.customer_email, booking.customer_name)):
+        # A seated session's event lists every customer of the session.
+        customers = booking.attendees or ((booking.customer_email, booking.customer_name),)
+        for address, name in ((booking.expert_email, booking.expert_name), *customers):
             if address:
                 attendees.append({"emailAddress": {"address": address, "name": name or ""},
                                   "type": "required"})

@@ -12,7 +12,14 @@ This script
   so Shopify picks the storefront's language for the block,
 * writes the block's ``data-i18n`` capture (one ``'consultbook.<key>' | t`` per catalog
   key the script uses) between the ``generated i18n`` Liquid comments,
-* copies booking.js and booking.css into the extension's assets.
+* copies booking.js and booking.css into the extension's assets, and manage.js (the
+  manage page's and the my-bookings list's script) too,
+* writes the my-bookings block's ``data-i18n`` capture the same way (its keys: ``my_*``
+  the booking states ``m_status_*`` and ``failed``).
+
+The manage page's strings (``m_*``) and the my-bookings list's (``my_*``) stay out of
+booking.js and the booking block: the pages that use them inline their catalog, so the
+booking block does not carry their weight.
 
 Run it after changing any of them; ``--check`` changes nothing and exits 1 when something
 is out of date (tests/browser/test_storefront_assets.py runs it):
@@ -26,6 +33,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "web/static"
@@ -33,13 +41,17 @@ CATALOGS = STATIC / "i18n"
 EXTENSION = ROOT / "extensions/consultbook-booking"
 ASSETS = EXTENSION / "assets"
 BLOCK = EXTENSION / "blocks/booking.liquid"
+MY_BLOCK = EXTENSION / "blocks/my-bookings.liquid"
 PAIRS = {
     STATIC / "booking.js": ASSETS / "consultbook-booking.js",
     STATIC / "booking.css": ASSETS / "consultbook-booking.css",
+    STATIC / "manage.js": ASSETS / "consultbook-manage.js",
 }
 # Keys only the server-rendered page or the block's own Liquid use (not the script).
 PAGE_ONLY = ("booking_heading", "book_title", "needs_js", "not_available", "choose_service",
              "no_service")
+# Keys of the manage page and the my-bookings list (not the booking calendar's).
+OTHER_PAGES = ("m_", "my_")
 JS_BEGIN = "  // BEGIN GENERATED i18n-en"
 JS_END = "  // END GENERATED i18n-en"
 LIQUID_BEGIN = "{%- comment -%} generated i18n: begin {%- endcomment -%}"
@@ -60,19 +72,29 @@ def _replace(text: str, begin: str, end: str, block: str, where: Path) -> str:
     return pattern.sub(lambda _m: block, text, count=1)
 
 
+def calendar_key(key: str) -> bool:
+    """A string the booking calendar (booking.js and its block) uses."""
+    return key not in PAGE_ONLY and not key.startswith(OTHER_PAGES)
+
+
+def my_bookings_key(key: str) -> bool:
+    return key.startswith(("my_", "m_status_")) or key == "failed"
+
+
 def booking_js(text: str, en: dict[str, str]) -> str:
-    script_keys = {k: v for k, v in en.items() if k not in PAGE_ONLY}
+    script_keys = {k: v for k, v in en.items() if calendar_key(k)}
     body = json.dumps(script_keys, ensure_ascii=False, indent=2).replace("\n", "\n  ")
     block = (f"{JS_BEGIN}: scripts/sync_extension_assets.py from web/static/i18n/en.json\n"
              f"  var EN = {body};\n{JS_END}")
     return _replace(text, JS_BEGIN, JS_END, block, STATIC / "booking.js")
 
 
-def block_liquid(text: str, en: dict[str, str]) -> str:
-    keys = [k for k in en if k not in PAGE_ONLY]
+def block_liquid(text: str, en: dict[str, str], wanted: Any = calendar_key,
+                 where: Path = BLOCK) -> str:
+    keys = [k for k in en if wanted(k)]
     lines = ",\n".join(f"    {json.dumps(k)}: {{{{ 'consultbook.{k}' | t | json }}}}" for k in keys)
     block = f"{LIQUID_BEGIN}\n  {{\n{lines}\n  }}\n  {LIQUID_END}"
-    return _replace(text, LIQUID_BEGIN, LIQUID_END, block, BLOCK)
+    return _replace(text, LIQUID_BEGIN, LIQUID_END, block, where)
 
 
 def locale_file(catalog: dict[str, str]) -> str:
@@ -90,8 +112,11 @@ def wanted() -> dict[Path, str]:
     js = booking_js((STATIC / "booking.js").read_text(encoding="utf-8"), en)
     out: dict[Path, str] = {STATIC / "booking.js": js}
     out[PAIRS[STATIC / "booking.js"]] = js
-    out[PAIRS[STATIC / "booking.css"]] = (STATIC / "booking.css").read_text(encoding="utf-8")
+    for source in (STATIC / "booking.css", STATIC / "manage.js"):
+        out[PAIRS[source]] = source.read_text(encoding="utf-8")
     out[BLOCK] = block_liquid(BLOCK.read_text(encoding="utf-8"), en)
+    out[MY_BLOCK] = block_liquid(MY_BLOCK.read_text(encoding="utf-8"), en, my_bookings_key,
+                                 MY_BLOCK)
     for name, cat in cats.items():
         file = "en.default.json" if name == "en" else f"{name}.json"
         out[EXTENSION / "locales" / file] = locale_file(cat)

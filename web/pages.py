@@ -178,12 +178,18 @@ def booking_config(ctx: Context, shop: Any, service_id: str) -> dict[str, Any]:
     """What the calendar needs to know about a service; NotFound for an unknown one."""
     service = catalog.get_service(ctx.db, shop.id, service_id)
     experts = [
-        {"id": e["id"], "name": e["name"], "timezone": e["timezone"]}
+        {"id": e["id"], "name": e["name"], "timezone": e["timezone"],
+         # Optional face and words; left out when the merchant gave none (smaller page).
+         **{k: e[k] for k in ("photo_url", "bio") if e.get(k)}}
         for e in catalog.list_experts(ctx.db, shop.id) if service["id"] in e["services"]
     ]
     return {
         "service": {"id": service["id"], "title": service["title"],
-                    "duration_minutes": service["duration_minutes"]},
+                    "duration_minutes": service["duration_minutes"],
+                    # Seats per session (the calendar offers a seats picker above 1) and
+                    # the intake questions asked before the hold.
+                    "seats": service.get("seats") or 1,
+                    "questions": service.get("questions") or []},
         "variant_id": variant_number(service["variant_id"]),
         "shop_timezone": shop.timezone,
         "experts": experts,
@@ -237,6 +243,8 @@ class BookPage:
                 duration=config["service"]["duration_minutes"],
                 variant=config["variant_id"], shop_tz=config["shop_timezone"],
                 experts=json.dumps(config["experts"], ensure_ascii=False),
+                seats=config["service"]["seats"],
+                questions=json.dumps(config["service"]["questions"], ensure_ascii=False),
                 expert=expert,
                 locale=Raw(locale_markup),
                 i18n=json.dumps(text, ensure_ascii=False, separators=(",", ":")),
@@ -259,6 +267,71 @@ class BookPage:
             return render("book_missing.liquid", lang=catalog, dir=text_direction(catalog),
                           heading=text["booking_heading"], message=text[key])
         return _localized(one, locale)
+
+
+class ManagePage:
+    """``GET /proxy/manage?booking=ID&token=T``: the page a confirmation mail links to.
+
+    Only the page's shell: ``static/manage.js`` fetches the booking with the token
+    (``GET /proxy/bookings/ID?token=T``, one 404 for every wrong link) and offers what the
+    shop's policy allows; the reschedule uses the booking calendar (``booking.js``), so
+    both scripts load. The values are escaped like the booking page's.
+    """
+
+    auth = "proxy"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        params = query_params(req)
+        booking, token = params.get("booking", "").strip(), params.get("token", "").strip()
+        api, root = storefront_paths(req.context.signed)
+        locale = valid_locale(params.get("locale", "")) or ("en" if self.ctx.config.demo else "")
+        resp.cache_control = ["no-store"]
+        # The token is a credential: keep it out of the Referer of whatever the page loads.
+        resp.set_header("Referrer-Policy", "no-referrer")
+        resp.content_type = LIQUID
+
+        def one(catalog: str, locale_markup: str) -> str:
+            text = catalogs()[catalog]
+            return render("manage_root.liquid", lang=catalog, dir=text_direction(catalog),
+                          api=api, root=root, booking=booking[:64], token=token[:256],
+                          locale=Raw(locale_markup),
+                          i18n=json.dumps(text, ensure_ascii=False, separators=(",", ":")),
+                          heading=text["m_title"], needs_js=text["needs_js"])
+
+        resp.text = render("manage.liquid", css=asset_url(self.ctx, "booking.css"),
+                           calendar_js=asset_url(self.ctx, "booking.js"),
+                           js=asset_url(self.ctx, "manage.js"), page=Raw(_localized(one, locale)))
+
+
+class MyBookingsPage:
+    """``GET /proxy/my-bookings/page``: the logged-in customer's bookings as a page (the
+    theme block ``my-bookings`` shows the same list on any page); the list itself is
+    ``GET /proxy/my-bookings`` (JSON), fetched by ``static/manage.js``."""
+
+    auth = "proxy"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        params = query_params(req)
+        api, root = storefront_paths(req.context.signed)
+        locale = valid_locale(params.get("locale", "")) or ("en" if self.ctx.config.demo else "")
+        resp.cache_control = ["no-store"]
+        resp.content_type = LIQUID
+
+        def one(catalog: str, locale_markup: str) -> str:
+            text = catalogs()[catalog]
+            return render("my_bookings_root.liquid", lang=catalog, dir=text_direction(catalog),
+                          api=api, root=root, locale=Raw(locale_markup),
+                          i18n=json.dumps(text, ensure_ascii=False, separators=(",", ":")),
+                          heading=text["my_title"], needs_js=text["needs_js"])
+
+        resp.text = render("my_bookings.liquid", css=asset_url(self.ctx, "booking.css"),
+                           js=asset_url(self.ctx, "manage.js"), page=Raw(_localized(one, locale)))
 
 
 class AdminPage:
@@ -295,5 +368,7 @@ class AdminPage:
 
 def register(app: falcon.App, ctx: Context) -> None:
     app.add_route("/proxy/book", BookPage(ctx))
+    app.add_route("/proxy/manage", ManagePage(ctx))
+    app.add_route("/proxy/my-bookings/page", MyBookingsPage(ctx))
     app.add_route("/admin", AdminPage(ctx))
     app.add_static_route("/static", str(STATIC_DIR))

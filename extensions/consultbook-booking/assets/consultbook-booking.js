@@ -7,8 +7,10 @@
  *   data-root         the storefront root ("/"), where /cart/add.js lives
  *   data-service      the service id (required)
  *   data-variant      the product variant added to the cart (numeric id)
- *   data-experts      JSON [{id, name, timezone}], data-shop-timezone, data-service-title:
- *                     optional; fetched from {api}/book?format=json when absent
+ *   data-experts      JSON [{id, name, timezone[, photo_url, bio]}], data-shop-timezone,
+ *                     data-service-title, data-seats (seats per session), data-questions
+ *                     (JSON intake questions): optional; fetched from
+ *                     {api}/book?format=json when absent
  *   data-expert       an expert id to preselect (optional)
  *   data-heading      a heading to show above the calendar (optional)
  *   data-locale       the shop's locale (Liquid: request.locale.iso_code); else <html lang>
@@ -16,6 +18,11 @@
  *                     Proxy page inlines web/static/i18n/<locale>.json, the theme block
  *                     builds it with Liquid's `t` filter from its locales/*.json (optional;
  *                     English when absent)
+ * "Any expert" asks the server (availability and holds with expert=any; the hold names
+ * the expert it assigned). A service with seats offers a seats picker; its questions are
+ * asked before the hold. A day without times offers the waiting list.
+ * window.consultbookCalendar(root, onPick) mounts the same calendar for another use (the
+ * manage page's reschedule): a chosen time calls onPick(slot, expert) instead of holding.
  * Strings come only from the catalog; dates and times only from Intl. Merchant-entered
  * text (service title, expert names) is shown as entered. No dependencies, no network
  * access except the shop's own origin.
@@ -68,7 +75,27 @@
     "failed": "Something went wrong. Please try again.",
     "load_failed": "Free times could not be loaded. Please reload the page.",
     "cart_failed": "The appointment could not be added to the cart: {reason}",
-    "no_variant": "This consultation is not linked to a product yet, so it cannot be added to the cart."
+    "no_variant": "This consultation is not linked to a product yet, so it cannot be added to the cart.",
+    "seats_left_one": "1 seat left",
+    "seats_left_other": "{n} seats left",
+    "seats": "Seats",
+    "seats_n_one": "1 seat",
+    "seats_n_other": "{n} seats",
+    "ask_title": "Your details for {when}",
+    "required": "(required)",
+    "choose_option": "Choose…",
+    "hold_this": "Hold this time",
+    "answer_required": "Please answer this question.",
+    "answer_invalid": "Please check this answer.",
+    "email_invalid": "Please enter a valid email address.",
+    "limit": "This expert cannot take more bookings in that period. Please choose another time.",
+    "legend_wait": "Choose a day without times to hear when one frees up.",
+    "day_full": "No free times on this day.",
+    "wait_offer": "Tell me when a time frees up",
+    "wait_email": "Your email",
+    "wait_send": "Notify me",
+    "wait_done": "Thank you. We will email you if a time frees up on {date}.",
+    "wait_limit": "You are already on as many waiting lists as allowed."
   };
   // END GENERATED i18n-en
 
@@ -269,6 +296,9 @@
     this.experts = null;
     if (d.experts) { try { this.experts = JSON.parse(d.experts); } catch (e) { this.experts = null; } }
     this.expert = d.expert || "";
+    this.seats = +d.seats || 1;
+    this.questions = [];
+    if (d.questions) { try { this.questions = JSON.parse(d.questions) || []; } catch (e) { this.questions = []; } }
     var detected = "";
     try { detected = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { detected = ""; }
     var canonical = canonicalZone(detected);
@@ -313,6 +343,9 @@
         self.shopTz = c.shop_timezone;
         self.title = self.title || (c.service && c.service.title) || "";
         self.variant = self.variant || c.variant_id || "";
+        var s = c.service || {};
+        self.seats = s.seats || 1;
+        self.questions = s.questions || [];
       });
   };
 
@@ -355,6 +388,7 @@
         el("div", { class: "cb-tz-box" }, this.tzInput, this.tzToggle, this.tzList),
         this.tzDesc, this.tzHint, this.tzCount),
       el("div", { class: "cb-field" }, el("label", { for: id + "-expert", text: t("expert") }), this.expertSelect));
+    this.cardBox = el("div", { class: "cb-card-box" });
 
     this.status = el("p", { class: "cb-status", role: "status", "aria-live": "polite" });
     this.alert = el("p", { class: "cb-alert", role: "alert" });
@@ -397,22 +431,30 @@
       el(H, { id: id + "-days-h", class: "cb-h cb-sr", text: t("choose_day") }),
       el("div", { class: "cb-nav" }, this.prevBtn, this.monthLabel, this.nextBtn),
       this.grid,
-      el("p", { class: "cb-legend", text: t("legend") }));
+      el("p", { class: "cb-legend", text: t("legend") + (this.onPick ? "" : " " + t("legend_wait")) }));
 
     // Times of the chosen day: a fixed-height list, so loading never moves the page.
     this.slotsHeading = el(H, { class: "cb-h", id: id + "-slots-h", tabindex: "-1", text: t("choose_time") });
     this.slotList = el("ul", { class: "cb-slots", "aria-labelledby": id + "-slots-h" });
-    this.slotsSection = el("section", { class: "cb-section cb-slots-section" }, this.slotsHeading, this.slotList);
+    this.waitBox = el("div", { class: "cb-wait", hidden: true });
+    this.slotsSection = el("section", { class: "cb-section cb-slots-section" }, this.slotsHeading, this.slotList, this.waitBox);
+
+    // Before the hold, when the service asks: how many seats, the intake questions.
+    this.askHeading = el(H, { class: "cb-h", id: id + "-ask-h", tabindex: "-1" });
+    this.askForm = el("form", { class: "cb-ask-form", novalidate: true });
+    this.askPanel = el("section", { class: "cb-hold cb-ask", hidden: true, "aria-labelledby": id + "-ask-h" },
+      this.askHeading, this.askForm);
 
     // The hold: what is held, a countdown, add to cart or back out.
     this.holdHeading = el(H, { class: "cb-h", id: id + "-hold-h", tabindex: "-1", text: t("held_title") });
     this.holdSummary = el("p", { class: "cb-hold-summary" });
+    this.holdCard = el("div");
     this.countdown = el("span", { class: "cb-countdown", role: "timer", "aria-live": "off" });
     this.holdAnnounce = el("span", { class: "cb-sr", "aria-live": "polite" });
     this.addBtn = el("button", { type: "button", class: "cb-primary", onclick: function () { self.addToCart(); } }, t("add_to_cart"));
     this.releaseBtn = el("button", { type: "button", class: "cb-secondary", onclick: function () { self.release(true); } }, t("another"));
     this.holdPanel = el("section", { class: "cb-hold", hidden: true, "aria-labelledby": id + "-hold-h" },
-      this.holdHeading, this.holdSummary,
+      this.holdHeading, this.holdSummary, this.holdCard,
       el("p", { class: "cb-timer" }, tnodes("held_for", { time: this.countdown }), this.holdAnnounce),
       el("div", { class: "cb-actions" }, this.addBtn, this.releaseBtn));
 
@@ -420,11 +462,14 @@
     if (title && title.nextSibling) root.insertBefore(this.shopLine, title.nextSibling);
     else root.appendChild(this.shopLine);
     root.appendChild(controls);
+    root.appendChild(this.cardBox);
     root.appendChild(this.status);
     root.appendChild(this.alert);
     root.appendChild(el("div", { class: "cb-picker" }, daysSection, this.slotsSection));
+    root.appendChild(this.askPanel);
     root.appendChild(this.holdPanel);
     this.showZone();
+    this.showCard();
     this.renderGrid();
     this.renderSlots();
     root.classList.add("cb-ready");
@@ -600,7 +645,26 @@
 
   Booking.prototype.setExpert = function (expert) {
     this.expert = expert;
+    this.showCard();
     this.load({ keepDay: true });
+  };
+
+  Booking.prototype.expertById = function (id) {
+    return this.experts.filter(function (x) { return x.id === id; })[0] || null;
+  };
+
+  // An expert's photo and short bio, when the merchant gave them (shown as entered).
+  Booking.prototype.card = function (id) {
+    var x = this.expertById(id), photo = x && /^https?:\/\//.test(x.photo_url || "") ? x.photo_url : "";
+    if (!x || !(photo || x.bio)) return null;
+    return el("div", { class: "cb-expert" },
+      photo ? el("img", { src: photo, alt: "", width: "56", height: "56", loading: "lazy", decoding: "async" }) : null,
+      el("div", null, el("strong", { text: x.name }), x.bio ? el("p", { text: x.bio }) : null));
+  };
+
+  Booking.prototype.showCard = function () {
+    this.cardBox.textContent = "";
+    append(this.cardBox, this.card(this.expert));
   };
 
   // ------------------------------------------------------------------ the month grid
@@ -717,7 +781,9 @@
 
   Booking.prototype.pickDay = function (date, moveFocus) {
     var day = this.days[date];
-    if (!day || !day.slots.length || date < this.today) return;  // aria-disabled
+    if (date < this.today || this.loading) return;  // aria-disabled
+    if (!day || !day.slots.length) { if (!this.onPick) this.offerWait(date, moveFocus); return; }
+    this.waitDate = "";
     this.selectedDay = date;
     this.focusDate = date;
     this.renderGrid();
@@ -737,7 +803,7 @@
     var dates = this.gridDates(), first = dates[0], last = dates[41];
     var url = this.api + "/availability?service=" + encodeURIComponent(this.service) +
       "&start=" + addDays(first, -1) + "&days=44&tz=" + encodeURIComponent(this.tz) +
-      (this.expert ? "&expert=" + encodeURIComponent(this.expert) : "");
+      "&expert=" + encodeURIComponent(this.expert || (this.noAny ? "" : "any"));
     this.loading = true;
     this.say(t("loading"));
     this.root.setAttribute("aria-busy", "true");
@@ -746,9 +812,11 @@
     this.renderSkeleton();
     var finish = function () { self.loading = false; self.root.removeAttribute("aria-busy"); };
     return fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
-      .then(function (r) { return r.json().then(function (b) { return { ok: r.ok, body: b }; }); })
+      .then(function (r) { return r.json().then(function (b) { return { ok: r.ok, status: r.status, body: b }; }); })
       .then(function (res) {
         if (seq !== self.loadSeq) return;
+        // A server without expert=any: every expert's slots, grouped here as before.
+        if (!res.ok && res.status === 422 && !self.expert && !self.noAny) { self.noAny = true; return self.load(opts); }
         finish();
         if (!res.ok) { self.say(""); self.warn(errorOf(res.body).message || t("load_failed")); self.renderGrid(); self.renderSlots(); return; }
         var byDay = {}, any = false;
@@ -759,6 +827,7 @@
           var slot = bucket.index[s.start];
           if (!slot) { slot = bucket.index[s.start] = { start: s.start, end: s.end, local: s.local, experts: [] }; bucket.slots.push(slot); }
           slot.experts.push(s.expert);
+          if (s.seats_left > (slot.seatsLeft || 0)) slot.seatsLeft = s.seats_left;
           if (monthOf(day) === month) any = true;
         });
         if (!any && opts.initial > 0) {
@@ -802,6 +871,12 @@
     this.slotList.textContent = "";
     this.slotList.removeAttribute("aria-busy");
     var day = this.days[this.selectedDay];
+    this.waitBox.hidden = !!day || !this.waitDate;
+    if (!day && this.waitDate) {
+      this.slotsHeading.textContent = t("times_on", { date: this.dayLabel(this.waitDate, true) });
+      this.slotList.appendChild(el("li", { class: "cb-empty", text: t("day_full") }));
+      return;
+    }
     if (!day) {
       this.slotsHeading.textContent = t("choose_time");
       this.slotList.appendChild(el("li", { class: "cb-empty", text: Object.keys(this.days).length ? t("no_day") : "" }));
@@ -818,6 +893,7 @@
         "data-experts": slot.experts.join(" "), "aria-current": held ? "true" : null,
         onclick: function () { self.take(slot, this); }
       }, el("span", { class: "cb-slot-time", text: mine }),
+         self.seats > 1 && slot.seatsLeft ? el("span", { class: "cb-seats", text: tn("seats_left", slot.seatsLeft) }) : null,
          showShop ? el("span", { class: "cb-slot-shop cb-sr", text: ", " + t("shop_time_of", { time: self.timeLabel(slot.start, self.shopTz) }) }) : null,
          self.expert ? null : el("span", { class: "cb-sr", text: ", " + t("slot_with", { names: self.expertNames(slot.experts) }) }))));
     });
@@ -826,10 +902,11 @@
   Booking.prototype.expertNames = function (ids) {
     var names = {};
     this.experts.forEach(function (x) { names[x.id] = x.name; });
+    names.any = t("any_expert");
     return ids.map(function (i) { return names[i] || i; }).join(" / ");
   };
 
-  // ------------------------------------------------------------------ holds
+  // ------------------------------------------------------------------ requests
 
   Booking.prototype.post = function (path, body) {
     return fetch(this.api + path, {
@@ -843,27 +920,181 @@
     });
   };
 
+  // ------------------------------------------------------------------ waiting list
+
+  // A day without free times: "tell me when a time frees up", then an email field.
+  Booking.prototype.offerWait = function (date, moveFocus) {
+    var self = this, id = this.id + "-wait", box = this.waitBox;
+    this.selectedDay = "";
+    this.waitDate = date;
+    this.focusDate = date;
+    this.renderGrid();
+    this.renderSlots();
+    box.textContent = "";
+    var email = el("input", { id: id, type: "email", autocomplete: "email", required: true, maxlength: "254",
+      "aria-describedby": id + "-err" });
+    var err = el("span", { id: id + "-err", class: "cb-err" });
+    var form = el("form", { novalidate: true, hidden: true,
+      onsubmit: function (e) { e.preventDefault(); self.joinWait(date, email, err); } },
+      el("div", { class: "cb-field" }, el("label", { for: id, text: t("wait_email") }), email, err),
+      el("button", { type: "submit", class: "cb-primary" }, t("wait_send")));
+    var offer = el("button", { type: "button", class: "cb-secondary", "aria-expanded": "false",
+      onclick: function () { form.hidden = false; offer.setAttribute("aria-expanded", "true"); email.focus(); } }, t("wait_offer"));
+    append(box, [offer, form]);
+    if (moveFocus) this.slotsHeading.focus();
+  };
+
+  function invalid(input, err, text) {
+    input.setAttribute("aria-invalid", "true");
+    err.textContent = text;
+  }
+
+  function valid(input, err) {
+    input.removeAttribute("aria-invalid");
+    err.textContent = "";
+  }
+
+  var EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
+
+  Booking.prototype.joinWait = function (date, email, err) {
+    var self = this, v = email.value.trim();
+    this.warn("");
+    if (!EMAIL.test(v)) { invalid(email, err, t("email_invalid")); email.focus(); return; }
+    valid(email, err);
+    this.post("/waitlist", { service: this.service, date: date, email: v, expert: this.expert || "any" }).then(function (res) {
+      if (res.status === 201) {
+        var done = t("wait_done", { date: self.dayLabel(date, true) });
+        self.waitBox.textContent = "";
+        self.waitBox.appendChild(el("p", { class: "cb-done", text: done }));
+        self.say(done);
+      } else if (res.status === 429) self.warn(t("wait_limit"));
+      else if (res.status === 400 || res.status === 422) { invalid(email, err, t("email_invalid")); email.focus(); }
+      else self.warn(errorOf(res.body).message || t("failed"));
+    }, function () { self.warn(t("failed")); });
+  };
+
+  // ------------------------------------------------------------------ seats and questions
+
   Booking.prototype.take = function (slot, button) {
-    var self = this;
     if (this.busy) return;
+    var expert = slot.experts.length === 1 ? slot.experts[0] : "any";
+    if (this.onPick) { this.onPick(slot, expert); return; }
+    if (this.seats > 1 || this.questions.length) this.ask(slot, button);
+    else this.doHold(slot, button, 1, null);
+  };
+
+  // One field per question (merchant text as entered), each with its label, required
+  // state and an error line the input points at (aria-describedby).
+  Booking.prototype.field = function (q) {
+    var id = this.id + "-q-" + q.id, input, box = el("div", { class: "cb-field cb-q" });
+    var err = el("span", { id: id + "-err", class: "cb-err" });
+    var attrs = { id: id, name: q.id, "aria-describedby": id + "-err", required: q.required, "aria-required": q.required ? "true" : null };
+    var label = el("label", { for: id }, q.label, q.required ? el("span", { class: "cb-req", text: " " + t("required") }) : null);
+    if (q.type === "choice") {
+      input = el("select", attrs, el("option", { value: "", text: t("choose_option") }));
+      (q.choices || []).forEach(function (c) { input.appendChild(el("option", { value: c, text: c })); });
+    } else if (q.type === "textarea") {
+      attrs.maxlength = "2000"; attrs.rows = "3";
+      input = el("textarea", attrs);
+    } else {
+      attrs.maxlength = "2000";
+      attrs.type = { checkbox: "checkbox", email: "email", phone: "tel" }[q.type] || "text";
+      attrs.autocomplete = { email: "email", phone: "tel" }[q.type] || null;
+      input = el("input", attrs);
+    }
+    if (q.type === "checkbox") { box.className += " cb-check"; append(box, [el("div", null, input, label), err]); }
+    else append(box, [label, input, err]);
+    return { q: q, input: input, err: err, box: box };
+  };
+
+  Booking.prototype.ask = function (slot, button) {
+    var self = this, form = this.askForm, max = Math.min(slot.seatsLeft || this.seats, this.seats);
+    form.textContent = "";
+    this.asking = { slot: slot, button: button, fields: this.questions.map(function (q) { return self.field(q); }) };
+    this.askHeading.textContent = t("ask_title", { when: this.when(slot.start) });
+    if (this.seats > 1) {
+      this.seatSelect = el("select", { id: this.id + "-seats" });
+      for (var i = 1; i <= Math.max(1, max); i++) this.seatSelect.appendChild(el("option", { value: String(i), text: String(i) }));
+      form.appendChild(el("div", { class: "cb-field cb-q" }, el("label", { for: this.id + "-seats", text: t("seats") }), this.seatSelect));
+    } else this.seatSelect = null;
+    this.asking.fields.forEach(function (f) { form.appendChild(f.box); });
+    form.appendChild(el("div", { class: "cb-actions" },
+      el("button", { type: "submit", class: "cb-primary" }, t("hold_this")),
+      el("button", { type: "button", class: "cb-secondary", onclick: function () { self.closeAsk(true); } }, t("another"))));
+    form.onsubmit = function (e) { e.preventDefault(); self.submitAsk(); };
+    this.askPanel.hidden = false;
+    this.askHeading.focus();
+  };
+
+  Booking.prototype.closeAsk = function (refocus) {
+    this.askPanel.hidden = true;
+    this.asking = null;
+    if (refocus) this.slotsHeading.focus();
+  };
+
+  // The answers as the hold wants them; a per-field error for what is plainly wrong.
+  Booking.prototype.submitAsk = function () {
+    var a = this.asking, answers = {}, first = null;
+    if (!a || this.busy) return;
+    a.fields.forEach(function (f) {
+      var q = f.q, v = q.type === "checkbox" ? (f.input.checked ? "true" : "false") : f.input.value.trim();
+      var problem = "";
+      if (q.required && (v === "" || (q.type === "checkbox" && v !== "true"))) problem = t("answer_required");
+      else if (v && q.type === "email" && !EMAIL.test(v)) problem = t("email_invalid");
+      if (problem) { invalid(f.input, f.err, problem); first = first || f.input; }
+      else valid(f.input, f.err);
+      if (v !== "") answers[q.id] = v;
+    });
+    if (first) { first.focus(); return; }
+    this.doHold(a.slot, a.button, this.seatSelect ? +this.seatSelect.value : 1, answers);
+  };
+
+  // 422 invalid_answers names the question (its id in quotes): mark that field.
+  Booking.prototype.badAnswer = function (message) {
+    var a = this.asking, hit = null;
+    if (!a) return false;
+    a.fields.forEach(function (f) {
+      if (!hit && message.indexOf("'" + f.q.id + "'") >= 0) hit = f;
+    });
+    hit = hit || a.fields[0];
+    if (!hit) return false;
+    invalid(hit.input, hit.err, hit.q.type === "email" ? t("email_invalid") : t("answer_invalid"));
+    hit.input.focus();
+    return true;
+  };
+
+  Booking.prototype.when = function (iso) {
+    return fmt(this.tz, { weekday: "long", day: "numeric", month: "long", hour: "2-digit", minute: "2-digit" })
+      .format(new Date(iso));
+  };
+
+  // ------------------------------------------------------------------ holds
+
+  Booking.prototype.doHold = function (slot, button, seats, answers) {
+    var self = this;
     this.busy = true;
     this.warn("");
     this.say(t("holding"));
     var done = function () { self.busy = false; };
     var previous = this.hold ? this.release(false) : Promise.resolve();
-    var candidates = slot.experts.slice();
+    var candidates = slot.experts.length > 1 ? slot.experts.slice() : [slot.experts[0]];
     var attempt = function () {
-      var expert = candidates.shift();
-      return self.post("/holds", { service: self.service, expert: expert, start: slot.start, tz: self.tz }).then(function (res) {
-        if (res.status === 201) { self.held(res, slot, expert); return; }
-        var code = errorOf(res.body).code;
-        // "Any expert": another expert free at the same time is as good.
+      var expert = candidates.shift(), body = { service: self.service, expert: expert, start: slot.start, tz: self.tz };
+      if (seats > 1) body.seats = seats;
+      if (answers) body.answers = answers;
+      return self.post("/holds", body).then(function (res) {
+        if (res.status === 201) { self.closeAsk(false); self.held(res, slot, res.body.expert || expert); return; }
+        var err = errorOf(res.body), code = err.code;
+        // Grouped slots (a server without "any"): another expert free then is as good.
         if (res.status === 409 && candidates.length) return attempt();
         self.say("");
-        if (res.status === 409 || code === "slot_unavailable") self.refused(t("taken"), button);
+        if (code === "invalid_answers" && self.badAnswer(err.message || "")) return;
+        self.closeAsk(false);
+        if (code === "limit_reached") self.refused(t("limit"), button);
+        else if (res.status === 409 || code === "slot_unavailable") self.refused(t("taken"), button);
         else if (res.status === 422 || code === "not_a_slot") self.refused(t("not_offered"), button);
         else if (res.status === 429 || code === "too_many_holds") self.refused(t("too_many"), null);
-        else self.refused(errorOf(res.body).message || t("failed"), null);
+        else self.refused(err.message || t("failed"), null);
       });
     };
     previous.then(attempt).then(done, function () { done(); self.say(""); self.warn(t("failed")); });
@@ -885,16 +1116,17 @@
     if (!isNaN(res.date)) this.skew = Date.now() - res.date;
     this.hold = {
       id: res.body.hold, expiresAt: Date.parse(res.body.expires_at), props: res.body.line_item_properties || {},
-      slot: slot, expert: expert
+      slot: slot, expert: expert, seats: res.body.seats || 1
     };
     this.addedToCart = false;
-    var when = fmt(this.tz, { weekday: "long", day: "numeric", month: "long", hour: "2-digit", minute: "2-digit" })
-      .format(new Date(slot.start));
-    var summary = t("held_summary", { service: this.title, expert: this.expertNames([expert]), when: when, zone: this.tz });
+    var summary = t("held_summary", { service: this.title, expert: this.expertNames([expert]), when: this.when(slot.start), zone: this.tz });
+    if (this.hold.seats > 1) summary += " \u00b7 " + tn("seats_n", this.hold.seats);
     if (this.shopTz && this.shopTz !== this.tz) {
       summary += " \u2014 " + t("held_shop", { time: this.timeLabel(slot.start, this.shopTz), zone: this.shopTz });
     }
     this.holdSummary.textContent = summary;
+    this.holdCard.textContent = "";
+    append(this.holdCard, this.card(expert));
     this.addBtn.disabled = false;
     this.releaseBtn.disabled = false;
     this.holdPanel.hidden = false;
@@ -975,7 +1207,7 @@
     fetch(this.storeRoot + "cart/add.js", {
       method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify({ items: [{ id: Number(this.variant), quantity: 1, properties: hold.props }] })
+      body: JSON.stringify({ items: [{ id: Number(this.variant), quantity: hold.seats, properties: hold.props }] })
     }).then(function (r) {
       return r.json().catch(function () { return {}; }).then(function (b) { return { ok: r.ok, body: b }; });
     }).then(function (res) {
@@ -993,6 +1225,16 @@
       self.say("");
       self.warn(t("failed"));
     });
+  };
+
+  // The calendar for another page (the manage page's reschedule): a chosen time is
+  // handed to onPick(slot, expert) instead of being held.
+  window.consultbookCalendar = function (root, onPick) {
+    setLocale(root);
+    var b = new Booking(root);
+    b.onPick = onPick;
+    b.start();
+    return b;
   };
 
   function mount() {

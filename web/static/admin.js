@@ -411,7 +411,7 @@
         q.choices = this.value.split("\n").map(function (c) { return c.trim(); }).filter(Boolean);
       } });
       choices.value = (q.choices || []).join("\n");
-      var choicesBox = fieldFor(errs, key + ".choices", "Choices (one per line)", choices, "What the customer picks one of.");
+      var choicesBox = fieldFor(errs, key + ".choices", "Question " + n + " choices (one per line)", choices, "What the customer picks one of.");
       choicesBox.hidden = q.type !== "choice";
       function move(by, what) {
         return function () { var t = list[i]; list[i] = list[i + by]; list[i + by] = t; draw(i + by, what); };
@@ -581,10 +581,10 @@
       limits.node,
       h("fieldset", null, h("legend", { text: "When customers ask for any expert" }),
         h("div", { class: "grid" },
-          fieldFor(errs, "priority", "Priority (0–100)", priority,
-            "For services that assign by priority: the highest free one gets the booking. Default 50."),
-          fieldFor(errs, "weight", "Weight (1–100)", weight,
-            "For services that assign the least booked: weight 2 gets about twice the bookings of weight 1."))),
+          fieldFor(errs, "priority", "Priority", priority,
+            "0 to 100, default 50. For services that assign by priority: the highest free expert gets the booking."),
+          fieldFor(errs, "weight", "Weight", weight,
+            "1 to 100, default 1. For services that assign the least booked: weight 2 gets about twice the bookings of weight 1."))),
       h("fieldset", null, h("legend", { text: "On the storefront" }),
         h("div", { class: "grid" },
           fieldFor(errs, "photo_url", "Photo address", photo, "An https address of a picture of the expert. Optional."),

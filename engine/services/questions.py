@@ -20,8 +20,9 @@ Rules beyond the contract, and why:
   overrides. Leading and trailing whitespace is dropped; an empty answer is no answer.
 - ``checkbox`` answers are ``"true"``/``"false"`` (JSON ``true``/``false`` is accepted
   and normalised); a *required* checkbox must be ``"true"``, as an HTML required checkbox.
-- ``phone``: an optional leading ``+``, then digits with spaces, ``-``, ``.`` or one pair
-  of parentheses between them; 7 to 15 digits in all (E.164 allows at most 15). The
+- ``phone``: an optional leading ``+``, then groups of digits (a group may be in
+  parentheses) separated by at most one space, ``-`` or ``.``; 7 to 15 digits in all
+  (E.164 allows at most 15); no letters, so no extensions. The
   answer is kept as typed, so the merchant reads what the customer wrote.
 """
 
@@ -46,7 +47,10 @@ KEYS = frozenset({"id", "label", "type", "required", "choices"})
 RESERVED_LABELS = frozenset({"appointment", "expert"})
 
 _ID = re.compile(r"[a-z0-9_]{1,32}")
-_PHONE = re.compile(r"\+?[0-9]+(?:[ .-]?(?:\([0-9]+\)|[0-9]+))*")
+# One digit (or one parenthesised group) per step, so a match is found or refused in
+# linear time (no nested repetition over the same digits).
+_PHONE = re.compile(r"\+?(?:\([0-9]+\)|[0-9])(?:[ .-]?\([0-9]+\)|[ .-]?[0-9])*")
+MAX_PHONE = 40
 _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
 _LINE_BREAKS = re.compile(r"\r\n?")
 
@@ -141,12 +145,13 @@ def parse_questions(name: str, value: Any) -> list[dict[str, Any]]:
 
 
 def _refuse(q: Mapping[str, Any], why: str) -> Unprocessable:
-    return Unprocessable(f"answer to {q['id']!r} ({q['label']}): {why}", code="invalid_answers")
+    label = q.get("label") or q["id"]
+    return Unprocessable(f"answer to {q['id']!r} ({label}): {why}", code="invalid_answers")
 
 
 def _answer(q: Mapping[str, Any], value: Any) -> str | None:
     """The cleaned answer to ``q``, None when not answered; Unprocessable otherwise."""
-    kind = q["type"]
+    kind = q.get("type", "text")
     if kind == "checkbox" and isinstance(value, bool):
         value = "true" if value else "false"
     if not isinstance(value, str):
@@ -171,8 +176,8 @@ def _answer(q: Mapping[str, Any], value: Any) -> str | None:
         if not EMAIL.match(value) or valid_address(value) is None:
             raise _refuse(q, "is not a valid email address")
     elif kind == "phone":
-        digits = sum(c.isdigit() for c in value)
-        if not _PHONE.fullmatch(value) or not 7 <= digits <= 15:
+        digits = sum("0" <= c <= "9" for c in value)
+        if len(value) > MAX_PHONE or not 7 <= digits <= 15 or not _PHONE.fullmatch(value):
             raise _refuse(q, "is not a valid phone number")
     return str(value)
 
@@ -181,7 +186,8 @@ def check(questions: Sequence[Mapping[str, Any]] | None, answers: Any) -> dict[s
     """The answers a hold keeps: ``{question id: text}`` for the answered questions only,
     in question order. ``422 invalid_answers`` naming the question (id and label) for an
     unknown id, a missing required answer, a wrong type, a choice not listed, a bad email
-    or phone number, control characters, or more than 2000 characters."""
+    or phone number, control characters, or more than 2000 characters. ``questions`` are
+    as :func:`parse_questions` returns them (a missing ``required`` is false)."""
     questions = list(questions or ())
     if not isinstance(answers, dict):
         raise Unprocessable("answers must be an object of question ids to answers",
@@ -194,9 +200,10 @@ def check(questions: Sequence[Mapping[str, Any]] | None, answers: Any) -> dict[s
     out: dict[str, str] = {}
     for q in questions:
         answer = _answer(q, answers[q["id"]]) if q["id"] in answers else None
-        if q["required"] and answer is None:
+        required = q.get("required") is True
+        if required and answer is None:
             raise _refuse(q, "is required")
-        if q["required"] and q["type"] == "checkbox" and answer != "true":
+        if required and q.get("type") == "checkbox" and answer != "true":
             raise _refuse(q, "must be checked")
         if answer is not None:
             out[q["id"]] = answer
@@ -212,7 +219,7 @@ def labelled(questions: Sequence[Mapping[str, Any]] | None,
     out: list[tuple[str, str]] = []
     for q in questions or ():
         if q["id"] in answers:
-            out.append((str(q["label"]), str(answers.pop(q["id"]))))
+            out.append((str(q.get("label") or q["id"]), str(answers.pop(q["id"]))))
     out.extend((str(k), str(answers[k])) for k in sorted(answers))
     return out
 

@@ -14,7 +14,11 @@ in for it) and cancelled with the booking. A beat scan every minute (or
    by exactly one scan.
 2. **Send** each claimed reminder, then mark it ``sent``. A booking that is no longer
    confirmed, or has started, gets no reminder (``cancelled`` / ``skipped``); of two
-   reminders of one booking due together only the nearer one goes out.
+   reminders of one booking due together only the nearer one goes out. A reminder of a
+   booking that has changed (``sequence`` > 0) is judged against its *current* start:
+   one claimed for a time the booking no longer has (rescheduled) goes back to
+   ``pending`` at ``start - offset`` -- or is ``skipped`` when that has passed too --
+   so none is ever sent for the old time. The reminder carries the manage link.
 3. A send the provider reports as not accepted (``ProviderUnavailable``...) puts the
    reminder back a few times; anything else marks it ``failed``. A scan that dies
    mid-send leaves ``sending``; :func:`recover_stuck` later marks it ``failed`` -- never
@@ -56,6 +60,7 @@ class Claimed:
     booking_id: str
     offset_minutes: int
     attempts: int
+    due_at: datetime | None = None
 
 
 @dataclass
@@ -83,10 +88,10 @@ def claim_due(db: Database, now: datetime, limit: int) -> list[Claimed]:
             .where(Reminder.id.in_(ids), Reminder.status == PENDING)
             .values(status=SENDING, claimed_at=now)
             .returning(Reminder.id, Reminder.shop_id, Reminder.booking_id,
-                       Reminder.offset_minutes, Reminder.attempts)
+                       Reminder.offset_minutes, Reminder.attempts, Reminder.due_at)
             .execution_options(synchronize_session=False)).all()
-    return [Claimed(r.id, r.shop_id, r.booking_id, r.offset_minutes, r.attempts or 0)
-            for r in rows]
+    return [Claimed(r.id, r.shop_id, r.booking_id, r.offset_minutes, r.attempts or 0,
+                    r.due_at) for r in rows]
 
 
 def _finish(db: Database, reminder_id: int, status: str, now: datetime,
@@ -129,11 +134,24 @@ def run_due(db: Database, clock: Clock, plugins: Plugins, limit: int = 500) -> S
             _finish(db, c.id, SKIPPED, now, "the booking had already started")
             result.skipped.append(c.id)
             continue
+        due = view.details.start - timedelta(minutes=c.offset_minutes)
+        if view.details.sequence > 0 and c.due_at is not None \
+                and abs((due - c.due_at).total_seconds()) >= 1:
+            # Rescheduled since this row was due: it follows the new time, never the old.
+            if due > now:
+                _finish(db, c.id, PENDING, now, None, due_at=due, claimed_at=None)
+            else:
+                _finish(db, c.id, SKIPPED, now, "the booking moved; this reminder's time "
+                        "had passed", due_at=due)
+            result.skipped.append(c.id)
+            continue
         if c.offset_minutes != nearest[c.booking_id]:
             _finish(db, c.id, SKIPPED, now, "a nearer reminder was due at the same time")
             result.skipped.append(c.id)
             continue
-        message = notify.customer_reminder(view, offset_minutes=c.offset_minutes, now=now)
+        message = notify.customer_reminder(
+            view, offset_minutes=c.offset_minutes, now=now,
+            manage_url=notify.manage_url(db, plugins.config, c.booking_id))
         if message is None:
             _finish(db, c.id, SKIPPED, now, "the customer has no valid email address")
             result.skipped.append(c.id)

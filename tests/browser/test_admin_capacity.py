@@ -7,12 +7,17 @@ dialog that says a taken time inside itself. axe-core checks each new state.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timedelta
 from typing import Any
 
+import requests
 from playwright.sync_api import FrameLocator, expect
 
+from engine.config import DEMO_API_SECRET
+from engine.demo import DEMO_PRODUCTS, DEMO_SHOP
+from engine.shopify import webhook_hmac
 from tests.browser.conftest import DemoServer
 from tests.browser.test_admin_plugin_forms import axe_connections as axe_main
 from tests.browser.test_admin_providers_browser import (
@@ -24,6 +29,7 @@ from tests.browser.test_admin_providers_browser import (
     open_admin,
 )
 from tests.browser.test_storefront_calendar import axe_js  # noqa: F401 (a fixture)
+from tests.conftest import order_payload
 
 
 def described_by(app: FrameLocator, field: Any) -> str:
@@ -299,5 +305,59 @@ def test_a_booking_is_rescheduled_from_the_list(
     rita = all_bookings(demo_server)["9101"]
     assert (rita["start"], rita["status"]) == (target["start"], "confirmed")
     expect(app.get_by_role("row", name=re.compile("Rita Resched"))).to_contain_text(new_hm)
+    no_serious(problems)
+    assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+def book_with(server: DemoServer, slot: dict[str, Any], order_id: int, *, seats: int,
+              answers: dict[str, Any], name: str) -> None:
+    """A hold of ``seats`` with ``answers``, then its paid order (that many units)."""
+    r = server.proxy("POST", "holds", json={
+        "service": server.services[DEEP], "expert": slot["expert"], "start": slot["start"],
+        "seats": seats, "answers": answers}, visitor=f"198.51.100.{order_id % 200}")
+    assert r.status_code == 201, r.text
+    first, last = name.split()
+    payload = order_payload(order_id, [r.json()["hold"]], price=DEMO_PRODUCTS[DEEP]["price"],
+                            first_name=first, last_name=last,
+                            email=f"{first.lower()}@example.com", quantity=seats,
+                            variant_id=int(DEMO_PRODUCTS[DEEP]["variant_id"]),
+                            updated_at=datetime.now().astimezone().isoformat())
+    payload["line_items"][0]["product_id"] = int(DEMO_PRODUCTS[DEEP]["product_id"])
+    body = json.dumps(payload).encode()
+    r = requests.post(f"{server.base}/webhooks", data=body, timeout=10, headers={
+        "X-Shopify-Topic": "orders/create", "X-Shopify-Shop-Domain": DEMO_SHOP,
+        "X-Shopify-Hmac-Sha256": webhook_hmac(body, DEMO_API_SECRET),
+        "X-Shopify-Webhook-Id": f"wh-{order_id}", "Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+
+
+def test_seats_and_answers_show_in_the_bookings_list(
+        demo_server: DemoServer, browser: Any, axe_js: str) -> None:  # noqa: F811
+    service = demo_server.services[DEEP]
+    admin_api(demo_server, "PATCH", f"/services/{service}", {"seats": 4, "questions": [
+        {"id": "level", "label": "Your level", "type": "choice", "required": True,
+         "choices": ["Beginner", "Advanced"]},
+        {"id": "notes", "label": "What should we prepare?", "type": "textarea",
+         "required": False},
+        {"id": "nda", "label": "NDA signed", "type": "checkbox", "required": False},
+    ]})
+    today = datetime.now(BERLIN).date()
+    slots = demo_server.proxy("GET", "availability", {
+        "service": service, "start": today.isoformat(), "days": "21"}).json()["slots"]
+    slot = slots[0]
+    book_with(demo_server, slot, 9301, seats=2, name="Sam Seated",
+              answers={"nda": True, "level": "Advanced", "notes": "Our Q3 numbers"})
+    page, app = open_admin(demo_server, browser)
+    app.get_by_role("link", name="Bookings", exact=True).click()
+    week = monday(datetime.fromisoformat(slot["local"]).date())
+    for _ in range((week - monday(today)).days // 7):
+        app.get_by_role("button", name="Next week \u203a").click()
+    row = app.get_by_role("row", name=re.compile("Sam Seated"))
+    expect(row.get_by_role("cell").nth(4)).to_have_text("2")
+    answers = row.locator("dl.answers > div")
+    # In the order of the service's questions, label: answer; a checkbox as Yes/No.
+    expect(answers).to_have_text(["Your level:Advanced", "What should we prepare?:Our Q3 numbers",
+                                  "NDA signed:Yes"])
+    problems = {"bookings with answers": axe_main(page, axe_js, "bookings with answers")}
     no_serious(problems)
     assert page.js_errors == []  # type: ignore[attr-defined]

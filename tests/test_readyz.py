@@ -139,3 +139,35 @@ def test_ready_with_a_live_broker(db_url: str) -> None:
     result, _ = timed_get(client_for(db_url, REDIS_URL))
     assert result.status_code == 200
     assert result.json["checks"] == {"database": "ok", "broker": "ok"}
+
+
+def test_overlapping_probes_share_one_check_and_its_answer() -> None:
+    """Under load a load balancer's probes overlap: each gets the check's real answer
+    (before, the second of two overlapping probes read "unavailable"), and one slow
+    check is run once, not once per caller."""
+    import threading
+    import time
+
+    from web.health import Probe
+
+    calls = []
+
+    def slow_ok() -> None:
+        calls.append(1)
+        time.sleep(0.3)
+
+    probe = Probe(slow_ok, timeout=2.0)
+    answers: list[str] = []
+    threads = [threading.Thread(target=lambda: answers.append(probe.run())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == ["ok"] * 8 and len(calls) == 1
+    assert probe.run() == "ok" and len(calls) == 2  # a finished check is not reused
+
+    stuck = threading.Event()
+    hung = Probe(lambda: stuck.wait(), timeout=0.2)
+    assert hung.run().startswith("unavailable: no answer within 0.2 s")
+    assert "still waiting" in hung.run()  # at once: the stuck attempt is not waited on
+    stuck.set()

@@ -19,6 +19,7 @@ once instead of starting another.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import falcon
@@ -43,40 +44,54 @@ class Probe:
 
     ``check`` raises when the dependency does not answer. :meth:`run` returns ``"ok"`` or
     ``"unavailable: <why>"`` within ``timeout`` seconds (plus scheduling), never raises.
+    Concurrent callers share the attempt in flight and its answer (under load a load
+    balancer's probes overlap; each must not read "unavailable" just because another is
+    asking at the same time); only an attempt still stuck after ``timeout`` says so.
     """
 
     def __init__(self, check: Callable[[], None], timeout: float = PROBE_TIMEOUT_SECONDS
                  ) -> None:
         self.check, self.timeout = check, timeout
         self._lock = threading.Lock()
-        self._pending: threading.Thread | None = None
+        self._pending: _Attempt | None = None
 
     def run(self) -> str:
-        result: list[str] = []
-        done = threading.Event()
-
-        def attempt() -> None:
-            try:
-                self.check()
-                result.append("ok")
-            except Exception as exc:
-                # The exception's class, never its text: a driver's message can carry
-                # host names or credentials, and the probe answers anyone.
-                result.append(f"unavailable: {type(exc).__name__}")
-            finally:
-                done.set()
-
         with self._lock:
-            if self._pending is not None and self._pending.is_alive():
+            attempt = self._pending
+            if attempt is None or attempt.done.is_set():
+                attempt = self._pending = _Attempt(self.check)
+            elif time.monotonic() - attempt.started >= self.timeout:
+                # Stuck past its deadline (a driver that never answers): say so at once
+                # rather than pile another wait onto it.
                 return (f"unavailable: no answer within {self.timeout:g} s "
                         "(an earlier check is still waiting)")
-            # A daemon thread: a check stuck in a driver never holds the process open.
-            thread = threading.Thread(target=attempt, name="readyz-probe", daemon=True)
-            self._pending = thread
-            thread.start()
-        if not done.wait(self.timeout):
+        remaining = self.timeout - (time.monotonic() - attempt.started)
+        if not attempt.done.wait(max(0.0, remaining)):
             return f"unavailable: no answer within {self.timeout:g} s"
-        return result[0]
+        return attempt.result
+
+
+class _Attempt:
+    """One run of a check in a daemon thread (a check stuck in a driver never holds the
+    process open); ``result`` is set before ``done``."""
+
+    def __init__(self, check: Callable[[], None]) -> None:
+        self.done = threading.Event()
+        self.result = ""
+        self.started = time.monotonic()
+        self._check = check
+        threading.Thread(target=self._run, name="readyz-probe", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._check()
+            self.result = "ok"
+        except Exception as exc:
+            # The exception's class, never its text: a driver's message can carry host
+            # names or credentials, and the probe answers anyone.
+            self.result = f"unavailable: {type(exc).__name__}"
+        finally:
+            self.done.set()
 
 
 class Readyz:

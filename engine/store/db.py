@@ -61,6 +61,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         connect_args = dict(kwargs.pop("connect_args", None) or {})
         if "connect_timeout" not in parsed.query:
             connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
+        # No server-side prepared statements: psycopg prepares a query after its fifth
+        # run on a connection, and behind PgBouncer in transaction pooling the next
+        # transaction may run on another server connection that never saw it ("prepared
+        # statement does not exist"). Nothing here depends on session state
+        # (docs/operations.md, PgBouncer); tests/faults/test_pgbouncer.py holds it.
+        connect_args.setdefault("prepare_threshold", None)
         kwargs["connect_args"] = connect_args
     if kwargs.get("poolclass") is None:
         kwargs.setdefault("pool_size", 10)

@@ -3,7 +3,9 @@
 Customer-provided text never becomes a formula (CSV cells that a spreadsheet would
 evaluate are prefixed with ``'``) or a new iCalendar line or property (each value is one
 line of :func:`engine.domain.mail.clean_text` -- control and bidi characters out,
-whitespace collapsed -- and the icalendar library escapes and folds the rest).
+whitespace collapsed -- and the icalendar library escapes and folds the rest). Intake
+answers are columns of their own in the CSV (one per question label) and ``label:
+answer`` lines in the iCalendar description.
 """
 
 from __future__ import annotations
@@ -36,15 +38,20 @@ def safe_cell(value: object) -> str:
     return text
 
 
-def _answers(session: Session, c: Claim) -> list[tuple[str, str]]:
+def _questions(session: Session, c: Claim) -> list[Any]:
     service = session.get(Service, c.service_id)
-    return questions.labelled(service.questions if service else None, c.answers)
+    return list(service.questions or []) if service else []
+
+
+def _answers(session: Session, c: Claim) -> list[tuple[str, str]]:
+    return questions.labelled(_questions(session, c), c.answers)
 
 
 def export_csv(db: Database, shop_id: str, lo: datetime | None, hi: datetime | None) -> str:
     """The bookings as CSV: the fixed :data:`COLUMNS`, then one column per intake
-    question label found in the exported bookings' answers (a label shared by several
-    services is one column; in order of first appearance), empty where unanswered.
+    question label of the exported bookings' services (a label shared by several
+    services is one column; in order of first appearance), and of any answer to a
+    question removed since (labelled by its id); empty where unanswered.
     Headers and cells both pass :func:`safe_cell` (labels are the merchant's text,
     answers the customer's)."""
     with db.read() as session:
@@ -54,6 +61,8 @@ def export_csv(db: Database, shop_id: str, lo: datetime | None, hi: datetime | N
             b = render_booking(session, c, delivery=None)  # not exported
             row = {**b, "customer_name": b["customer"]["name"],
                    "customer_email": b["customer"]["email"]}
+            for q in _questions(session, c):
+                labels.setdefault(str(q.get("label") or q.get("id")))
             answers: dict[str, str] = {}
             for label, answer in _answers(session, c):
                 answers.setdefault(label, answer)

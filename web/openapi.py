@@ -498,6 +498,31 @@ def _schemas(ctx: Context | None) -> dict[str, Any]:
                         "additionalProperties": {"type": "array", "items": choice},
                         "description": "every registered provider per field, by label"}}),
         "Booking": booking,
+        # The booking as its customer sees it through the manage link (engine.services.
+        # manage.render_customer_booking).
+        "CustomerBooking": {
+            "type": "object",
+            "required": ["id", "service", "expert", "start", "end", "local", "status",
+                         "seats", "can_cancel", "can_reschedule", "cancel_until",
+                         "reschedule_until"],
+            "properties": {
+                "id": {"type": "string"}, "service": {"type": "string"},
+                "service_title": nstr, "expert": {"type": "string"}, "expert_name": nstr,
+                "start": instant, "end": instant,
+                "local": {"type": "string", "description": "the start with the offset of "
+                                                          "the customer's zone"},
+                "timezone": {"type": "string", "description": "the customer's zone (the "
+                                                             "hold's tz, else the shop's)"},
+                "shop_timezone": {"type": "string"},
+                "shop_local": {"type": "string", "description": "the start in the shop's "
+                                                               "zone"},
+                "status": {"type": "string", "enum": ["pending", "confirmed", "cancelled"]},
+                "seats": {"type": "integer", "minimum": 1},
+                "can_cancel": {"type": "boolean"}, "can_reschedule": {"type": "boolean"},
+                "cancel_until": {**nullable_instant, "description": "the last instant the "
+                                 "customer may cancel (null: not at all)"},
+                "reschedule_until": {**nullable_instant, "description": "the last instant "
+                                     "the customer may reschedule (null: not at all)"}}},
         "CancelledBooking": {"allOf": [booking, {
             "type": "object", "required": ["refund"],
             "properties": {"refund": refund_outcome}}]},
@@ -640,6 +665,56 @@ def _core_paths() -> dict[str, dict[str, Any]]:
         parameters=[*PROXY_PARAMS, p("hold_id")],
         responses={"204": ok("released (again: still 204)"),
                    **errors(*PROXY_ERRORS, 409)})}
+    # -- customers manage their bookings (web/manage.py)
+    one_booking = {"type": "object", "required": ["booking"],
+                   "properties": {"booking": _ref("CustomerBooking")}}
+    booking_id = p("booking_id")
+    token_field = {"type": "string", "minLength": 1, "maxLength": 128,
+                   "description": "the token of the manage link"}
+    not_found = ("A wrong or missing token, another shop's booking, a redacted one: the "
+                 "same 404 not_found.")
+    paths["/proxy/bookings/{booking_id}"] = {"get": op(
+        "A booking, opened with its manage link's token", tags=storefront, security=PROXY,
+        parameters=[*PROXY_PARAMS, booking_id, q("token", token_field)],
+        description=not_found,
+        responses={"200": ok("the booking", one_booking), **errors(*PROXY_ERRORS)})}
+    paths["/proxy/bookings/{booking_id}/reschedule"] = {"post": op(
+        "Move a booking to another start (the same booking id)", tags=storefront,
+        security=PROXY, parameters=[*PROXY_PARAMS, booking_id],
+        body=_json({"type": "object", "required": ["token", "start"],
+                    "additionalProperties": False,
+                    "properties": {"token": token_field,
+                                   "start": {"type": "string", "format": "date-time"},
+                                   "expert": {"type": "string", "pattern": "\\S",
+                                              "maxLength": 64,
+                                              "description": "an expert id, or any; left "
+                                                             "out: the booking's expert"}}}),
+        description=f"{not_found} Past reschedule_notice_minutes before the current "
+                    "start, after max_reschedules, or with customer_reschedule off: 403 "
+                    "policy_closed; not a slot: 422 not_a_slot; taken: 409 "
+                    "slot_unavailable / limit_reached (the booking keeps its time).",
+        responses={"200": ok("the booking at its new time", one_booking),
+                   **errors(*PROXY_ERRORS, 403, 409, 413, 422)})}
+    paths["/proxy/bookings/{booking_id}/cancel"] = {"post": op(
+        "Cancel a booking within the shop's policy", tags=storefront, security=PROXY,
+        parameters=[*PROXY_PARAMS, booking_id],
+        body=_json({"type": "object", "required": ["token"], "additionalProperties": False,
+                    "properties": {"token": token_field}}),
+        description=f"{not_found} Closed by cancel_notice_minutes or customer_cancel: 403 "
+                    "policy_closed. Cancelling again: 200, nothing more happens.",
+        responses={"200": ok("the cancelled booking", one_booking),
+                   **errors(*PROXY_ERRORS, 403, 413)})}
+    paths["/proxy/my-bookings"] = {"get": op(
+        "The logged-in customer's bookings from 30 days ago on, with their manage links",
+        tags=storefront, security=PROXY, parameters=PROXY_PARAMS,
+        description="No logged_in_customer_id: 401 login_required.",
+        responses={"200": ok("bookings", {
+            "type": "object", "required": ["bookings"],
+            "properties": {"bookings": {"type": "array", "items": {"allOf": [
+                _ref("CustomerBooking"),
+                {"type": "object", "required": ["manage_url"],
+                 "properties": {"manage_url": {"type": "string"}}}]}}}}),
+            **errors(*PROXY_ERRORS)})}
     paths["/proxy/waitlist"] = {"post": op(
         "Wait for a free time of a service on a date", tags=storefront, security=PROXY,
         parameters=PROXY_PARAMS, body=_json({
@@ -838,6 +913,21 @@ def _core_paths() -> dict[str, dict[str, Any]]:
         tags=admin_tag, security=ADMIN, parameters=item,
         responses={"200": ok("the cancelled booking with its refund",
                              _ref("CancelledBooking")), **errors(*ADMIN_BODY_ERRORS)})}
+    paths["/admin/api/bookings/{item_id}/reschedule"] = {"post": op(
+        "Move a booking (notice and horizon may be ignored, never an overlap)",
+        tags=admin_tag, security=ADMIN, parameters=item,
+        body=_json({"type": "object", "required": ["start"], "additionalProperties": False,
+                    "properties": {"start": {"type": "string", "format": "date-time"},
+                                   "expert": {"type": "string", "pattern": "\\S",
+                                              "maxLength": 64,
+                                              "description": "an expert id, or any"}}}),
+        description="Still on the service's grid and the expert's hours (422 not_a_slot); "
+                    "a taken time is 409 slot_unavailable / limit_reached; a cancelled "
+                    "booking 409 booking_not_live.",
+        responses={"200": ok("the booking at its new time", {
+            "type": "object", "required": ["booking"],
+            "properties": {"booking": _ref("Booking")}}),
+            **errors(*ADMIN_BODY_ERRORS, 422)})}
     paths["/admin/api/refunds"] = {"get": op(
         "The refund log: one entry per line item that could not be honoured",
         tags=admin_tag, security=ADMIN,

@@ -19,16 +19,28 @@ Semantics (the product):
   instants ``[ws, we)``, ``now + min_notice <= s < now + max_days_ahead * 86400``,
   ``range_start <= s < range_end``, and the claimed range
   ``[s - buffer_before, s + duration + buffer_after)`` overlaps no busy interval.
+* Seats and limits (both optional inputs of :class:`ExpertCalendar`). ``sessions`` are
+  the expert's live sessions of *this* service, ``start -> seats_left``; each occupies
+  its claimed range (by the service's current rules) like a busy interval. ``closed``
+  names the limit periods that are full for the expert (local day ``2026-12-01``, ISO
+  week ``2026-W49``, month ``2026-12``, in ``cal.tz``: engine.domain.capacity's
+  ``Periods``). A grid start is offered either as a *new session* -- free of busy time
+  and of every session, and not in a closed period -- with ``seats_left =
+  rules.seats``; or as a *join* of the session at that start when it has seats left
+  and its claimed range overlaps no busy interval and no *other* session: a join opens
+  no new session, so no limit closes it. A full session is busy like any claim.
 
-Assumption (true of every zone in the tz database): no single working window contains
-two UTC-offset transitions that cancel each other out. A window whose UTC offset is the
-same at both edges is computed arithmetically; every other window resolves each grid
-wall time through :mod:`zoneinfo` individually.
+Assumptions (true of every zone in the tz database): no single working window contains
+two UTC-offset transitions that cancel each other out; and local dates never go
+backwards (no clock is set back across midnight from after it), so a local date, week
+or month is one half-open run of instants from its first local midnight. A window
+whose UTC offset is the same at both edges is computed arithmetically; every other
+window resolves each grid wall time through :mod:`zoneinfo` individually.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -49,6 +61,7 @@ __all__ = [
     "is_offered",
     "local_windows",
     "merged_slots",
+    "period_range",
     "wall_to_instant",
 ]
 
@@ -94,6 +107,8 @@ class ServiceRules:
     buffer_after: int = 0
     min_notice: int = 0
     max_days_ahead: int = 60
+    #: Customers per session (1 = one-to-one); a new session's ``seats_left``.
+    seats: int = 1
 
     def __post_init__(self) -> None:
         if self.duration <= 0:
@@ -106,6 +121,8 @@ class ServiceRules:
             raise ValueError(f"min_notice must be >= 0 minutes, got {self.min_notice}")
         if self.max_days_ahead < 0:
             raise ValueError(f"max_days_ahead must be >= 0 days, got {self.max_days_ahead}")
+        if self.seats < 1:
+            raise ValueError(f"seats must be >= 1, got {self.seats}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +132,14 @@ class ExpertCalendar:
     ``busy`` holds half-open ``[start, end)`` instants in any order, possibly
     overlapping, already including the buffers of existing claims. An interval with
     ``end <= start`` contains no instant and blocks nothing.
+
+    ``sessions`` (start -> seats left, >= 0) are the expert's live sessions of the
+    service being judged; their claims are *not* in ``busy`` (the caller passes only the
+    parts of them outside the session's claimed range, if any): the engine lets a
+    session's own start be joined and blocks every other start with it. ``closed`` holds
+    the limit periods (``Periods`` keys: ``2026-12-01``, ``2026-W49``, ``2026-12``, in
+    ``tz``) in which the expert takes no new session. Both empty: the one-to-one,
+    unlimited engine, at its old cost.
     """
 
     expert_id: str
@@ -122,18 +147,23 @@ class ExpertCalendar:
     weekly: Weekly
     overrides: Overrides = field(default_factory=dict)
     busy: Sequence[tuple[Instant, Instant]] = ()
+    sessions: Mapping[Instant, int] = field(default_factory=dict)
+    closed: Collection[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class Slot:
     """A bookable start of one expert: ``end = start + duration`` (buffers not included).
 
-    Ordering is by ``(start, expert_id, end)``.
+    ``seats_left``: the seats a hold may still take there (the service's ``seats`` for a
+    new session, what its session has left for a join; 1 for a one-to-one service).
+    Ordering is by ``(start, expert_id, end, seats_left)``.
     """
 
     start: Instant
     expert_id: str
     end: Instant
+    seats_left: int = 1
 
 
 def claimed_range(start: Instant, rules: ServiceRules) -> tuple[Instant, Instant]:
@@ -327,7 +357,15 @@ def _starts(tz: ZoneInfo, weekly: Weekly, overrides: Overrides, rules: ServiceRu
 
 def _free(starts: list[Instant], busy: Sequence[tuple[Instant, Instant]],
           rules: ServiceRules) -> list[Instant]:
-    """The sorted ``starts`` whose claimed range overlaps no busy interval.
+    """The sorted ``starts`` whose claimed range overlaps no busy interval."""
+    return _clear(starts, busy, rules.buffer_before * 60,
+                  rules.duration * 60 + rules.buffer_after * 60)
+
+
+def _clear(starts: list[Instant], busy: Sequence[tuple[Instant, Instant]], before: int,
+           after: int) -> list[Instant]:
+    """The sorted ``starts`` whose range ``[s - before, s + after)`` overlaps no busy
+    interval.
 
     A claim ``[c0, c1)`` overlaps some busy ``[b0, b1)`` iff the largest ``b1`` among
     the intervals with ``b0 < c1`` exceeds ``c0``. Claims move right as starts do, so one
@@ -336,8 +374,6 @@ def _free(starts: list[Instant], busy: Sequence[tuple[Instant, Instant]],
     """
     if not busy or not starts:
         return starts
-    before = rules.buffer_before * 60
-    after = rules.duration * 60 + rules.buffer_after * 60
     lo = starts[0] - before
     hi = starts[-1] + after
     relevant = [b for b in busy if b[0] < b[1] and b[1] > lo and b[0] < hi]
@@ -360,6 +396,78 @@ def _free(starts: list[Instant], busy: Sequence[tuple[Instant, Instant]],
     return out
 
 
+# --------------------------------------------------------------------------- capacity
+
+
+def _first_instant(tz: ZoneInfo, day: date) -> Instant:
+    """The first instant of local date ``day`` (its midnight, or the end of a gap there)."""
+    return _resolve(tz, min(max(day, _FIRST_DATE), _LAST_DATE), 0)[0]
+
+
+@lru_cache(maxsize=8192)
+def period_range(tz: ZoneInfo, key: str) -> tuple[Instant, Instant]:
+    """The half-open instants of a limit period of zone ``tz``: a local day
+    ``YYYY-MM-DD``, an ISO week ``YYYY-Www`` (Monday first) or a month ``YYYY-MM``
+    (engine.domain.capacity ``Periods`` keys). Raises :class:`ValueError` for any other
+    text. Pure tz facts, hence cached."""
+    try:
+        if len(key) == 10:
+            first = date.fromisoformat(key)
+            last = first + _ONE_DAY
+        elif len(key) == 8 and key[4:6] == "-W":
+            first = date.fromisocalendar(int(key[:4]), int(key[6:]), 1)
+            last = first + timedelta(days=7)
+        elif len(key) == 7 and key[4] == "-":
+            year, month = int(key[:4]), int(key[5:])
+            first = date(year, month, 1)
+            last = date(year + month // 12, month % 12 + 1, 1)
+        else:
+            raise ValueError
+    except (ValueError, OverflowError):
+        raise ValueError(f"not a limit period: {key!r}") from None
+    return (_first_instant(tz, first), _first_instant(tz, last))
+
+
+def _open_periods(starts: list[Instant], tz: ZoneInfo, closed: Collection[str]
+                  ) -> list[Instant]:
+    """The sorted ``starts`` that lie in none of the ``closed`` periods."""
+    if not closed or not starts:
+        return starts
+    return _clear(starts, [period_range(tz, key) for key in closed], 0, 1)
+
+
+def _seated(starts: list[Instant], cal: ExpertCalendar, rules: ServiceRules
+            ) -> list[tuple[Instant, int]]:
+    """``(start, seats_left)`` of every offered start when the calendar has sessions or
+    closed periods (see the module docstring): new sessions and joins, sorted."""
+    sessions = cal.sessions
+    before = rules.buffer_before * 60
+    after = rules.duration * 60 + rules.buffer_after * 60
+    length = before + after
+    # Every session is busy for every start but its own.
+    taken = sorted(sessions)
+    blocked = [(t - before, t + after) for t in taken]
+    fresh = _free(starts, [*cal.busy, *blocked] if blocked else cal.busy, rules)
+    fresh = _open_periods(fresh, cal.tz, cal.closed)
+    out = [(s, rules.seats) for s in fresh]
+    if taken:
+        grid = set(starts)
+        open_ = [t for t in taken if sessions[t] > 0 and t in grid]
+        joins = set(_free(open_, cal.busy, rules))
+        # Sessions all claim the same length: the nearest ones are the only ones that
+        # can overlap a session, whichever way.
+        for k, t in enumerate(taken):
+            if t not in joins:
+                continue
+            if k > 0 and t - taken[k - 1] < length:
+                continue
+            if k + 1 < len(taken) and taken[k + 1] - t < length:
+                continue
+            out.append((t, sessions[t]))
+        out.sort()
+    return out
+
+
 def _check_range(range_start: Instant, range_end: Instant) -> None:
     if range_start > range_end:
         raise ValueError("range_start must not be after range_end")
@@ -372,13 +480,17 @@ def expert_slots(cal: ExpertCalendar, rules: ServiceRules, *, now: Instant,
 
     Local dates evaluated: those of the range (after clamping to notice and horizon) in
     ``cal.tz``, widened by one day on each side; starts are then filtered by the range.
+    Sessions and closed periods decide as the module docstring says.
     """
     _check_range(range_start, range_end)
     starts = _starts(cal.tz, cal.weekly, cal.overrides, rules, now, range_start, range_end)
-    starts = _free(starts, cal.busy, rules)
     eid = cal.expert_id
     dur = rules.duration * 60
-    return [Slot(s, eid, s + dur) for s in starts]
+    if cal.sessions or cal.closed:
+        return [Slot(s, eid, s + dur, left) for s, left in _seated(starts, cal, rules)]
+    starts = _free(starts, cal.busy, rules)
+    seats = rules.seats
+    return [Slot(s, eid, s + dur, seats) for s in starts]
 
 
 def merged_slots(cals: Sequence[ExpertCalendar], rules: ServiceRules, *, now: Instant,
@@ -405,7 +517,7 @@ def merged_slots(cals: Sequence[ExpertCalendar], rules: ServiceRules, *, now: In
 def is_offered(cal: ExpertCalendar, rules: ServiceRules, *, now: Instant,
                start: Instant) -> bool:
     """Whether ``start`` is a slot of this expert judged on grid, hours, notice and
-    horizon, ignoring ``cal.busy``.
+    horizon, ignoring ``cal.busy``, ``cal.sessions`` and ``cal.closed``.
 
     Agrees exactly with membership in ``expert_slots(replace(cal, busy=()), ...)`` for
     any range containing ``start``; evaluates only the local dates around ``start``.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -143,11 +144,33 @@ def write_claim(session: Session, claim: Claim, now: datetime, **changes: object
 
 
 # Built once: availability runs it on every storefront request.
-_BUSY = (select(Claim.expert_id, epoch(Claim.claim_start), epoch(Claim.claim_end))
-         .where(Claim.expert_id.in_(bindparam("ids", expanding=True)),
-                Claim.claim_start < bindparam("hi", type_=UTCDateTime()),
-                Claim.claim_end > bindparam("lo", type_=UTCDateTime()),
-                live_clause(bindparam("now", type_=UTCDateTime()))))
+_BUSY_WHERE = (Claim.expert_id.in_(bindparam("ids", expanding=True)),
+               Claim.claim_start < bindparam("hi", type_=UTCDateTime()),
+               Claim.claim_end > bindparam("lo", type_=UTCDateTime()),
+               live_clause(bindparam("now", type_=UTCDateTime())))
+_BUSY = select(Claim.expert_id, epoch(Claim.claim_start), epoch(Claim.claim_end)).where(
+    *_BUSY_WHERE)
+# The same claims with what a seated or limited service needs to tell its own sessions
+# from other busy time: the service, the session's start, the seats taken.
+_BUSY_SEATS = select(Claim.expert_id, epoch(Claim.claim_start), epoch(Claim.claim_end),
+                     Claim.service_id, epoch(Claim.start_at), Claim.seats).where(*_BUSY_WHERE)
+
+
+class LiveClaim(NamedTuple):
+    """A live claim as availability sees it: its claimed range (buffers included), its
+    service, its start (with the expert and service: its session) and its seats."""
+
+    claim_start: Instant
+    claim_end: Instant
+    service_id: str
+    start: Instant
+    seats: int
+
+
+def _busy_params(expert_ids: Sequence[str], start: Instant, end: Instant,
+                 now: datetime) -> dict[str, object]:
+    return {"ids": list(expert_ids), "lo": datetime.fromtimestamp(start, tz=now.tzinfo),
+            "hi": datetime.fromtimestamp(end, tz=now.tzinfo), "now": now}
 
 
 def busy_from_claims(session: Session, expert_ids: Sequence[str], start: Instant, end: Instant,
@@ -155,12 +178,25 @@ def busy_from_claims(session: Session, expert_ids: Sequence[str], start: Instant
     """The claimed ranges of live claims overlapping ``[start, end)``, per expert."""
     if not expert_ids:
         return {}
-    lo = datetime.fromtimestamp(start, tz=now.tzinfo)
-    hi = datetime.fromtimestamp(end, tz=now.tzinfo)
-    rows = session.execute(_BUSY, {"ids": list(expert_ids), "lo": lo, "hi": hi, "now": now})
+    rows = session.execute(_BUSY, _busy_params(expert_ids, start, end, now))
     out: dict[str, list[tuple[Instant, Instant]]] = {}
     for expert_id, a, b in rows:
         out.setdefault(expert_id, []).append((int(a), int(b)))
+    return out
+
+
+def live_claims(session: Session, expert_ids: Sequence[str], start: Instant, end: Instant,
+                now: datetime) -> dict[str, list[LiveClaim]]:
+    """:func:`busy_from_claims` with each claim's service, start and seats (one query),
+    for availability of a service with seats or limits (engine.services.availability
+    groups a service's claims into its sessions)."""
+    if not expert_ids:
+        return {}
+    rows = session.execute(_BUSY_SEATS, _busy_params(expert_ids, start, end, now))
+    out: dict[str, list[LiveClaim]] = {}
+    for expert_id, a, b, service_id, at, seats in rows:
+        out.setdefault(expert_id, []).append(
+            LiveClaim(int(a), int(b), service_id, int(at), int(seats)))
     return out
 
 

@@ -190,3 +190,25 @@ def test_any_value_is_stored_or_a_400(admin: Admin, name: str, value: Any) -> No
     assert r.status_code in (201, 400), r.text
     if r.status_code == 201:
         assert admin("GET", f"/services/{r.json['id']}").json == r.json
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSONISH | st.text() | st.from_regex(r"https://[a-z.:@/ ?#\\\"<>0-9-]{0,30}"))
+def test_the_field_parsers_raise_only_validation_errors(value: Any) -> None:
+    from engine.errors import ValidationError
+    from engine.services import validation
+
+    for parse in (validation.limits, validation.https_url, validation.plain_text(500),
+                  validation.one_of("least_booked", "priority")):
+        try:
+            out = parse("f", value)
+        except ValidationError as err:
+            assert err.field is not None and err.field.startswith("f")
+            continue
+        assert parse("f", out) == out if out is not None else True  # stable
+    try:
+        url = validation.https_url("f", value)
+    except ValidationError:
+        return
+    assert url.startswith("https://") and not any(c in url for c in " \"'<>\\\n")
+    assert "@" not in url.split("/")[2]  # no user info (an @ later in the path is fine)

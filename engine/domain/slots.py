@@ -30,10 +30,12 @@ Semantics (the product):
   and its claimed range overlaps no busy interval and no *other* session: a join opens
   no new session, so no limit closes it. A full session is busy like any claim.
 
-Assumptions (true of every zone in the tz database): no single working window contains
-two UTC-offset transitions that cancel each other out; and local dates never go
+Assumptions: no single working window contains two UTC-offset transitions that cancel
+each other out (true of every zone in the tz database); and local dates never go
 backwards (no clock is set back across midnight from after it), so a local date, week
-or month is one half-open run of instants from its first local midnight. A window
+or month is one half-open run of instants from its first local midnight (true of every
+zone since 2011; before, Atlantic Canada set clocks back at 00:01, and a limit period
+there may differ from ``periods_of`` in the repeated hour after that midnight). A window
 whose UTC offset is the same at both edges is computed arithmetically; every other
 window resolves each grid wall time through :mod:`zoneinfo` individually.
 """

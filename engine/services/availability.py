@@ -2,6 +2,16 @@
 
 Reads the service, the experts who offer it, their hours and what already claims their
 time, then lets the pure slot engine (engine.domain.slots) do the arithmetic.
+
+Seats and limits reach the engine as inputs. For a service with ``seats`` > 1 the live
+claims of *this* service are grouped into sessions (expert, start -> seats left =
+``seats`` minus their live seats, live judged on time by ``claims.live_clause``); every
+other claim is busy time. Where a limit exists (the service's or an expert's), the
+periods in which it is reached are read from ``capacity_counters`` (the database's
+count, the one that refuses the hold) and corrected for sessions whose seats are all
+stale holds (the next writer expires them first, so they do not count for it either).
+A service with one seat and no limits anywhere -- the common case, decided from the
+cached facts -- takes the old path: one query, busy ranges only.
 """
 
 from __future__ import annotations
@@ -15,8 +25,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, exists, select
+from sqlalchemy.orm import Session, aliased
 
 from engine.clock import Clock
 from engine.domain.schedule import parse_date
@@ -25,16 +35,30 @@ from engine.domain.slots import (
     Instant,
     ServiceRules,
     Slot,
+    claimed_range,
     merged_slots,
     wall_to_instant,
 )
 from engine.errors import NotFound, ValidationError
+from engine.services.capacity import EXPERT_SCOPE, caps
 from engine.services.catalog import live_service
-from engine.services.claims import busy_from_claims
+from engine.services.claims import LiveClaim, busy_from_claims, live_claims, live_clause
 from engine.services.shops import ShopRef
 from engine.services.validation import timezone as parse_timezone
 from engine.store import Database
-from engine.store.models import DateOverride, Expert, ExpertService, Service, WeeklyHours
+from engine.store.models import (
+    HELD,
+    PENDING,
+    CapacityCounter,
+    Claim,
+    ClaimSession,
+    DateOverride,
+    Expert,
+    ExpertService,
+    Service,
+    WeeklyHours,
+)
+from engine.store.types import UTCDateTime
 
 MAX_DAYS = 62
 _DAYS = re.compile(r"[0-9]{1,2}")
@@ -112,6 +136,7 @@ def rules_of(service: Service) -> ServiceRules:
         buffer_after=service.buffer_after_minutes,
         min_notice=service.min_notice_minutes,
         max_days_ahead=service.max_days_ahead,
+        seats=max(1, int(service.seats or 1)),
     )
 
 
@@ -166,6 +191,141 @@ def shop_day_range(tz: ZoneInfo, start: date, days: int) -> tuple[Instant, Insta
             wall_to_instant(tz, start + timedelta(days=days), 0, edge="start"))
 
 
+# --------------------------------------------------------------------------- capacity
+
+_KIND = {"D": "day", "W": "week", "M": "month"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The caps in force for one service's availability: ``{scope: {expert: {period:
+    cap}}}`` with scope the service id (the service's limits, the same for every
+    expert) or ``*`` (each expert's own), only the periods that have a cap."""
+
+    caps: Mapping[str, Mapping[str, Mapping[str, int]]]
+
+    def floor(self) -> int:
+        return min(c for by_expert in self.caps.values() for periods in by_expert.values()
+                   for c in periods.values())
+
+    def periods(self) -> set[str]:
+        return {p for by_expert in self.caps.values() for periods in by_expert.values()
+                for p in periods}
+
+
+def limits_of(session: Session, service: Service, expert_ids: Sequence[str]) -> Limits | None:
+    """The service's and its experts' caps, or None when there are none at all (the
+    common case: availability then skips every capacity step)."""
+    own = {p: c for p, c in caps(service.limits).items() if c is not None}
+    experts: dict[str, dict[str, int]] = {}
+    if expert_ids:
+        for expert_id, limits in session.execute(
+                select(Expert.id, Expert.limits).where(Expert.id.in_(expert_ids))):
+            mine = {p: c for p, c in caps(limits).items() if c is not None}
+            if mine:
+                experts[expert_id] = mine
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    if own:
+        out[service.id] = {e: own for e in expert_ids}
+    if experts:
+        out[EXPERT_SCOPE] = experts
+    return Limits(out) if out else None
+
+
+def period_keys(first: date, last: date, periods: set[str]) -> list[str]:
+    """The ``capacity_counters.period`` values of the local dates ``first..last`` (any
+    zone: the caller widens the dates), for the periods asked."""
+    keys: set[str] = set()
+    day = first
+    while day <= last:
+        year, week, _ = day.isocalendar()
+        if "day" in periods:
+            keys.add(f"D{day.isoformat()}")
+        if "week" in periods:
+            keys.add(f"W{year:04d}-W{week:02d}")
+        if "month" in periods:
+            keys.add(f"M{day.year:04d}-{day.month:02d}")
+        day += timedelta(days=1)
+    return sorted(keys)
+
+
+# Built once, like the busy query: the counters at or above the smallest cap (the caller
+# compares each with its own cap), and the sessions whose live seats are all stale.
+_COUNTERS = (select(CapacityCounter.expert_id, CapacityCounter.scope, CapacityCounter.period,
+                    CapacityCounter.used)
+             .where(CapacityCounter.expert_id.in_(bindparam("ids", expanding=True)),
+                    CapacityCounter.scope.in_(bindparam("scopes", expanding=True)),
+                    CapacityCounter.period.in_(bindparam("periods", expanding=True)),
+                    CapacityCounter.used >= bindparam("floor")))
+_STALE = aliased(Claim)
+_STALE_SESSIONS = (
+    select(ClaimSession.expert_id, ClaimSession.service_id, ClaimSession.day_key,
+           ClaimSession.week_key, ClaimSession.month_key)
+    .where(ClaimSession.key.in_(
+        select(_STALE.session_key)
+        .where(_STALE.expert_id.in_(bindparam("ids", expanding=True)),
+               _STALE.status.in_((HELD, PENDING)),
+               _STALE.expires_at <= bindparam("now", type_=UTCDateTime()))),
+        ClaimSession.seats_used > 0,
+        ~exists().where(Claim.session_key == ClaimSession.key,
+                        live_clause(bindparam("now", type_=UTCDateTime())))))
+
+
+def closed_periods(session: Session, limits: Limits, expert_ids: Sequence[str],
+                   first: date, last: date, now: datetime) -> dict[str, set[str]]:
+    """Per expert, the periods (``Periods`` keys, no prefix) of local dates first..last
+    in which a limit is reached: the database's counter of live sessions, less the
+    sessions it still counts whose every seat is a stale hold or a lapsed pending
+    booking (a writer expires those before it writes: they do not refuse it)."""
+    periods = limits.periods()
+    scopes = sorted(limits.caps)
+    full: dict[tuple[str, str, str], int] = {}
+    for expert_id, scope, period, used in session.execute(_COUNTERS, {
+            "ids": list(expert_ids), "scopes": scopes, "floor": limits.floor(),
+            "periods": period_keys(first, last, periods)}):
+        cap = limits.caps.get(scope, {}).get(expert_id, {}).get(_KIND[period[0]])
+        if cap is not None and used >= cap:
+            full[(expert_id, scope, period)] = int(used)
+    if not full:
+        return {}
+    for expert_id, service_id, day, week, month in session.execute(_STALE_SESSIONS, {
+            "ids": sorted({e for e, _, _ in full}), "now": now}):
+        for scope in (service_id, EXPERT_SCOPE):
+            for period in (f"D{day}", f"W{week}", f"M{month}"):
+                key = (expert_id, scope, period)
+                if key in full:
+                    full[key] -= 1
+    out: dict[str, set[str]] = {}
+    for (expert_id, scope, period), used in full.items():
+        if used >= limits.caps[scope][expert_id][_KIND[period[0]]]:
+            out.setdefault(expert_id, set()).add(period[1:])
+    return out
+
+
+def seated_calendar(cal: ExpertCalendar, rules: ServiceRules, service_id: str,
+                    claims: Sequence[LiveClaim], external: Sequence[tuple[Instant, Instant]],
+                    closed: set[str] | None) -> ExpertCalendar:
+    """The calendar with this service's sessions (when it has seats) apart from the rest
+    of the busy time, and the closed periods. A session occupies its claimed range under
+    the service's current rules (the engine blocks it); whatever of its claims lies
+    outside that range (buffers since shortened) stays busy."""
+    busy: list[tuple[Instant, Instant]] = list(external)
+    taken: dict[Instant, int] = {}
+    grouped = rules.seats > 1
+    for c in claims:
+        if not grouped or c.service_id != service_id:
+            busy.append((c.claim_start, c.claim_end))
+            continue
+        taken[c.start] = taken.get(c.start, 0) + c.seats
+        r0, r1 = claimed_range(c.start, rules)
+        if c.claim_start < r0:
+            busy.append((c.claim_start, min(c.claim_end, r0)))
+        if c.claim_end > r1:
+            busy.append((max(c.claim_start, r1), c.claim_end))
+    sessions = {t: max(0, rules.seats - used) for t, used in taken.items()}
+    return replace(cal, busy=busy, sessions=sessions, closed=frozenset(closed or ()))
+
+
 # Slot instants repeat from request to request (every visitor of a service sees the
 # same grid), so their text forms are memoized; bounded, pure functions of their input.
 @lru_cache(maxsize=1 << 16)
@@ -178,20 +338,35 @@ def iso_local(ts: Instant, tz: ZoneInfo) -> str:
     return datetime.fromtimestamp(ts, tz).isoformat()
 
 
-def render_slots(slots: Sequence[Slot], tz: ZoneInfo) -> list[dict[str, Any]]:
+def render_slots(slots: Sequence[Slot], tz: ZoneInfo, seated: bool = False
+                 ) -> list[dict[str, Any]]:
+    """One entry per slot; a service with seats > 1 also says how many are left."""
+    if seated:
+        return [{"start": iso_utc(s.start), "end": iso_utc(s.end), "expert": s.expert_id,
+                 "local": iso_local(s.start, tz), "seats_left": s.seats_left} for s in slots]
     return [{"start": iso_utc(s.start), "end": iso_utc(s.end), "expert": s.expert_id,
              "local": iso_local(s.start, tz)} for s in slots]
 
 
-def render_any(slots: Sequence[Slot], tz: ZoneInfo) -> list[dict[str, Any]]:
-    """``expert=any``: one entry per start (slots come sorted by start, then expert)."""
+def render_any(slots: Sequence[Slot], tz: ZoneInfo, seated: bool = False
+               ) -> list[dict[str, Any]]:
+    """``expert=any``: one entry per start (slots come sorted by start, then expert), with
+    how many experts could take it; for a service with seats > 1 also ``seats_left``:
+    the most that any *one* of them has left, i.e. the largest hold that can succeed
+    there (a hold is one expert's session; seats of different experts don't add up)."""
     out: list[dict[str, Any]] = []
     for s in slots:
         if out and out[-1]["_start"] == s.start:
-            out[-1]["experts_free"] += 1
+            last = out[-1]
+            last["experts_free"] += 1
+            if seated and s.seats_left > last["seats_left"]:
+                last["seats_left"] = s.seats_left
             continue
-        out.append({"_start": s.start, "start": iso_utc(s.start), "end": iso_utc(s.end),
-                    "expert": ANY, "local": iso_local(s.start, tz), "experts_free": 1})
+        entry = {"_start": s.start, "start": iso_utc(s.start), "end": iso_utc(s.end),
+                 "expert": ANY, "local": iso_local(s.start, tz), "experts_free": 1}
+        if seated:
+            entry["seats_left"] = s.seats_left
+        out.append(entry)
     for entry in out:
         del entry["_start"]
     return out
@@ -213,24 +388,34 @@ def availability(db: Database, clock: Clock, shop: ShopRef, query: AvailabilityQ
         cached = db.cache.get(key)
         if cached is None:
             service = live_service(session, shop.id, query.service_id)
-            cached = (rules_of(service),
-                      *expert_calendars(session, shop, service.id, query.expert_id, first,
-                                        last))
+            cals, emails = expert_calendars(session, shop, service.id, query.expert_id,
+                                            first, last)
+            cached = (rules_of(service), cals, emails,
+                      limits_of(session, service, [c.expert_id for c in cals]), service.id)
             db.cache.put(key, cached)
-        rules, cals, emails = cached
+        rules, cals, emails, limits, service_id = cached
         if cals:
             pad = (rules.buffer_before + rules.buffer_after + rules.duration) * 60
             ids = [c.expert_id for c in cals]
-            # What is already claimed here (holds, bookings) and what the shop's calendar
-            # provider says is busy both take time away.
-            claimed = busy_from_claims(session, ids, range_start - pad, range_end + pad,
-                                       clock.now())
+            # What the shop's calendar provider says is busy takes time away, and so
+            # does what is already claimed here (holds, bookings).
             external = busy_source(session, shop.id, emails, range_start - pad,
                                    range_end + pad)
-            if claimed or external:
-                cals = [replace(c, busy=(*claimed.get(c.expert_id, ()),
-                                         *external.get(c.expert_id, ()))) for c in cals]
+            if rules.seats == 1 and limits is None:  # the common case: busy ranges only
+                claimed = busy_from_claims(session, ids, range_start - pad,
+                                           range_end + pad, clock.now())
+                if claimed or external:
+                    cals = [replace(c, busy=(*claimed.get(c.expert_id, ()),
+                                             *external.get(c.expert_id, ()))) for c in cals]
+            else:
+                claims = live_claims(session, ids, range_start - pad, range_end + pad,
+                                     clock.now())
+                closed = ({} if limits is None else
+                          closed_periods(session, limits, ids, first, last, clock.now()))
+                cals = [seated_calendar(c, rules, service_id, claims.get(c.expert_id, ()),
+                                        external.get(c.expert_id, ()),
+                                        closed.get(c.expert_id)) for c in cals]
     slots = merged_slots(cals, rules, now=now, range_start=range_start, range_end=range_end)
     out_tz = zone(query.tz) if query.tz else shop_tz
     render = render_any if query.any_expert else render_slots
-    return {"shop_timezone": shop.timezone, "slots": render(slots, out_tz)}
+    return {"shop_timezone": shop.timezone, "slots": render(slots, out_tz, rules.seats > 1)}

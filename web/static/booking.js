@@ -431,7 +431,8 @@
       el(H, { id: id + "-days-h", class: "cb-h cb-sr", text: t("choose_day") }),
       el("div", { class: "cb-nav" }, this.prevBtn, this.monthLabel, this.nextBtn),
       this.grid,
-      el("p", { class: "cb-legend", text: t("legend") + (this.onPick ? "" : " " + t("legend_wait")) }));
+      el("p", { class: "cb-legend", text: t("legend") }),
+      this.onPick ? null : el("p", { class: "cb-hint", text: t("legend_wait") }));
 
     // Times of the chosen day: a fixed-height list, so loading never moves the page.
     this.slotsHeading = el(H, { class: "cb-h", id: id + "-slots-h", tabindex: "-1", text: t("choose_time") });
@@ -442,7 +443,7 @@
     // Before the hold, when the service asks: how many seats, the intake questions.
     this.askHeading = el(H, { class: "cb-h", id: id + "-ask-h", tabindex: "-1" });
     this.askForm = el("form", { class: "cb-ask-form", novalidate: true });
-    this.askPanel = el("section", { class: "cb-hold cb-ask", hidden: true, "aria-labelledby": id + "-ask-h" },
+    this.askPanel = el("section", { class: "cb-ask", hidden: true, "aria-labelledby": id + "-ask-h" },
       this.askHeading, this.askForm);
 
     // The hold: what is held, a countdown, add to cart or back out.
@@ -715,8 +716,12 @@
       b.setAttribute("tabindex", date === self.focusDate ? "0" : "-1");
       b.setAttribute("aria-label", open ? tn("day_times", day.slots.length, { date: self.dayLabel(date, true) })
                                         : t("day_none", { date: self.dayLabel(date, true) }));
-      if (open) { b.setAttribute("aria-pressed", selected ? "true" : "false"); b.removeAttribute("aria-disabled"); }
-      else { b.removeAttribute("aria-pressed"); b.setAttribute("aria-disabled", "true"); }
+      // A day of this month still to come without times offers the waiting list.
+      var wait = !open && !self.loading && !self.onPick && date >= today && monthOf(date) === self.month;
+      if (open || wait) {
+        b.setAttribute("aria-pressed", selected || (wait && date === self.waitDate) ? "true" : "false");
+        b.removeAttribute("aria-disabled");
+      } else { b.removeAttribute("aria-pressed"); b.setAttribute("aria-disabled", "true"); }
       if (date === today) b.setAttribute("aria-current", "date"); else b.removeAttribute("aria-current");
       cell.td.setAttribute("aria-selected", selected ? "true" : "false");
     });
@@ -782,7 +787,10 @@
   Booking.prototype.pickDay = function (date, moveFocus) {
     var day = this.days[date];
     if (date < this.today || this.loading) return;  // aria-disabled
-    if (!day || !day.slots.length) { if (!this.onPick) this.offerWait(date, moveFocus); return; }
+    if (!day || !day.slots.length) {
+      if (!this.onPick && monthOf(date) === this.month) this.offerWait(date, moveFocus);
+      return;
+    }
     this.waitDate = "";
     this.selectedDay = date;
     this.focusDate = date;

@@ -48,9 +48,14 @@
     };
   }
 
+  // The shop's locale for Intl; a bare language takes the browser's region, as the
+  // booking calendar does ("en" + "en-GB": 24-hour times).
   function locale(root) {
-    var asked = root.dataset.locale || root.getAttribute("lang") || document.documentElement.lang || "en";
-    try { return Intl.getCanonicalLocales(asked.replace(/_/g, "-"))[0] || "en"; } catch (e) { return "en"; }
+    var asked = root.dataset.locale || root.getAttribute("lang") || document.documentElement.lang || "en", loc;
+    try { loc = Intl.getCanonicalLocales(asked.replace(/_/g, "-"))[0] || "en"; } catch (e) { loc = "en"; }
+    var nav = navigator.language || "";
+    if (loc.indexOf("-") < 0 && nav.toLowerCase().indexOf(loc.toLowerCase() + "-") === 0) loc = nav;
+    return loc;
   }
 
   function when(loc, tz, iso) {
@@ -151,7 +156,7 @@
       actions.appendChild(this.cancelBtn);
     }
     if (actions.childNodes.length) this.body.appendChild(actions);
-    this.confirmBox = el("div", { class: "cb-hold", hidden: true });
+    this.confirmBox = el("div", { class: "cb-ask", hidden: true });
     this.calendarBox = el("div", { class: "cb-reschedule" });
     this.body.appendChild(this.calendarBox);
     this.body.appendChild(this.confirmBox);
@@ -170,7 +175,7 @@
     var self = this, b = this.booking;
     if (this.calendar || !window.consultbookCalendar) return;
     this.moveBtn.setAttribute("aria-expanded", "true");
-    var root = el("div", { class: "consultbook cb-embedded", "data-api": this.api, "data-root": this.root.dataset.root || "/",
+    var root = el("div", { class: "consultbook cb-embedded", "data-consultbook-booking": "", "data-consultbook-mounted": "1", "data-api": this.api, "data-root": this.root.dataset.root || "/",
       "data-service": b.service, "data-expert": b.expert, "data-locale": this.root.dataset.locale || "",
       "data-i18n": this.root.dataset.i18n || "", "data-heading": this.t("m_pick") });
     this.calendarBox.appendChild(root);

@@ -463,7 +463,9 @@ def _schemas(ctx: Context | None) -> dict[str, Any]:
                          "hold_ttl_seconds"],
             "properties": {
                 "service": {"type": "object", "required": ["id", "title",
-                                                           "duration_minutes"]},
+                                                           "duration_minutes"],
+                            "properties": {"seats": {"type": "integer"},
+                                           "questions": {"type": "array"}}},
                 "variant_id": {"type": "string"}, "shop_timezone": {"type": "string"},
                 "experts": {"type": "array", "items": {
                     "type": "object", "required": ["id", "name", "timezone"]}},
@@ -763,6 +765,22 @@ def _core_paths() -> dict[str, dict[str, Any]]:
                     "content": {liquid: {"schema": {"type": "string"}},
                                 **_json(_ref("Error"))}},
             **errors(401, 414, 503)})}
+
+    page_only = {"200": ok("the page (application/liquid)", content={
+        liquid: {"schema": {"type": "string"}}}), **errors(401, 404, 414, 503)}
+    paths["/proxy/manage"] = {"get": op(
+        "The customer's manage page (the link in every confirmation mail)", tags=storefront,
+        security=PROXY,
+        parameters=[*PROXY_PARAMS, q("booking", {"type": "string"}),
+                    q("token", {"type": "string"})],
+        description="A page rendered inside the shop's theme; its script reads the booking "
+                    "with GET /proxy/bookings/{booking_id}?token=T (a wrong link is said "
+                    "there). 404 only for an unknown shop.",
+        responses=dict(page_only))}
+    paths["/proxy/my-bookings/page"] = {"get": op(
+        "The logged-in customer's bookings as a page (its script reads "
+        "GET /proxy/my-bookings)", tags=storefront, security=PROXY,
+        parameters=PROXY_PARAMS, responses=dict(page_only))}
 
     # -- webhooks
     paths["/webhooks"] = {"post": op(

@@ -263,6 +263,10 @@ class Deployment:
         for name in list(self.procs):
             self.stop(name)
         self.engine.dispose()
+        keep = os.environ.get("CONSULTBOOK_FAULT_LOGS")  # a folder to keep the logs in
+        if keep:
+            for log in self.tmp.glob("*.log"):
+                shutil.copy(log, Path(keep) / log.name)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- requests ----------------------------------------------------------------------
@@ -352,7 +356,13 @@ def mails_to(outbox: Path) -> dict[str, int]:
     if not outbox.exists():
         return counts
     for path in outbox.glob("*.eml"):
-        msg = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+        if path.name.startswith("."):
+            continue  # a message being written (the mailer renames it when complete)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        msg = BytesParser(policy=policy.default).parsebytes(data)
         to = str(msg["To"])
         counts[to] = counts.get(to, 0) + 1
     return counts

@@ -120,7 +120,7 @@ def demo_server(tmp_path: Path) -> Iterator[DemoServer]:
             try:
                 if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"consultbook demo did not come up: {log_path.read_text()}")

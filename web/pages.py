@@ -6,6 +6,12 @@
   talks to the API through the same proxy prefix the page was served under (Shopify
   signs those calls). ``&format=json`` answers the same configuration as JSON, for the
   theme app extension block, which renders its own root element on a product page.
+* ``GET /proxy/manage?booking=ID&token=T`` (App Proxy, signed): the page the confirmation
+  mail links to, in the same look; ``static/manage.js`` reads the booking with the token
+  and reschedules it with the same calendar (``booking.js``), or cancels it.
+  ``GET /proxy/my-bookings/page``: the logged-in customer's bookings (the theme block
+  ``my-bookings`` shows the same list anywhere in the theme). Both are Liquid like the
+  calendar, in the storefront's language.
 * ``GET /admin``: the embedded admin page. In production it loads App Bridge from
   Shopify's CDN (the one external script, which Shopify requires); under ``demo`` a
   local shim mints session tokens through a demo-only endpoint instead.

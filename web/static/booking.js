@@ -188,10 +188,10 @@
     return ym + "-" + pad(Math.min(day, last));
   }
 
-  function todayIn(tz) {
+  function todayIn(tz, when) {
     var parts = {};
     new Intl.DateTimeFormat("en-US", { timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit" })
-      .formatToParts(new Date()).forEach(function (p) { parts[p.type] = p.value; });
+      .formatToParts(when || new Date()).forEach(function (p) { parts[p.type] = p.value; });
     return parts.year + "-" + parts.month + "-" + parts.day;
   }
 
@@ -969,7 +969,9 @@
     this.warn("");
     if (!EMAIL.test(v)) { invalid(email, err, t("email_invalid")); email.focus(); return; }
     valid(email, err);
-    this.post("/waitlist", { service: this.service, date: date, email: v, expert: this.expert || "any" }).then(function (res) {
+    // The waiting list counts in the shop's dates: the shop's date at the customer's noon.
+    var noon = utcNoon(date), shopDate = todayIn(this.shopTz, new Date(noon - offsetOf(this.tz, noon).minutes * 60000));
+    this.post("/waitlist", { service: this.service, date: shopDate, email: v, expert: this.expert || "any" }).then(function (res) {
       if (res.status === 201) {
         var done = t("wait_done", { date: self.dayLabel(date, true) });
         self.waitBox.textContent = "";

@@ -38,6 +38,16 @@ def hold(store: Storefront, cat: dict[str, Any], start: str = TUE_9, *, expert: 
     return store.hold(cat["service"], expert or cat["expert"], start, customer=who, **body)
 
 
+def seats_left(store: Storefront, cat: dict[str, Any], start: str = TUE_9,
+               expert: str | None = None) -> int | None:
+    """The ``seats_left`` availability shows at ``start`` for the expert; None: not offered."""
+    r = store.get("/availability", {"service": cat["service"], "start": start[:10],
+                                    "days": "1"})
+    assert r.status_code == 200, r.text
+    return next((s["seats_left"] for s in r.json["slots"]
+                 if s["start"] == start and s["expert"] == (expert or cat["expert"])), None)
+
+
 def code(r: Any) -> tuple[int, str | None]:
     return r.status_code, (r.json.get("error", {}).get("code") if r.status_code >= 400 else None)
 
@@ -210,8 +220,9 @@ def test_the_lines_quantity_books_that_many_seats(store: Storefront, admin: Admi
     assert refunds == ([("extra_quantity", extra, f"{20 * extra}.00")] if extra else [])
     [claim] = live_claims(ctx)
     assert seats_used(ctx, claim.session_key) == booked
-    # Seats the line did not buy are for sale again at once.
+    # Seats the line did not buy are for sale again at once: shown, and won.
     left = 3 - booked
+    assert seats_left(store, cat) == (left or None)
     if left:
         assert hold(store, cat, seats=left, who="b").status_code == 201
     assert code(hold(store, cat, seats=1, who="c")) == (409, "slot_unavailable")
@@ -231,6 +242,7 @@ def test_cancelling_one_customer_frees_one_seat(store: Storefront, ctx: Any,
     cancel(store, a, 51)
     [left] = live_claims(ctx)
     assert left.id == b and seats_used(ctx, left.session_key) == 1
+    assert seats_left(store, cat) == 1
     assert hold(store, cat, who="c").status_code == 201
     # The session still counts once towards the day; cancelling all frees the day.
     assert counter(ctx, cat["expert"], cat["service"], "D2026-12-01")[0] == 1

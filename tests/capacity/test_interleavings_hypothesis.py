@@ -8,7 +8,9 @@ anything has marked it expired): ``201`` exactly when the session has the seats 
 for left and, if it has no seat taken yet, the day has fewer than 2 sessions; else
 ``409 slot_unavailable`` (not enough seats) or ``limit_reached``. So a freed seat -- a
 release, an expiry, a cancel, a line that booked fewer units than it held -- is won by
-the next hold that asks for it, and nothing is ever refused without cause.
+the next hold that asks for it, and nothing is ever refused without cause; and
+availability offers each start, with its ``seats_left``, exactly when a one-seat hold
+would win it.
 
 After every step: each session's ``seats_used`` is the sum of its live claims' seats,
 each counter the number of sessions with a seat, none past its seats or cap
@@ -159,6 +161,20 @@ class CapacityMachine(RuleBasedStateMachine):
     def counters_exact(self) -> None:
         if hasattr(self, "cat"):
             assert_counters_exact(self.ctx)
+
+    @invariant()
+    def availability_offers_what_a_hold_would_win(self) -> None:
+        """Each start is offered, with its seats left, exactly when a one-seat hold
+        would win it: a freed seat or a freed day shows at once."""
+        if not hasattr(self, "cat"):
+            return
+        r = self.store.get("/availability", {"service": self.cat["service"],
+                                             "start": "2026-12-01", "days": "2"})
+        assert r.status_code == 200, r.text
+        shown = {x["start"]: x["seats_left"] for x in r.json["slots"] if x["start"] in STARTS}
+        used = self._live_seats()
+        want = {s: SEATS - used[s] for s in STARTS if self._expected(s, 1)[0] == 201}
+        assert shown == want, (shown, want)
 
 
 def test_capacity_interleavings(db_url: str, sqlite_template: Path) -> None:

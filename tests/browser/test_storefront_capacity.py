@@ -257,3 +257,21 @@ def test_waitlist_from_a_day_without_times(demo_server: DemoServer, browser: Any
     expect(page.get_by_role("alert")).to_have_text(
         "You are already on as many waiting lists as allowed.")
     assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+def test_the_questions_fit_a_phone_right_to_left(demo_server: DemoServer, browser: Any,
+                                                 axe_js: str) -> None:  # noqa: F811
+    service = workshop(demo_server)
+    page = new_page(browser, "Asia/Dubai", viewport={"width": 360, "height": 740},
+                    is_mobile=True, has_touch=True)
+    page.goto(f"{demo_server.base}/demo/store/apps/consult/book?service={service}&locale=ar")
+    ready(page)
+    page.locator(".cb-day").first.click()
+    expect(page.locator(".cb-slot .cb-seats").first).to_have_text("بقي 3 مقاعد")
+    page.locator(".cb-slot").first.click()
+    expect(page.locator(".cb-ask")).to_be_visible()
+    expect(page.get_by_label("المقاعد")).to_be_visible()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 360, f"the page scrolls sideways ({width}px wide)"
+    assert not [b for b in axe(page, axe_js, "questions, phone, ar")]
+    assert page.js_errors == []  # type: ignore[attr-defined]

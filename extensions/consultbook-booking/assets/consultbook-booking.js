@@ -903,7 +903,7 @@
       }, el("span", { class: "cb-slot-time", text: mine }),
          self.seats > 1 && slot.seatsLeft ? el("span", { class: "cb-seats", text: tn("seats_left", slot.seatsLeft) }) : null,
          showShop ? el("span", { class: "cb-slot-shop cb-sr", text: ", " + t("shop_time_of", { time: self.timeLabel(slot.start, self.shopTz) }) }) : null,
-         self.expert ? null : el("span", { class: "cb-sr", text: ", " + t("slot_with", { names: self.expertNames(slot.experts) }) }))));
+         self.expert || slot.experts[0] === "any" ? null : el("span", { class: "cb-sr", text: ", " + t("slot_with", { names: self.expertNames(slot.experts) }) }))));
     });
   };
 

@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, literal, select, text, tuple_, update
+from sqlalchemy import and_, func, insert, literal, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
-from engine.domain.customer_time import customer_and_shop_time, valid_zone
+from engine.domain.customer_time import DAYS, MONTHS, customer_and_shop_time, valid_zone
 from engine.domain.mail import clean_name, clean_text, valid_address
 from engine.domain.schedule import parse_date
 from engine.errors import NotFound, TooManyRequests, ValidationError
@@ -317,11 +317,12 @@ def _notify_group(db: Database, group: _Group, slots: Sequence[dict[str, Any]],
             .values(status=NOTIFIED, notified_at=now)
             .returning(WaitlistEntry.id)
             .execution_options(synchronize_session=False)))
-        session.add_all([OutboxItem(shop_id=group.shop.id, booking_id=None, kind=KIND,
-                                    payload={"entry": entry_id, "slots": sample},
-                                    status="pending", attempts=0, available_at=now,
-                                    created_at=now)
-                         for entry_id in sorted(moved)])
+        if moved:  # one executemany, whatever the number
+            session.execute(insert(OutboxItem), [
+                {"shop_id": group.shop.id, "booking_id": None, "kind": KIND,
+                 "payload": {"entry": entry_id, "slots": sample}, "status": "pending",
+                 "attempts": 0, "available_at": now, "created_at": now}
+                for entry_id in sorted(moved)])
         return len(moved)
 
 
@@ -439,7 +440,8 @@ def book_url(shop_domain: str, proxy_prefix: str, service_id: str, day: date) ->
 
 
 def _day_words(day: date) -> str:
-    return f"{day:%A} {day.day} {day:%B %Y}"
+    """``Tuesday 1 December 2026`` (English names whatever the host's locale)."""
+    return f"{DAYS[day.weekday()]} {day.day} {MONTHS[day.month - 1]} {day.year}"
 
 
 def _instant(value: Any) -> datetime | None:

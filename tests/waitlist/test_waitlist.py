@@ -462,3 +462,44 @@ def test_a_bounded_scan_goes_on_where_it_stopped(ctx: Context, store: Storefront
     assert scanner.cursor is not None
     assert scanner.run(ctx.db, ctx.clock, ctx.busy_source, groups=1).groups == 0
     assert scanner.cursor is None  # the end: from the start again
+
+
+def test_the_scan_costs_the_same_for_one_entry_or_twenty(
+        ctx: Context, store: Storefront, catalog: dict[str, Any]) -> None:
+    """One availability computation per group and set-based writes: no query per entry."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    join(store, {"service": catalog["service"], "date": "2026-12-01", "email": WAITER})
+    assert scan(ctx).notified == 1  # warm: what is cached for any date is cached now
+    join(store, {"service": catalog["service"], "date": "2026-12-02", "email": WAITER})
+    event.listen(ctx.db.engine, "before_cursor_execute", count)
+    try:
+        assert scan(ctx).notified == 1
+        one = len(statements)
+        for n in range(20):
+            join(store, {"service": catalog["service"], "date": "2026-12-03",
+                         "email": f"w{n}@example.com"}, ip=f"198.51.100.{n + 1}")
+        statements.clear()
+        assert scan(ctx).notified == 20
+        # (+2: a provider-settings lookup cached for a short time may fall in either.)
+        assert len(statements) <= one + 2, "\n".join(statements)
+        assert sum(st.startswith("INSERT") for st in statements) == 1
+    finally:
+        event.remove(ctx.db.engine, "before_cursor_execute", count)
+    assert len(mail_rows(ctx)) == 22
+
+
+def test_celery_beat_runs_the_scan(sqlite_url: str) -> None:
+    from engine.tasks import celery_settings, make_celery
+    from tests.conftest import make_config
+
+    config = make_config(sqlite_url, broker_url="redis://127.0.0.1:6379/5")
+    entry = celery_settings(config)["beat_schedule"]["notify_waitlist"]
+    assert entry["task"] == "consultbook.notify_waitlist"
+    assert entry["schedule"].total_seconds() == 30
+    assert "consultbook.notify_waitlist" in make_celery(config).tasks

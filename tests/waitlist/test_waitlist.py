@@ -503,3 +503,24 @@ def test_celery_beat_runs_the_scan(sqlite_url: str) -> None:
     assert entry["task"] == "consultbook.notify_waitlist"
     assert entry["schedule"].total_seconds() == 30
     assert "consultbook.notify_waitlist" in make_celery(config).tasks
+
+
+def test_the_embedded_worker_scans_and_mails(ctx: Context, store: Storefront,
+                                            full_day: dict[str, Any],
+                                            clock: FixedClock) -> None:
+    from engine.embedded import EmbeddedWorker
+    from tests.tasks.helpers import EXTRA, wait_for
+
+    store.hold(full_day["service"], full_day["expert"], SLOT)
+    join(store, {"service": full_day["service"], "date": DAY, "email": WAITER})
+    clock.advance(ctx.config.hold_ttl_seconds + 1)  # the hold expires; no sweeper runs
+    worker = EmbeddedWorker(ctx.config, clock=clock, extra_plugins=EXTRA,
+                            intervals={"notify_waitlist": 0.05, "relay_outbox": 60.0})
+    worker.start()
+    try:
+        # The relay's interval is a minute: the scan that queued the mail wakes it.
+        wait_for(lambda: MAIL.to(WAITER), timeout=15, message="the waitlist mail")
+        assert wait_for(lambda: worker.runs["notify_waitlist"] >= 3, timeout=15)
+    finally:
+        worker.stop()
+    assert len(MAIL.to(WAITER)) == 1

@@ -524,3 +524,32 @@ def test_the_embedded_worker_scans_and_mails(ctx: Context, store: Storefront,
     finally:
         worker.stop()
     assert len(MAIL.to(WAITER)) == 1
+
+
+def test_killed_after_the_send_with_the_outbox_folder_mailer_one_file(
+        ctx: Context, deps: Deps, admin: Admin, store: Storefront, shop: ShopRef,
+        clock: FixedClock, monkeypatch: pytest.MonkeyPatch, outbox_dir: Any) -> None:
+    """The default mailer (one ``.eml`` per message): whether the takeover leaves the
+    step in doubt or asks the folder again under the message's idempotency key, the
+    customer has exactly one message."""
+    from plugins.mail_outbox import OutboxMailer
+    from tests.tasks.helpers import eml_files
+
+    catalog = make_catalog(admin)  # the shop keeps its default mailer: the folder
+    join(store, {"service": catalog["service"], "date": DAY, "email": WAITER})
+    assert scan(ctx).notified == 1
+    (row,) = mail_rows(ctx)
+    real = OutboxMailer.send
+
+    def send_then_die(self: OutboxMailer, message: Any) -> str:
+        real(self, message)
+        raise Killed()
+
+    monkeypatch.setattr(OutboxMailer, "send", send_then_die)
+    with pytest.raises(Killed):
+        outbox.deliver(ctx.db, ctx.clock, ctx.plugins, row.id, "doomed-worker")
+    monkeypatch.setattr(OutboxMailer, "send", real)
+    clock.advance(ctx.config.outbox_lease_seconds + 1)
+    assert [o.status for o in relay(deps).outcomes] == ["done"]
+    relay(deps)
+    assert [str(m["To"]) for m in eml_files(outbox_dir)] == [WAITER]

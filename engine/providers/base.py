@@ -218,6 +218,10 @@ class MailProvider(Provider):
     """Outgoing mail."""
 
     kind = "mail"
+    #: True when a message sent twice with one ``idempotency_key`` is delivered once
+    #: (the outbox folder names its file by it). The worker then repeats a send whose
+    #: first attempt died half-way; otherwise (SMTP) such a send is marked in doubt.
+    idempotent = False
 
     def send(self, message: MailMessage) -> str:
         """Deliver ``message``; returns its ``Message-ID``.

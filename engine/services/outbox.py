@@ -427,27 +427,39 @@ class _Job:
         _record_step(self.db, self.item.id, step, status, self.now, detail)
 
     def send_once(self, step: str, build: Callable[[], MailMessage | None]) -> None:
-        """Send the message of ``step`` at most once (claimed before it goes out)."""
+        """Send the message of ``step`` once (claimed before it goes out).
+
+        Each message carries an idempotency key of its item and step. When the worker
+        that claimed the step died mid-send, a mail provider that delivers a key at most
+        once (``MailProvider.idempotent``: the outbox folder) is simply asked again --
+        exactly once; any other (SMTP) cannot say whether the message left, so the step
+        is marked in doubt rather than risk a second copy."""
         self.check_lease()
         existing = _steps(self.db, self.item.id).get(step)
+        retake = False
         if existing is not None:
             if existing.status != SENDING:
                 return
             age = (self.now - existing.updated_at).total_seconds()
             if age < self.lease_seconds:
                 raise StepBusy(f"{step} is being sent by another worker")
-            # The worker that claimed it died mid-send: we cannot know whether the
-            # message left. Never send twice; say so.
-            detail = "the worker stopped while sending; the message may not have arrived"
-            self.mark(step, UNKNOWN, detail)
-            self.notes.append(f"{step}: {detail}")
-            return
+            if not self.plugins.mailer_for(self.item.shop_id).idempotent:
+                # We cannot know whether the message left. Never send twice; say so.
+                detail = "the worker stopped while sending; the message may not have arrived"
+                self.mark(step, UNKNOWN, detail)
+                self.notes.append(f"{step}: {detail}")
+                return
+            retake = True
         message = build()
         if message is None:
             self.mark(step, SKIPPED, "no valid address")
             return
+        if not message.idempotency_key:
+            message = replace(message, idempotency_key=f"outbox:{self.item.id}:{step}")
         self.check_lease()
-        if not _claim_step(self.db, self.item.id, step, self.now):
+        if retake:
+            self.mark(step, SENDING)  # ours now: the lease says the first sender is gone
+        elif not _claim_step(self.db, self.item.id, step, self.now):
             return self.send_once(step, build)
         try:
             self.plugins.mailer_for(self.item.shop_id).send(message)
@@ -1001,24 +1013,42 @@ def relay(db: Database, clock: Clock, plugins: Plugins, owner: str, limit: int =
     return result
 
 
-def recover_stuck_steps(db: Database, now: datetime, lease_seconds: float) -> int:
+def recover_stuck_steps(db: Database, now: datetime, lease_seconds: float,
+                        resendable: Callable[[str], bool] | None = None) -> int:
     """Mail steps left ``sending`` by a worker that died become ``unknown`` (never resent),
     so the merchant sees them; returns how many. A step whose row is still under a live
     lease is being sent by a live worker (its heartbeat renews the lease): left alone,
-    however long the send takes."""
+    however long the send takes. ``resendable(shop_id)``: the shop's mail provider
+    delivers an idempotency key once, so the next delivery simply sends the step again
+    (:meth:`_Job.send_once`): its steps are left for it."""
     cutoff = now - timedelta(seconds=lease_seconds)
     leased = select(OutboxItem.id).where(OutboxItem.status == PENDING,
                                          OutboxItem.locked_until > now)
     with db.write() as session:
-        result = session.execute(
-            update(OutboxStep)
+        stuck = session.execute(
+            select(OutboxStep.outbox_id, OutboxStep.step, OutboxItem.shop_id)
+            .join(OutboxItem, OutboxItem.id == OutboxStep.outbox_id)
             .where(OutboxStep.status == SENDING, OutboxStep.updated_at < cutoff,
-                   OutboxStep.outbox_id.notin_(leased))
-            .values(status=UNKNOWN, updated_at=now,
-                    detail="the worker stopped while sending; the message may not have "
-                           "arrived")
-            .execution_options(synchronize_session=False))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+                   OutboxStep.outbox_id.notin_(leased))).all()
+        if not stuck:
+            return 0
+        verdict: dict[str, bool] = {}
+        closed = 0
+        for item_id, step, shop_id in stuck:
+            if resendable is not None and shop_id not in verdict:
+                verdict[shop_id] = resendable(shop_id)
+            if verdict.get(shop_id, False):
+                continue
+            result = session.execute(
+                update(OutboxStep)
+                .where(OutboxStep.outbox_id == item_id, OutboxStep.step == step,
+                       OutboxStep.status == SENDING)
+                .values(status=UNKNOWN, updated_at=now,
+                        detail="the worker stopped while sending; the message may not "
+                               "have arrived")
+                .execution_options(synchronize_session=False))
+            closed += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return closed
 
 
 # --------------------------------------------------------------------------- merchant view

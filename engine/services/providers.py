@@ -218,6 +218,11 @@ class Mailer:
     def __init__(self, plugins: Plugins, shop: ShopRef, provider: MailProvider) -> None:
         self._plugins, self.shop, self.provider = plugins, shop, provider
 
+    @property
+    def idempotent(self) -> bool:
+        """Whether the provider delivers one idempotency key at most once."""
+        return bool(self.provider.idempotent)
+
     def send(self, message: MailMessage) -> str:
         extra: dict[str, str] = {}
         for headers in reversed(self._plugins.pm.hook.consultbook_mail_headers(

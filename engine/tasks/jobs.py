@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -122,17 +122,30 @@ class Runtime:
 # --------------------------------------------------------------------------- jobs
 
 
+def _resendable(deps: Deps) -> Callable[[str], bool]:
+    """Whether a shop's mail provider delivers an idempotency key once (a send that
+    died half-way is then sent again, not marked in doubt)."""
+    def check(shop_id: str) -> bool:
+        try:
+            return deps.plugins.mailer_for(shop_id).idempotent
+        except Exception:  # no provider to be had: the safe answer (in doubt)
+            return False
+    return check
+
+
 def relay_outbox(deps: Deps, owner: str, limit: int = 100, lane: str | None = None
                  ) -> outbox.RelayResult:
     """Deliver every due outbox row in this process (embedded mode, CLI); ``lane``
     (``outbox.CUSTOMER`` / ``outbox.SHOPIFY``) limits it to one lane."""
-    outbox.recover_stuck_steps(deps.db, deps.clock.now(), deps.config.outbox_lease_seconds)
+    outbox.recover_stuck_steps(deps.db, deps.clock.now(), deps.config.outbox_lease_seconds,
+                               _resendable(deps))
     return outbox.relay(deps.db, deps.clock, deps.plugins, owner, limit, lane)
 
 
 def due_outbox(deps: Deps, limit: int = 200, lane: str | None = None) -> list[int]:
     """Outbox rows to hand to delivery tasks (Celery's dispatcher), in that lane."""
-    outbox.recover_stuck_steps(deps.db, deps.clock.now(), deps.config.outbox_lease_seconds)
+    outbox.recover_stuck_steps(deps.db, deps.clock.now(), deps.config.outbox_lease_seconds,
+                               _resendable(deps))
     return outbox.due_ids(deps.db, deps.clock.now(), limit, lane)
 
 

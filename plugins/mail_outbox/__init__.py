@@ -27,6 +27,7 @@ class OutboxMailer(MailProvider):
 
     name = "outbox"
     label = "Outbox folder (no mail is sent)"
+    idempotent = True  # a key always lands in the same file
 
     @property
     def directory(self) -> Path:

@@ -214,7 +214,7 @@ class Deployment:
         log = open(self.tmp / f"{name}.log", "ab")
         proc = subprocess.Popen([shutil.which("consultbook") or "consultbook", *args],
                                 env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, cwd=self.tmp)  # beat's schedule file
         log.close()
         self.procs[name] = proc
         return proc

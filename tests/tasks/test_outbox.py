@@ -3,12 +3,15 @@ each step once, retries with backoff, permanent failures shown to the merchant."
 
 from __future__ import annotations
 
+import email
+import email.policy
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import icalendar
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from engine.bootstrap import Context, bootstrap
 from engine.clock import FixedClock
@@ -16,6 +19,7 @@ from engine.providers import ProviderRejected, ProviderUnavailable
 from engine.services import outbox
 from engine.services.shops import ShopRef
 from engine.store.models import OutboxItem, OutboxStep
+from engine.store.providers_models import SentMessage
 from engine.tasks import jobs
 from engine.tasks.jobs import Deps
 from plugins.calendar_local.models import LocalCalendarEvent
@@ -29,6 +33,10 @@ from tests.tasks.helpers import (
     eml_files,
     set_providers,
 )
+
+
+def eml_of(path: Path) -> Any:
+    return email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
 
 
 def items(ctx: Context) -> list[OutboxItem]:
@@ -265,3 +273,54 @@ def test_after_commit_kicks_the_worker(db_url: str) -> None:
     assert callable(with_broker.after_commit)
     with_broker.after_commit()  # an unreachable broker is logged, never raised
     with_broker.db.dispose()
+
+
+def test_a_send_that_died_half_way_is_sent_exactly_once_through_the_outbox_folder(
+        ctx: Context, deps: Deps, admin: Admin, store: Storefront, clock: FixedClock,
+        outbox_dir: Path) -> None:
+    """The outbox folder delivers one idempotency key once (MailProvider.idempotent): a
+    step a dead worker left ``sending`` is sent again by the next delivery -- whether or
+    not the dead worker's file was written, exactly one message results. (SMTP and other
+    providers: in doubt, never resent -- the test above.)"""
+    book(admin, store)
+    (item,) = items(ctx)
+    now = clock.now()
+    # The dead worker got as far as writing the file, then died before recording it.
+    deps_first = jobs.relay_outbox(deps, "first")
+    assert [o.status for o in deps_first.outcomes] == ["done"]
+    sent = len(eml_files(outbox_dir))
+    with ctx.db.write() as session:
+        step = session.get(OutboxStep, (item.id, "customer_mail"))
+        assert step is not None and step.status == "done"
+        step.status, step.updated_at = "sending", now
+        row = session.get(OutboxItem, item.id)
+        assert row is not None
+        row.status, row.done_at = "pending", None
+    clock.advance(ctx.config.outbox_lease_seconds + 1)
+    # The sweeping recovery leaves it for the delivery (the provider is idempotent)...
+    assert outbox.recover_stuck_steps(ctx.db, clock.now(), ctx.config.outbox_lease_seconds,
+                                      lambda shop: True) == 0
+    assert [o.status for o in relay(deps).outcomes] == ["done"]
+    # ...which asks the folder again: the same key, the same file, no second message.
+    assert len(eml_files(outbox_dir)) == sent
+    with ctx.db.read() as session:
+        step = session.get(OutboxStep, (item.id, "customer_mail"))
+        assert step is not None and step.status == "done"
+    # And a send that died before writing anything is written now, once.
+    with ctx.db.write() as session:
+        step = session.get(OutboxStep, (item.id, "customer_mail"))
+        assert step is not None
+        step.status, step.updated_at = "sending", clock.now()
+        row = session.get(OutboxItem, item.id)
+        assert row is not None
+        row.status, row.done_at = "pending", None
+        # (the dead worker never got an answer from the folder, so nothing was recorded)
+        session.execute(delete(SentMessage))
+    for path in outbox_dir.glob("*.eml"):
+        if str(eml_of(path)["To"]) == "jon@example.com":
+            path.unlink()
+    assert len(eml_files(outbox_dir)) == sent - 1
+    clock.advance(ctx.config.outbox_lease_seconds + 1)
+    assert [o.status for o in relay(deps).outcomes] == ["done"]
+    assert len(eml_files(outbox_dir)) == sent
+    assert sum(str(m["To"]) == "jon@example.com" for m in eml_files(outbox_dir)) == 1

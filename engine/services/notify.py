@@ -32,7 +32,7 @@ from engine.domain.customer_time import customer_and_shop_time, local_time
 from engine.domain.ics import Invitation, Party, render
 from engine.domain.mail import clean_name, clean_text, safe_url, valid_address
 from engine.providers.types import BookingDetails, MailMessage
-from engine.services import questions
+from engine.services import manage_links, questions
 from engine.store.models import Claim, Expert, Service, Shop, ShopSettings
 
 if TYPE_CHECKING:
@@ -465,23 +465,17 @@ def customer_reminder(view: BookingView, *, offset_minutes: int, now: datetime,
 
 def manage_url(db: Database, config: Config, booking_id: str) -> str | None:
     """The customer's manage link for the booking (``https://{shop}{proxy prefix}/manage
-    ?booking=ID&token=T``), from :func:`engine.services.manage.link_for` -- the one
-    place that knows the token -- or ``None`` when there is none (a redacted booking,
-    or a build without customer self-service). Never raises: a mail goes out without the
+    ?booking=ID&token=T``), from :func:`engine.services.manage_links.link_for` -- the one
+    place that knows the token -- or ``None`` when there is none (a redacted booking).
+    Never raises: a mail goes out without the
     link rather than not at all."""
     try:
-        from engine.services import manage
-    except ImportError:
-        return None
-    link_for = getattr(manage, "link_for", None)
-    if link_for is None:
-        return None
-    try:
-        with db.write() as session:
+        # Only the claim's token hash is written: the read cache stays valid.
+        with db.write(keep_cache=True) as session:
             claim = session.get(Claim, booking_id)
             if claim is None:
                 return None
-            link = link_for(session, config, claim)
+            link = manage_links.link_for(session, config, claim)
     except Exception:
         log.exception("booking %s: no manage link could be made", booking_id)
         return None

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import falcon.testing
 
 from engine.bootstrap import Context
-from engine.services import manage
+from engine.services import manage_links
 from engine.store.models import Claim
 from tests.conftest import Admin, Storefront, order_payload, proxy_query
 
@@ -43,7 +43,7 @@ def claim_of(ctx: Context, booking_id: str) -> Claim:
 
 def link(ctx: Context, booking_id: str) -> str | None:
     """The manage link, as the worker makes it for the confirmation mail."""
-    return manage.link_for(ctx.db, ctx.config, claim_of(ctx, booking_id))
+    return manage_links.link_for(ctx.db, ctx.config, claim_of(ctx, booking_id))
 
 
 def token(ctx: Context, booking_id: str) -> str:

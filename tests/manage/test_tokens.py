@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from engine.bootstrap import Context
-from engine.services import manage
+from engine.services import manage, manage_links
 from engine.services.shops import ShopRef
 from tests.conftest import Admin, Storefront, make_catalog
 from tests.manage.helpers import WED_9, WED_10, Customer, book, claim_of, link, token
@@ -116,13 +116,13 @@ def test_the_comparison_is_constant_time(admin: Admin, store: Storefront, ctx: C
     bid = book(store, cat, WED_9, order_id=1001)
     tok = token(ctx, bid)
     calls: list[tuple[Any, Any]] = []
-    real = manage.hmac.compare_digest
+    real = manage_links.hmac.compare_digest
 
     def spy(a: Any, b: Any) -> bool:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(manage.hmac, "compare_digest", spy)
+    monkeypatch.setattr(manage_links.hmac, "compare_digest", spy)
     for tried in (tok, "wrong", None):
         calls.clear()
         customer.get(bid, tried)
@@ -141,5 +141,5 @@ def test_links_survive_a_key_rotation(admin: Admin, store: Storefront, ctx: Cont
     before = link(ctx, bid)
     rotated = replace(ctx.config, encryption_keys=(generate_key(),
                                                    *ctx.config.encryption_keys))
-    assert manage.link_for(ctx.db, rotated, claim_of(ctx, bid)) == before
+    assert manage_links.link_for(ctx.db, rotated, claim_of(ctx, bid)) == before
     assert customer.get(bid, token(ctx, bid)).status_code == 200

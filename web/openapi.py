@@ -361,7 +361,7 @@ def _schemas(ctx: Context | None) -> dict[str, Any]:
         "required": ["id", "service", "service_title", "expert", "expert_name", "start",
                      "end", "status", "order_id", "line_item_id", "customer",
                      "customer_timezone", "seats", "answers", "amount", "currency",
-                     "meeting_url", "delivery"],
+                     "meeting_url", "cancelled_by", "reschedules", "delivery"],
         "properties": {
             "id": {"type": "string"}, "service": {"type": "string"},
             "service_title": nstr, "expert": {"type": "string"}, "expert_name": nstr,
@@ -376,7 +376,14 @@ def _schemas(ctx: Context | None) -> dict[str, Any]:
                         "description": "intake answers by question id ({} when none)"},
             "amount": {"anyOf": [_ref("Decimal"), {"type": "null"}],
                        "description": "what the line paid for these seats"},
-            "currency": nstr, "meeting_url": nstr, "delivery": delivery,
+            "currency": nstr, "meeting_url": nstr,
+            "cancelled_by": {"anyOf": [{"type": "null"}, {
+                "type": "string", "enum": ["merchant", "customer", "order"]}],
+                "description": "who cancelled: the shop, the customer (manage link) or "
+                               "the order (orders/cancelled); null while not cancelled"},
+            "reschedules": {"type": "integer", "minimum": 0,
+                            "description": "times the customer moved it"},
+            "delivery": delivery,
         },
     }
     refund_outcome = {"anyOf": [{"type": "null"}, {

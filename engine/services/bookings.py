@@ -23,6 +23,7 @@ from engine.services.outbox import delivery_status, delivery_statuses
 from engine.store import Database
 from engine.store.models import (
     BOOKING_STATUSES,
+    CANCELLED,
     CONFIRMED,
     REFUND_CANCEL,
     Claim,
@@ -68,6 +69,8 @@ def render_booking(session: Session, c: Claim, delivery: Any = _UNSET) -> dict[s
         # The intake answers kept from the hold, {question id: text} ({} when none or
         # erased by customers/redact); labels come from the service's questions.
         "answers": dict(c.answers or {}),
+        "cancelled_by": c.cancelled_by if c.status == CANCELLED else None,
+        "reschedules": int(c.reschedules or 0),
         # The seats this booking took (its line's units, at most the hold's seats).
         "seats": c.line_quantity or 1,
         # What its line paid for those seats (None for a booking older than the price

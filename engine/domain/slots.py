@@ -55,6 +55,7 @@ __all__ = [
     "ExpertCalendar",
     "Instant",
     "Overrides",
+    "SeatedSlot",
     "ServiceRules",
     "Slot",
     "Weekly",
@@ -157,15 +158,27 @@ class ExpertCalendar:
 class Slot:
     """A bookable start of one expert: ``end = start + duration`` (buffers not included).
 
-    ``seats_left``: the seats a hold may still take there (the service's ``seats`` for a
-    new session, what its session has left for a join; 1 for a one-to-one service).
-    Ordering is by ``(start, expert_id, end, seats_left)``.
+    Ordering is by ``(start, expert_id, end)``. A one-to-one slot has one seat left; a
+    slot of a service with seats is a :class:`SeatedSlot`. (Two classes rather than one
+    more field: the one-to-one engine makes thousands of these per request, and every
+    field costs.)
     """
 
     start: Instant
     expert_id: str
     end: Instant
-    seats_left: int = 1
+
+    @property
+    def seats_left(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SeatedSlot(Slot):
+    """A slot of a service with seats: ``seats_left`` is what a hold may still take there
+    (the service's ``seats`` for a new session, what its session has left for a join)."""
+
+    seats_left: int  # a field where Slot has a constant
 
 
 def claimed_range(start: Instant, rules: ServiceRules) -> tuple[Instant, Instant]:
@@ -489,10 +502,13 @@ def expert_slots(cal: ExpertCalendar, rules: ServiceRules, *, now: Instant,
     eid = cal.expert_id
     dur = rules.duration * 60
     if cal.sessions or cal.closed:
-        return [Slot(s, eid, s + dur, left) for s, left in _seated(starts, cal, rules)]
+        return [SeatedSlot(s, eid, s + dur, left) if rules.seats > 1 else Slot(s, eid, s + dur)
+                for s, left in _seated(starts, cal, rules)]
     starts = _free(starts, cal.busy, rules)
-    seats = rules.seats
-    return [Slot(s, eid, s + dur, seats) for s in starts]
+    if rules.seats > 1:
+        seats = rules.seats
+        return [SeatedSlot(s, eid, s + dur, seats) for s in starts]
+    return [Slot(s, eid, s + dur) for s in starts]
 
 
 def merged_slots(cals: Sequence[ExpertCalendar], rules: ServiceRules, *, now: Instant,

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from engine.domain.capacity import periods_at
 from engine.domain.slots import (
     ExpertCalendar,
+    SeatedSlot,
     ServiceRules,
     Slot,
     claimed_range,
@@ -97,7 +98,7 @@ def test_sessions_of_a_one_seat_service_and_merged_slots() -> None:
     a = ExpertCalendar("a", BERLIN, WEEKDAYS, sessions={ten: 1}, closed={"2026-12-01"})
     b = ExpertCalendar("b", BERLIN, WEEKDAYS)
     got = merged_slots([b, a], RULES, now=NOW, range_start=TUE_0, range_end=TUE_0 + 86400)
-    assert [s for s in got if s.expert_id == "a"] == [Slot(ten, "a", ten + 3600, 1)]
+    assert [s for s in got if s.expert_id == "a"] == [SeatedSlot(ten, "a", ten + 3600, 1)]
     assert len(got) == 9
 
 
@@ -172,6 +173,11 @@ def test_offered_is_exactly_free_new_sessions_and_open_joins(
     grid = [s.start for s in expert_slots(ExpertCalendar(cal.expert_id, cal.tz, cal.weekly),
                                           rules, now=now, range_start=lo, range_end=hi)]
     ranges = {t: claimed_range(t, rules) for t in cal.sessions}
+
+    def slot(s: int, left: int) -> Slot:
+        end = s + rules.duration * 60
+        return SeatedSlot(s, "e", end, left) if rules.seats > 1 else Slot(s, "e", end)
+
     expected = []
     for s in grid:
         mine = claimed_range(s, rules)
@@ -182,13 +188,14 @@ def test_offered_is_exactly_free_new_sessions_and_open_joins(
             continue
         if s in cal.sessions:
             if cal.sessions[s] > 0:
-                expected.append(Slot(s, "e", s + rules.duration * 60, cal.sessions[s]))
+                expected.append(slot(s, cal.sessions[s]))
             continue
         p = periods_at(s, cal.tz)
         if {p.day, p.week, p.month} & set(cal.closed):
             continue
-        expected.append(Slot(s, "e", s + rules.duration * 60, rules.seats))
+        expected.append(slot(s, rules.seats))
     assert got == expected
+    assert [s.seats_left for s in got] == [s.seats_left for s in expected]
     # No sessions and no limits: the engine of one-to-one services, unchanged.
     plain = replace(cal, sessions={}, closed=frozenset())
     assert [s.start for s in expert_slots(plain, rules, now=now, range_start=lo,

@@ -971,7 +971,7 @@
     valid(email, err);
     // The waiting list counts in the shop's dates: the shop's date at the customer's noon.
     var noon = utcNoon(date), shopDate = todayIn(this.shopTz, new Date(noon - offsetOf(this.tz, noon).minutes * 60000));
-    this.post("/waitlist", { service: this.service, date: shopDate, email: v, expert: this.expert || "any" }).then(function (res) {
+    this.post("/waitlist", { service: this.service, date: shopDate, email: v, expert: this.expert || "any", tz: this.tz || undefined }).then(function (res) {
       if (res.status === 201) {
         var done = t("wait_done", { date: self.dayLabel(date, true) });
         self.waitBox.textContent = "";

@@ -241,9 +241,13 @@ class Deployment:
         raise RuntimeError("serve did not come up: " + self.log("serve")[-3000:])
 
     def worker(self) -> subprocess.Popen[bytes]:
+        """Start ``consultbook worker`` and wait until it is ready. The log is appended
+        to across restarts: only a "ready." written after this start counts."""
+        log = self.tmp / "worker.log"
+        seen = log.stat().st_size if log.exists() else 0
         proc = self.start("worker", "worker", "--concurrency", "2")
         deadline = time.monotonic() + 60
-        while b"ready." not in (self.tmp / "worker.log").read_bytes():
+        while b"ready." not in log.read_bytes()[seen:]:
             assert proc.poll() is None and time.monotonic() < deadline, self.log("worker")
             time.sleep(0.1)
         return proc

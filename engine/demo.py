@@ -33,7 +33,13 @@ DEMO_PRODUCTS: dict[str, dict[str, str]] = {
                             "price": "49.00"},
     "Deep-dive session (60 min)": {"product_id": "7100000000002",
                                    "variant_id": "4100000000002", "price": "120.00"},
+    "Group workshop (90 min)": {"product_id": "7100000000003",
+                                "variant_id": "4100000000003", "price": "35.00"},
 }
+# The workshop shows capacity: six seats a session, two sessions a day at most, two
+# intake questions. Its own expert, so the one-to-one services' times are untouched.
+WORKSHOP = "Group workshop (90 min)"
+WORKSHOP_EXPERT = "Lena Okafor"
 DEFAULT_PRICE = "75.00"
 
 
@@ -67,7 +73,8 @@ class DemoShop:
 
 
 def seed(ctx: Context) -> DemoShop:
-    """Install the demo shop with two services and two experts in different zones."""
+    """Install the demo shop: two one-to-one services with two experts in different
+    zones, and a seated, limited workshop with intake questions and its own expert."""
     shop = shops.install_shop(ctx.db, ctx.clock, ctx.keyring, DEMO_SHOP, DEMO_TZ,
                               access_token=DEMO_ACCESS_TOKEN)
     with ctx.db.read() as session:
@@ -81,6 +88,13 @@ def seed(ctx: Context) -> DemoShop:
          "max_days_ahead": 60},
         {"title": "Deep-dive session (60 min)", "duration_minutes": 60, "interval_minutes": 30,
          "buffer_after_minutes": 15, "min_notice_minutes": 240, "max_days_ahead": 90},
+        {"title": WORKSHOP, "duration_minutes": 90, "min_notice_minutes": 120,
+         "max_days_ahead": 60, "seats": 6, "limits": {"day": 2},
+         "questions": [
+             {"id": "goal", "label": "What would you like to get out of it?",
+              "type": "textarea", "required": True},
+             {"id": "level", "label": "Your experience", "type": "choice",
+              "required": False, "choices": ["Beginner", "Some", "Expert"]}]},
     ):
         title = str(doc["title"])
         product = DEMO_PRODUCTS[title]
@@ -92,15 +106,17 @@ def seed(ctx: Context) -> DemoShop:
             # A demo database from before the storefront existed: link it to its product.
             catalog.update_service(ctx.db, shop.id, services[title], ids, "update")
     experts = dict(have_experts)
-    for name, email, tz, hours in (
-        ("Anna Berger", "anna@example.com", "Europe/Berlin", WEEKDAYS_9_TO_5),
+    one_to_one = [sid for title, sid in services.items() if title != WORKSHOP]
+    for name, email, tz, hours, offers in (
+        ("Anna Berger", "anna@example.com", "Europe/Berlin", WEEKDAYS_9_TO_5, one_to_one),
         ("Maya Thompson", "maya@example.com", "America/New_York",
-         {**WEEKDAYS_9_TO_5, "sat": [["10:00", "14:00"]]}),
+         {**WEEKDAYS_9_TO_5, "sat": [["10:00", "14:00"]]}, one_to_one),
+        (WORKSHOP_EXPERT, "lena@example.com", "Europe/Berlin", WEEKDAYS_9_TO_5,
+         [services[WORKSHOP]]),
     ):
         if name not in experts:
             expert = catalog.create_expert(ctx.db, ctx.clock, shop.id, {
-                "name": name, "email": email, "timezone": tz,
-                "services": list(services.values())})
+                "name": name, "email": email, "timezone": tz, "services": offers})
             experts[name] = expert["id"]
             schedules.put_schedule(ctx.db, shop.id, expert["id"], {"weekly": hours})
     return DemoShop(shop, services, experts)

@@ -227,7 +227,7 @@ def test_demo_admin_uses_the_local_app_bridge(demo_client: falcon.testing.TestCl
     assert claims.shop == DEMO_SHOP
     r = demo_client.simulate_get("/admin/api/services",
                                  headers={"Authorization": f"Bearer {token}"})
-    assert len(r.json["services"]) == 2
+    assert len(r.json["services"]) == 3  # two one-to-one services and the workshop
 
 
 def test_demo_app_proxy_signs_for_the_demo_shop_only(demo_client: falcon.testing.TestClient,

@@ -490,6 +490,11 @@ class ProductPage:
         _page(resp, product["title"], content, cart=len(read_cart(req)))
 
 
+# The demo theme's page title for each storefront page the App Proxy serves.
+_PAGE_TITLES = {"book": "Book a consultation", "manage": "Your booking",
+                "my-bookings": "Your bookings"}
+
+
 class AppProxy:
     """Shopify's App Proxy: ``/demo/store/apps/consult/<path>`` → ``/proxy/<path>``, signed."""
 
@@ -523,7 +528,8 @@ class AppProxy:
         content_type = out_headers.get("content-type", "")
         if content_type.startswith("application/liquid"):
             # Shopify renders Liquid inside the theme; the demo theme is a plain layout.
-            return _page(resp, "Book a consultation", data.decode("utf-8"),
+            return _page(resp, _PAGE_TITLES.get(path.split("/")[0], "Book a consultation"),
+                         data.decode("utf-8"),
                          cart=len(read_cart(req)), status=falcon.code_to_http_status(status))
         resp.status = falcon.code_to_http_status(status)
         if content_type:

@@ -714,16 +714,18 @@ class FreeBusy:
             return
         at = datetime.fromtimestamp(now, UTC)
         try:
+            insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
             with db.write(keep_cache=True) as session:  # health is not read-cached
                 for eid, (state, reason, success) in changed.items():
-                    row = session.get(FreeBusyHealth, eid)
-                    if row is None:
-                        row = FreeBusyHealth(expert_id=eid, shop_id=shop_id)
-                        session.add(row)
-                    row.provider, row.status, row.reason = provider, state, reason
+                    # An upsert: two web workers may record one expert's health at once.
+                    values: dict[str, Any] = {"provider": provider, "status": state,
+                                              "reason": reason, "updated_at": at}
                     if success is not None:
-                        row.last_success_at = datetime.fromtimestamp(success, UTC)
-                    row.updated_at = at
+                        values["last_success_at"] = datetime.fromtimestamp(success, UTC)
+                    stmt = insert(FreeBusyHealth).values(expert_id=eid, shop_id=shop_id,
+                                                         **values)
+                    session.execute(stmt.on_conflict_do_update(
+                        index_elements=["expert_id"], set_=values))
             for eid, (state, reason, _success) in changed.items():
                 memo[eid] = ((state, reason, provider), now)
         except Exception:  # health is advisory: never fail availability over it

@@ -218,3 +218,41 @@ class TestRedisCache:
                                        int(TUESDAY_9_BERLIN.timestamp()) + 3600)]
         assert len(google.calls("POST", "/freeBusy$")) == 1
         assert "2026-12-01T08:00:00Z" not in first
+
+
+def test_two_workers_recording_one_experts_health_at_once_both_succeed(
+        ctx: Context, shop: ShopRef, admin: Admin, caplog: pytest.LogCaptureFixture) -> None:
+    """Two web workers (here: two FreeBusy instances, each with its own memo) find no
+    health row and record it at the same moment: an upsert, not an insert that loses
+    with a unique violation (which used to log a traceback per request under load)."""
+    import threading
+
+    from engine.services.freebusy import FreeBusy
+    from engine.store.providers_models import FreeBusyHealth
+
+    cat = make_catalog(admin)
+    source = ctx.busy_source
+    assert isinstance(source, FreeBusy)
+    workers = [FreeBusy(ctx.plugins) for _ in range(6)]
+    gate = threading.Barrier(len(workers))
+    errors: list[BaseException] = []
+
+    def record(fb: FreeBusy, state: str) -> None:
+        gate.wait()
+        try:
+            fb._record(shop.id, "google", {cat["expert"]: (state, "why", None)}, 1.0)
+        except BaseException as exc:  # pragma: no cover - the failure being tested
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record, args=(fb, "hidden" if i % 2 else "stale"))
+               for i, fb in enumerate(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    # (_record swallows a failure -- health is advisory -- and logs it: none may be.)
+    assert not [r for r in caplog.records if "could not record" in r.getMessage()]
+    with ctx.db.read() as session:
+        (row,) = session.query(FreeBusyHealth).all()
+    assert row.status in ("hidden", "stale") and row.provider == "google"

@@ -37,7 +37,9 @@ Create Date: 2027-01-20
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -177,7 +179,7 @@ def period_keys(start: datetime, tz: ZoneInfo) -> tuple[str, str, str]:
     return (local.strftime("%Y-%m-%d"), f"{year:04d}-W{week:02d}", local.strftime("%Y-%m"))
 
 
-_COLUMNS = [
+_COLUMNS: list[tuple[str, Callable[[], sa.Column[Any]]]] = [
     ("services", lambda: sa.Column("seats", sa.Integer(), nullable=False, server_default="1")),
     ("services", lambda: sa.Column("limits", sa.JSON(), nullable=True)),
     ("services", lambda: sa.Column("assignment", sa.String(16), nullable=False,
@@ -214,8 +216,8 @@ def upgrade() -> None:
 
     # --- catalog, settings (plain ADD COLUMN: a batch copy of a parent table would
     # cascade its deletes on SQLite) ---
-    for table, column in _COLUMNS:
-        op.add_column(table, column())
+    for table, make in _COLUMNS:
+        op.add_column(table, make())
 
     # --- claims ---
     op.add_column("claims", sa.Column("session_key", sa.String(96), nullable=False,
@@ -391,5 +393,5 @@ def downgrade() -> None:
         op.execute(OLD_SQLITE_OVERLAP.format(
             event="update", event_sql="UPDATE OF status, claim_start, claim_end, expert_id",
             live=LIVE))
-    for table, column in reversed(_COLUMNS):
-        op.drop_column(table, column().name)
+    for table, make in reversed(_COLUMNS):
+        op.drop_column(table, make().name)

@@ -26,6 +26,7 @@ from web import (
     openapi,
     pages,
     proxy,
+    stats,
     waitlist,
     webhooks,
 )
@@ -78,6 +79,7 @@ def create_app(ctx: Context) -> falcon.App:
     manage.register(app, ctx)
     waitlist.register(app, ctx)
     admin.register(app, ctx)
+    stats.register(app, ctx)
     pages.register(app, ctx)
     webhooks.register(app, ctx)
     register_install(app, ctx)

@@ -597,6 +597,48 @@ def _responses() -> dict[str, Any]:
     return out
 
 
+def _stats_schema() -> dict[str, Any]:
+    """``GET /admin/api/stats`` (engine.services.stats)."""
+    count = {"type": "integer", "minimum": 0}
+    day = {"type": "string", "pattern": DATE}
+    nstr = {"type": ["string", "null"]}
+    week = {"type": "object", "required": ["week", "start", "bookings", "revenue",
+                                           "cancelled"],
+            "properties": {"week": {"type": "string", "pattern": "^[0-9]{4}-W[0-9]{2}$"},
+                           "start": day, "bookings": count, "cancelled": count,
+                           "revenue": {"type": "object",
+                                       "description": "currency -> amount",
+                                       "additionalProperties": _ref("Decimal")}}}
+    expert = {"type": "object", "required": ["id", "name", "booked_minutes",
+                                             "offered_minutes", "fill_rate"],
+              "properties": {"id": {"type": "string"}, "name": {"type": "string"},
+                             "booked_minutes": count, "offered_minutes": count,
+                             "fill_rate": {"type": ["number", "null"], "minimum": 0}}}
+    today = {"type": "object",
+             "required": ["id", "start", "end", "status", "service_title", "expert_name",
+                          "customer_name", "seats"],
+             "properties": {"id": {"type": "string"},
+                            "start": {"type": "string", "pattern": ISO_INSTANT},
+                            "end": {"type": "string", "pattern": ISO_INSTANT},
+                            "status": {"type": "string", "enum": ["pending", "confirmed"]},
+                            "service_title": nstr, "expert_name": nstr,
+                            "customer_name": nstr, "seats": {"type": "integer",
+                                                             "minimum": 1}}}
+    return {"type": "object",
+            "required": ["timezone", "from", "to", "weeks", "experts", "refunds_waiting",
+                         "refunds", "cancellations", "today"],
+            "properties": {
+                "timezone": {"type": "string"}, "from": day, "to": day,
+                "weeks": {"type": "array", "items": week, "maxItems": 53},
+                "experts": {"type": "array", "items": expert},
+                "refunds_waiting": count,
+                "refunds": {"type": "object", "required": ["queued", "failed", "by_hand"],
+                            "properties": {"queued": count, "failed": count,
+                                           "by_hand": count}},
+                "cancellations": count,
+                "today": {"type": "array", "items": today}}}
+
+
 # --------------------------------------------------------------------------- paths
 
 
@@ -960,6 +1002,28 @@ def _core_paths() -> dict[str, dict[str, Any]]:
                                          "properties": {"refunds": {
                                              "type": "array", "items": _ref("Refund")}}}),
                    **errors(*ADMIN_ERRORS)})}
+    paths["/admin/api/stats"] = {"get": op(
+        "The home page's numbers: bookings, revenue and cancellations per week, fill "
+        "rate per expert, refunds waiting, today's bookings", tags=admin_tag,
+        security=ADMIN, operation_id="homeStats",
+        parameters=[q("from", {"type": "string", "pattern": DATE},
+                      description="first date (shop timezone), widened to its ISO "
+                                  "week's Monday; default: seven weeks before this one"),
+                    q("to", {"type": "string", "pattern": DATE},
+                      description="last date, inclusive, widened to its week's Sunday; "
+                                  "default: the end of next week; at most 53 weeks "
+                                  "after from's week")],
+        description="A booking counts in the ISO week (shop timezone) its start lies "
+                    "in. bookings: pending and confirmed; revenue: confirmed only, line "
+                    "price x units per currency; cancelled: cancelled ones. Fill rate: "
+                    "booked meeting minutes (a seated session once) over the working "
+                    "minutes of the expert's hours in the period; null when none. "
+                    "refunds_waiting = refunds.queued (auto-refund not done yet) + "
+                    "refunds.failed (auto-refund failed), whenever logged, + "
+                    "refunds.by_hand (auto-refund off: logged in the period, for the "
+                    "merchant to refund in Shopify). today: live bookings starting on "
+                    "the shop's current date.",
+        responses={"200": ok("the numbers", _stats_schema()), **errors(*ADMIN_ERRORS)})}
     paths["/admin/api/export"] = {"get": op(
         "Bookings as CSV or iCalendar", tags=admin_tag, security=ADMIN,
         parameters=[q("format", {"type": "string", "enum": ["csv", "ics"],
@@ -1014,6 +1078,105 @@ def _core_paths() -> dict[str, dict[str, Any]]:
                   body=_json(_ref("FormValues")),
                   responses={"200": ok("settings", _ref("ProviderSettings")),
                              **errors(*ADMIN_BODY_ERRORS, 422)})}
+    return add_links(paths)
+
+
+# --------------------------------------------------------------------------- links
+
+
+def operation_ref(path: str, method: str) -> str:
+    """An ``operationRef`` to one of this document's operations: a JSON pointer, with
+    ``~`` and ``/`` of the path escaped as RFC 6901 says (``~0``, ``~1``)."""
+    return "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method
+
+
+def link(path: str, method: str, description: str, **parameters: str) -> dict[str, Any]:
+    """An OpenAPI link to ``method path``, its parameters runtime expressions."""
+    return {"operationRef": operation_ref(path, method), "description": description,
+            "parameters": parameters}
+
+
+def _links() -> dict[tuple[str, str, str], dict[str, dict[str, Any]]]:
+    """(path, method, status) of a response -> the links its answer leads to: the ids a
+    client reads off one answer and uses in its next request (a created service's id, a
+    hold's id...). Schemathesis follows them in tests/test_schemathesis_stateful.py."""
+    out: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    for name in ("services", "experts"):
+        one = f"/admin/api/{name}/{{item_id}}"
+        created, read = "$response.body#/id", "$request.path.item_id"
+
+        def item_links(value: str, name: str = name, one: str = one) -> dict[str, Any]:
+            found = {"Get": link(one, "get", f"the {name[:-1]}", item_id=value),
+                     "Change": link(one, "patch", f"change the {name[:-1]}", item_id=value),
+                     "Replace": link(one, "put", f"replace the {name[:-1]}", item_id=value),
+                     "Delete": link(one, "delete", f"delete the {name[:-1]}",
+                                    item_id=value)}
+            if name == "experts":
+                schedule = f"{one}/schedule"
+                found["GetSchedule"] = link(schedule, "get", "the expert's hours",
+                                            item_id=value)
+                found["ReplaceSchedule"] = link(schedule, "put", "set the expert's hours",
+                                                item_id=value)
+            return found
+
+        out[(f"/admin/api/{name}", "post", "201")] = item_links(created)
+        out[(f"/admin/api/{name}", "get", "200")] = {
+            "GetFirst": link(one, "get", f"the first {name[:-1]} listed",
+                             item_id=f"$response.body#/{name}/0/id")}
+        out[(one, "get", "200")] = {k: v for k, v in item_links(read).items()
+                                    if k != "Get"}
+        out[(one, "patch", "200")] = {"Get": link(one, "get", "read it back", item_id=read)}
+        out[(one, "put", "200")] = {"Get": link(one, "get", "read it back", item_id=read)}
+        out[(one, "delete", "204")] = {
+            "Get": link(one, "get", "gone: 404", item_id=read),
+            "DeleteAgain": link(one, "delete", "gone: 404", item_id=read)}
+    schedule = "/admin/api/experts/{item_id}/schedule"
+    out[(schedule, "put", "200")] = {
+        "Get": link(schedule, "get", "read the hours back", item_id="$request.path.item_id"),
+        "Expert": link("/admin/api/experts/{item_id}", "get", "the expert",
+                       item_id="$request.path.item_id")}
+    booking = "/admin/api/bookings/{item_id}"
+
+    def booking_links(value: str) -> dict[str, Any]:
+        return {"Get": link(booking, "get", "the booking", item_id=value),
+                "Cancel": link(f"{booking}/cancel", "post", "cancel it", item_id=value),
+                "Reschedule": link(f"{booking}/reschedule", "post", "move it",
+                                   item_id=value)}
+
+    out[("/admin/api/bookings", "get", "200")] = booking_links("$response.body#/bookings/0/id")
+    out[(booking, "get", "200")] = {k: v for k, v in booking_links(
+        "$response.body#/id").items() if k != "Get"}
+    out[(f"{booking}/cancel", "post", "200")] = booking_links("$response.body#/id")
+    out[(f"{booking}/reschedule", "post", "200")] = booking_links(
+        "$response.body#/booking/id")
+    # An expert's answer names a (service, expert) pair a customer can hold.
+    holdable = {"/admin/api/experts/{item_id}": "$response.body#/",
+                "/admin/api/experts": "$response.body#/experts/0/"}
+    for path, prefix in holdable.items():
+        out[(path, "get", "200")]["Hold"] = {
+            "operationRef": operation_ref("/proxy/holds", "post"),
+            "description": "hold a slot of the expert's first service",
+            "requestBody": {"service": f"{prefix}services/0", "expert": f"{prefix}id"}}
+    hold = "/proxy/holds/{hold_id}"
+    out[("/proxy/holds", "post", "201")] = {
+        "Release": link(hold, "delete", "release the hold", hold_id="$response.body#/hold")}
+    out[(hold, "delete", "204")] = {
+        "ReleaseAgain": link(hold, "delete", "released again: still 204",
+                             hold_id="$request.path.hold_id")}
+    return out
+
+
+def add_links(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Put :func:`_links` on their responses. A link from or to an operation the
+    document does not have stops the build (a renamed route must take its links along)."""
+    for (path, method, status), links in _links().items():
+        response = paths[path][method]["responses"][status]
+        response["links"] = {**response.get("links", {}), **links}
+        for target in links.values():
+            where = target["operationRef"].removeprefix("#/paths/").rsplit("/", 1)
+            target_path = where[0].replace("~1", "/").replace("~0", "~")
+            if where[1] not in paths.get(target_path, {}):
+                raise KeyError(f"link to an undocumented operation: {target}")
     return paths
 
 

@@ -1021,8 +1021,9 @@ def _core_paths() -> dict[str, dict[str, Any]]:
                     "refunds_waiting = refunds.queued (auto-refund not done yet) + "
                     "refunds.failed (auto-refund failed), whenever logged, + "
                     "refunds.by_hand (auto-refund off: logged in the period, for the "
-                    "merchant to refund in Shopify). today: live bookings starting on "
-                    "the shop's current date.",
+                    "merchant to refund in Shopify; not those of an order cancelled "
+                    "since). A pending booking whose slot lapsed counts nowhere. today: "
+                    "live bookings starting on the shop's current date.",
         responses={"200": ok("the numbers", _stats_schema()), **errors(*ADMIN_ERRORS)})}
     paths["/admin/api/export"] = {"get": op(
         "Bookings as CSV or iCalendar", tags=admin_tag, security=ADMIN,

@@ -6,7 +6,7 @@
 
   var DAYS = [["mon", "Monday"], ["tue", "Tuesday"], ["wed", "Wednesday"], ["thu", "Thursday"],
               ["fri", "Friday"], ["sat", "Saturday"], ["sun", "Sunday"]];
-  var SECTIONS = ["services", "experts", "hours", "bookings", "refunds", "export", "settings", "connections"];
+  var SECTIONS = ["home", "services", "experts", "hours", "bookings", "refunds", "export", "settings", "connections"];
   var TIME = "([01][0-9]|2[0-4]):[0-5][0-9]";
   var main = document.getElementById("main");
   var statusBox = document.getElementById("status");
@@ -305,6 +305,294 @@
     LIMIT_PERIODS.forEach(function (p) { if (limits && limits[p[0]]) parts.push(limits[p[0]] + "/" + p[0]); });
     return parts.join(", ") || "—";
   }
+
+  // ------------------------------------------------------------------ home
+
+  // The business at a glance (GET /admin/api/stats): bookings and revenue per ISO week
+  // and the fill rate per expert as small SVG charts drawn here (no library), the
+  // refunds waiting, the cancellations and today's bookings. Each chart is decorative
+  // to assistive technology: its numbers are in a visually hidden table beside it (the
+  // text alternative). Every card keeps its size while the numbers load (the charts are
+  // drawn empty first, with the same viewBox), so nothing moves when they arrive.
+  var HOME_PERIODS = [["4w", "4 weeks", 4], ["8w", "8 weeks", 8], ["6m", "6 months", 26]];
+  var SVG_NS = "http://www.w3.org/2000/svg";
+  // Charts are drawn in CSS pixels at the width of their card (measured when drawn, and
+  // again when the window is resized), so their text is always the page's size.
+  var CHART_H = 180, PLOT_LEFT = 64, PLOT_TOP = 12, PLOT_BOTTOM = 26;
+  var homeRun = 0, homeRedraw = null;
+
+  function widthOf(node) { return Math.max(240, Math.round(node.clientWidth || 400)); }
+
+  function svg(tag, attrs) {
+    var node = document.createElementNS(SVG_NS, tag);
+    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, String(attrs[k])); });
+    for (var i = 2; i < arguments.length; i++) {
+      var c = arguments[i];
+      if (c !== null && c !== undefined) node.appendChild(typeof c === "string" ? document.createTextNode(c) : c);
+    }
+    return node;
+  }
+
+  // The smallest 1, 2, 2.5 or 5 x 10^k at or above v (the top of a chart's axis).
+  function niceMax(v) {
+    if (!(v > 0)) return 1;
+    var p = Math.pow(10, Math.floor(Math.log(v) / Math.LN10));
+    var steps = [1, 2, 2.5, 5, 10];
+    for (var i = 0; i < steps.length; i++) if (steps[i] * p >= v - 1e-9) return steps[i] * p;
+    return 10 * p;
+  }
+
+  // Vertical bars, one per item { label, value, title, current }; `fmt` writes an axis
+  // value; `whole` says the values are counts (no half-way grid line at 2.5 bookings).
+  function columnChart(items, fmt, whole, width) {
+    var box = svg("svg", { viewBox: "0 0 " + width + " " + CHART_H, class: "chart-svg",
+      "aria-hidden": "true", focusable: "false" });
+    var top = niceMax(Math.max.apply(null, items.map(function (it) { return it.value; }).concat([0])));
+    var plotH = CHART_H - PLOT_TOP - PLOT_BOTTOM, plotW = width - PLOT_LEFT - 8;
+    [0, 0.5, 1].forEach(function (f) {
+      if (f === 0.5 && whole && (top / 2) % 1) return;
+      var y = PLOT_TOP + plotH * (1 - f);
+      box.appendChild(svg("line", { x1: PLOT_LEFT, x2: width - 8, y1: y, y2: y, class: f ? "grid-line" : "axis-line" }));
+      box.appendChild(svg("text", { x: PLOT_LEFT - 6, y: y + 4, "text-anchor": "end", class: "axis-label" }, fmt(top * f)));
+    });
+    var n = Math.max(items.length, 1), slot = plotW / n, bar = Math.max(3, Math.min(36, slot * 0.7));
+    var every = Math.ceil(n / Math.max(1, Math.floor(plotW / 56)));
+    items.forEach(function (it, i) {
+      var height = plotH * it.value / top, x = PLOT_LEFT + slot * i + (slot - bar) / 2;
+      if (it.value > 0) {
+        box.appendChild(svg("rect", { x: x, y: PLOT_TOP + plotH - height, width: bar, height: height, rx: 2,
+          class: it.current ? "bar current" : "bar" }, svg("title", null, it.title)));
+      }
+      if (i % every === 0) {
+        box.appendChild(svg("text", { x: PLOT_LEFT + slot * i + slot / 2, y: CHART_H - 8, "text-anchor": "middle",
+          class: "axis-label" }, it.label));
+      }
+    });
+    return box;
+  }
+
+  var ROW_H = 34;
+
+  function rowsHeight(n) { return Math.max(1, n) * ROW_H + 8; }
+
+  // Horizontal bars for shares (0..1, more is drawn to the end): one row per item
+  // { label, value (null: nothing offered), text }.
+  function shareChart(items, rows, width) {
+    var height = rowsHeight(rows), nameW = Math.min(200, Math.round(width * 0.35)), barW = width - nameW - 72;
+    var chars = Math.max(6, Math.floor(nameW / 7.5));
+    var box = svg("svg", { viewBox: "0 0 " + width + " " + height, class: "chart-svg",
+      "aria-hidden": "true", focusable: "false" });
+    items.forEach(function (it, i) {
+      var y = 8 + i * ROW_H, name = it.label.length > chars ? it.label.slice(0, chars - 1) + "…" : it.label;
+      box.appendChild(svg("text", { x: nameW - 10, y: y + 17, "text-anchor": "end", class: "row-label" }, name));
+      box.appendChild(svg("rect", { x: nameW, y: y + 4, width: barW, height: 18, rx: 3, class: "track" }));
+      if (it.value) {
+        box.appendChild(svg("rect", { x: nameW, y: y + 4, width: barW * Math.min(1, it.value), height: 18, rx: 3,
+          class: "bar" }, svg("title", null, it.label + ": " + it.text)));
+      }
+      box.appendChild(svg("text", { x: nameW + barW + 8, y: y + 17, class: "row-value" }, it.text));
+    });
+    return box;
+  }
+
+  // A visually hidden table: the text alternative of a chart.
+  function hiddenTable(caption, headers, rows) {
+    return h("div", { class: "visually-hidden" }, h("table", null, h("caption", { text: caption }),
+      h("thead", null, h("tr", null, headers.map(function (x) { return h("th", { scope: "col", text: x }); }))),
+      h("tbody", null, rows.map(function (cells) {
+        return h("tr", null, cells.map(function (c, i) { return h(i ? "td" : "th", i ? null : { scope: "row" }, c); }));
+      }))));
+  }
+
+  function chartCard(id, title) {
+    var heading = h("h3", { id: id + "-title", text: title });
+    var note = h("p", { class: "chart-note", id: id + "-note" }, "\u00a0");
+    var plot = h("div", { class: "chart", id: id + "-chart" });
+    var alt = h("div", { id: id + "-table" });
+    var card = h("section", { class: "card chart-card", "aria-labelledby": id + "-title" }, heading, note, plot, alt);
+    return { node: card, heading: heading, note: note, plot: plot, alt: alt };
+  }
+
+  function counterCard(id, title) {
+    var value = h("p", { class: "counter-value", id: id + "-value", text: "—" });
+    var note = h("p", { class: "counter-note", id: id + "-note" }, "\u00a0");
+    return { node: h("section", { class: "card counter", "aria-labelledby": id + "-title" },
+      h("h3", { id: id + "-title", text: title }), value, note), value: value, note: note };
+  }
+
+  function homeRange(weeks) {
+    var start = monday(todayIn(shopTz()));
+    return { from: addDays(start, -7 * (weeks - 1)), to: addDays(start, 13) };
+  }
+
+  function dayLabel(ymd, opts) {
+    var o = { timeZone: "UTC" };
+    Object.keys(opts).forEach(function (k) { o[k] = opts[k]; });
+    return new Intl.DateTimeFormat(undefined, o).format(new Date(ymd + "T12:00:00Z"));
+  }
+
+  function count(n) { return new Intl.NumberFormat().format(n); }
+
+  function percent(r) {
+    return new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 1 }).format(r);
+  }
+
+  // The currency the revenue chart shows: the one most weeks were paid in (ties: A-Z).
+  function mainCurrency(weeks) {
+    var seen = {};
+    weeks.forEach(function (w) { Object.keys(w.revenue || {}).forEach(function (c) { seen[c] = (seen[c] || 0) + 1; }); });
+    return Object.keys(seen).sort(function (a, b) { return seen[b] - seen[a] || (a < b ? -1 : 1); })[0] || null;
+  }
+
+  function home(focus) {
+    var tz = shopTz();
+    if (!state.homePeriod) state.homePeriod = "8w";
+    var heading = section("Home", "How the business is doing: bookings count in the week they take place, " +
+      "weeks run Monday to Sunday in the shop's time zone (" + tz + ").");
+    var range = h("p", { class: "range", id: "home-range", "aria-live": "polite" }, "\u00a0");
+    var switcher = h("fieldset", { class: "period-switch" }, h("legend", { text: "Period" }),
+      HOME_PERIODS.map(function (p) {
+        var input = h("input", { type: "radio", name: "home-period", id: "home-period-" + p[0], value: p[0],
+          checked: state.homePeriod === p[0],
+          onchange: function () { if (this.checked) { state.homePeriod = p[0]; load(); } } });
+        return h("label", { class: "check", for: input.id }, input, " " + p[1]);
+      }));
+    main.appendChild(h("div", { class: "toolbar home-toolbar" }, switcher, range));
+
+    var bookingsC = counterCard("home-bookings-total", "Bookings");
+    var revenueC = counterCard("home-revenue-total", "Revenue");
+    var cancelC = counterCard("home-cancellations", "Cancellations");
+    var refundC = counterCard("home-refunds", "Refunds waiting");
+    main.appendChild(h("div", { class: "home-counters" }, bookingsC.node, revenueC.node, cancelC.node, refundC.node));
+
+    var perWeek = chartCard("home-bookings", "Bookings per week");
+    var revenue = chartCard("home-revenue", "Revenue per week");
+    var fill = chartCard("home-fill", "Fill rate per expert");
+    // The fill chart's height is known before its numbers: one row per expert.
+    fill.plot.style.height = rowsHeight(state.experts.length) + "px";
+    main.appendChild(h("div", { class: "home-charts" }, perWeek.node, revenue.node));
+    main.appendChild(fill.node);
+    perWeek.plot.appendChild(columnChart([], count, true, widthOf(perWeek.plot)));
+    revenue.plot.appendChild(columnChart([], count, false, widthOf(revenue.plot)));
+    fill.plot.appendChild(shareChart([], state.experts.length, widthOf(fill.plot)));
+
+    var todayList = h("div", { class: "today-list" }, h("p", { class: "empty", text: "Loading…" }));
+    main.appendChild(h("section", { class: "card today", "aria-labelledby": "home-today-title" },
+      h("h3", { id: "home-today-title", text: "Upcoming today" }), todayList));
+
+    function load() {
+      var run = ++homeRun, weeks = 8;
+      HOME_PERIODS.forEach(function (p) { if (p[0] === state.homePeriod) weeks = p[2]; });
+      var r = homeRange(weeks);
+      main.setAttribute("aria-busy", "true");
+      api("GET", "/stats?from=" + r.from + "&to=" + r.to).then(function (body) {
+        if (run !== homeRun) return;  // another period was asked for since
+        main.removeAttribute("aria-busy");
+        if (!document.getElementById("home-range")) return;  // the merchant went elsewhere
+        show(body);
+        homeRedraw = function () { if (document.getElementById("home-range")) show(body); };
+      }).catch(function (e) { if (run === homeRun) { main.removeAttribute("aria-busy"); fail(e); } });
+    }
+
+    function show(body) {
+      var weeks = body.weeks || [], thisWeek = monday(todayIn(tz));
+      var span = dayLabel(body.from, { dateStyle: "medium" }) + " – " + dayLabel(body.to, { dateStyle: "medium" });
+      range.textContent = "Showing " + span + ".";
+
+      var total = 0, cancelled = body.cancellations || 0, totals = {};
+      weeks.forEach(function (w) {
+        total += w.bookings;
+        Object.keys(w.revenue || {}).forEach(function (c) { totals[c] = (totals[c] || 0) + Number(w.revenue[c]); });
+      });
+      bookingsC.value.textContent = count(total);
+      bookingsC.note.textContent = "pending and confirmed";
+      var currencies = Object.keys(totals).sort();
+      revenueC.value.textContent = currencies.length ? money(totals[currencies[0]], currencies[0]) : "—";
+      revenueC.note.textContent = currencies.length > 1
+        ? "also " + currencies.slice(1).map(function (c) { return money(totals[c], c); }).join(", ")
+        : "paid bookings";
+      cancelC.value.textContent = count(cancelled);
+      cancelC.note.textContent = "of bookings in the period";
+      var rf = body.refunds || {};
+      refundC.value.textContent = count(body.refunds_waiting || 0);
+      refundC.note.textContent = "";
+      var parts = [];
+      if (rf.queued) parts.push(count(rf.queued) + " queued in Shopify");
+      if (rf.failed) parts.push(count(rf.failed) + " failed");
+      if (rf.by_hand) parts.push(count(rf.by_hand) + " to refund by hand");
+      refundC.note.appendChild(document.createTextNode(parts.length ? parts.join(", ") + " · " : "nothing to do · "));
+      refundC.note.appendChild(h("a", { href: "#refunds", text: "Refund log" }));
+
+      var weekLabel = function (w) { return dayLabel(w.start, { month: "short", day: "numeric" }); };
+      var weekName = function (w) { return w.week + " (from " + dayLabel(w.start, { dateStyle: "medium" }) + ")"; };
+      perWeek.plot.textContent = "";
+      perWeek.plot.appendChild(columnChart(weeks.map(function (w) {
+        return { label: weekLabel(w), value: w.bookings, current: w.start === thisWeek,
+          title: weekName(w) + ": " + w.bookings + " bookings" };
+      }), count, true, widthOf(perWeek.plot)));
+      perWeek.note.textContent = "The darker bar is this week.";
+      perWeek.alt.textContent = "";
+      perWeek.alt.appendChild(hiddenTable("Bookings per week", ["Week", "Bookings", "Cancelled"],
+        weeks.map(function (w) { return [weekName(w), count(w.bookings), count(w.cancelled)]; })));
+
+      var cur = mainCurrency(weeks);
+      revenue.heading.textContent = cur ? "Revenue per week (" + cur + ")" : "Revenue per week";
+      revenue.plot.textContent = "";
+      revenue.plot.appendChild(columnChart(weeks.map(function (w) {
+        var v = cur && w.revenue[cur] ? Number(w.revenue[cur]) : 0;
+        return { label: weekLabel(w), value: v, current: w.start === thisWeek,
+          title: weekName(w) + ": " + (cur ? money(v, cur) : "0") };
+      }), function (v) { return cur ? money(v, cur) : count(v); }, false, widthOf(revenue.plot)));
+      revenue.note.textContent = !cur ? "No paid bookings in the period."
+        : (currencies.length > 1 ? "Other currencies are listed under Revenue above." : "Paid bookings only.");
+      revenue.alt.textContent = "";
+      var revCurrencies = currencies.length ? currencies : [];
+      revenue.alt.appendChild(hiddenTable("Revenue per week", ["Week"].concat(revCurrencies.length ? revCurrencies : ["Revenue"]),
+        weeks.map(function (w) {
+          return [weekName(w)].concat(revCurrencies.length
+            ? revCurrencies.map(function (c) { return w.revenue[c] ? money(w.revenue[c], c) : "—"; }) : ["—"]);
+        })));
+
+      var experts = body.experts || [];
+      fill.plot.textContent = "";
+      fill.plot.style.height = rowsHeight(experts.length) + "px";
+      fill.plot.appendChild(shareChart(experts.map(function (x) {
+        return { label: x.name, value: x.fill_rate,
+          text: x.fill_rate === null ? "no hours" : percent(x.fill_rate) };
+      }), experts.length, widthOf(fill.plot)));
+      fill.note.textContent = experts.length ? "Booked time over the working hours offered in the period." : "No experts yet.";
+      fill.alt.textContent = "";
+      fill.alt.appendChild(hiddenTable("Fill rate per expert", ["Expert", "Fill rate", "Booked", "Offered"],
+        experts.map(function (x) {
+          return [x.name, x.fill_rate === null ? "no hours offered" : percent(x.fill_rate),
+            count(Math.round(x.booked_minutes / 6) / 10) + " h", count(Math.round(x.offered_minutes / 6) / 10) + " h"];
+        })));
+
+      todayList.textContent = "";
+      var today = body.today || [];
+      if (!today.length) todayList.appendChild(h("p", { class: "empty", text: "No bookings today." }));
+      else {
+        todayList.appendChild(h("ul", null, today.map(function (b) {
+          var t = when(b.start, { timeStyle: "short" }) + "–" + when(b.end, { timeStyle: "short" });
+          return h("li", null, h("span", { class: "today-time", text: t }),
+            h("span", { class: "today-what", text: (b.service_title || "A booking") + " with " + (b.expert_name || "an expert") }),
+            h("span", { class: "today-who", text: (b.customer_name || "A customer") + (b.seats > 1 ? " (" + b.seats + " seats)" : "") }),
+            b.status === "pending" ? h("span", { class: "badge", text: "pending" }) : null);
+        })));
+      }
+    }
+
+    load();
+    if (focus) heading.focus();
+  }
+
+  // Charts follow their card's width: redrawn (from the numbers already fetched) once
+  // the window has stopped resizing.
+  var homeResize = null;
+  window.addEventListener("resize", function () {
+    clearTimeout(homeResize);
+    homeResize = setTimeout(function () { if (homeRedraw) homeRedraw(); }, 150);
+  });
 
   // ------------------------------------------------------------------ services
 
@@ -1472,12 +1760,12 @@
 
   // ------------------------------------------------------------------ routing
 
-  var RENDER = { services: services, experts: experts, hours: hours, bookings: bookings, refunds: refunds,
+  var RENDER = { home: home, services: services, experts: experts, hours: hours, bookings: bookings, refunds: refunds,
     "export": exportSection, settings: settings, connections: connections };
 
   function route(focus) {
-    var name = (location.hash || "#services").slice(1);
-    if (SECTIONS.indexOf(name) < 0) name = "services";
+    var name = (location.hash || "#home").slice(1);
+    if (SECTIONS.indexOf(name) < 0) name = "home";
     Array.prototype.forEach.call(document.querySelectorAll("#nav a"), function (a) {
       if (a.getAttribute("href") === "#" + name) a.setAttribute("aria-current", "page");
       else a.removeAttribute("aria-current");
@@ -1486,6 +1774,15 @@
     statusBox.textContent = "";
     RENDER[name](focus);
   }
+
+  // Home comes first in the navigation (a page whose template lacks its link gets one,
+  // before anything is drawn).
+  (function () {
+    var nav = document.getElementById("nav");
+    if (nav && !nav.querySelector('a[href="#home"]')) {
+      nav.insertBefore(h("li", null, h("a", { href: "#home", text: "Home" })), nav.firstChild);
+    }
+  })();
 
   window.addEventListener("hashchange", function () { route(true); });
   // Shopify-managed installs arrive with no token: exchange the session token on load

@@ -816,7 +816,7 @@ def _core_paths() -> dict[str, dict[str, Any]]:
             **errors(401, 414, 503)})}
 
     page_only = {"200": ok("the page (application/liquid)", content={
-        liquid: {"schema": {"type": "string"}}}), **errors(401, 404, 414, 503)}
+        liquid: {"schema": {"type": "string"}}}), **errors(400, 401, 404, 414, 503)}
     paths["/proxy/manage"] = {"get": op(
         "The customer's manage page (the link in every confirmation mail)", tags=storefront,
         security=PROXY,

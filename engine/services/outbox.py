@@ -429,13 +429,15 @@ class _Job:
     def send_once(self, step: str, build: Callable[[], MailMessage | None]) -> None:
         """Send the message of ``step`` once (claimed before it goes out).
 
-        Each message carries an idempotency key of its item and step. When the worker
-        that claimed the step died mid-send, a mail provider that delivers a key at most
-        once (``MailProvider.idempotent``: the outbox folder) is simply asked again --
-        exactly once; any other (SMTP) cannot say whether the message left, so the step
-        is marked in doubt rather than risk a second copy."""
+        Through a mail provider that delivers an idempotency key at most once
+        (``MailProvider.idempotent``: the outbox folder) the message carries a key of its
+        item and step, and when the worker that claimed the step died mid-send the
+        provider is simply asked again -- exactly once; any other (SMTP) cannot say
+        whether the message left, so the step is marked in doubt rather than risk a
+        second copy."""
         self.check_lease()
         existing = _steps(self.db, self.item.id).get(step)
+        mailer = self.plugins.mailer_for(self.item.shop_id)
         retake = False
         if existing is not None:
             if existing.status != SENDING:
@@ -443,7 +445,7 @@ class _Job:
             age = (self.now - existing.updated_at).total_seconds()
             if age < self.lease_seconds:
                 raise StepBusy(f"{step} is being sent by another worker")
-            if not self.plugins.mailer_for(self.item.shop_id).idempotent:
+            if not mailer.idempotent:
                 # We cannot know whether the message left. Never send twice; say so.
                 detail = "the worker stopped while sending; the message may not have arrived"
                 self.mark(step, UNKNOWN, detail)
@@ -454,7 +456,7 @@ class _Job:
         if message is None:
             self.mark(step, SKIPPED, "no valid address")
             return
-        if not message.idempotency_key:
+        if mailer.idempotent and not message.idempotency_key:
             message = replace(message, idempotency_key=f"outbox:{self.item.id}:{step}")
         self.check_lease()
         if retake:
@@ -462,7 +464,7 @@ class _Job:
         elif not _claim_step(self.db, self.item.id, step, self.now):
             return self.send_once(step, build)
         try:
-            self.plugins.mailer_for(self.item.shop_id).send(message)
+            mailer.send(message)
         except (ProviderUnavailable, ProviderNotConfigured, ConnectionBroken):
             # Not accepted by the provider: the retry may send it.
             _unclaim_step(self.db, self.item.id, step)

@@ -231,7 +231,8 @@ class Mailer:
         if extra:
             message = replace(message, headers={**message.headers, **extra})
         db = self._plugins.db
-        key = message.idempotency_key
+        # A provider that dedups keys itself needs no bookkeeping here.
+        key = None if self.provider.idempotent else message.idempotency_key
         if key:
             with db.read() as session:
                 sent = session.get(SentMessage, f"{self.shop.id}:{key}")

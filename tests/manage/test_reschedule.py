@@ -252,8 +252,9 @@ def test_a_reschedule_racing_new_holds(admin: Admin, store: Storefront, ctx: Con
     jobs: list[tuple[str, Any]] = [("reschedule", (bid, token(ctx, bid), THU_10))]
     jobs += [("hold", (cat["service"], cat["expert"], THU_10)) for _ in range(3)]
     results = _run(db_url, jobs)
-    assert sorted(s for s, _ in results.values()) == [200, 201, 409, 409] or \
-        sorted(s for s, _ in results.values()) == [201, 409, 409, 409]
+    # One of the four takes the time: the reschedule (200) or one hold (201).
+    assert sorted(s for s, _ in results.values()) in ([200, 409, 409, 409],
+                                                      [201, 409, 409, 409])
     live = _live_at(ctx, cat["expert"], THU_10)
     assert len(live) == 1
     c = claim_of(ctx, bid)

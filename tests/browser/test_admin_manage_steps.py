@@ -44,7 +44,7 @@ def manage_link(server: DemoServer, email: str, timeout: float = 30) -> tuple[st
 def open_week(page: Page, app: FrameLocator, server: DemoServer, week: Any) -> Locator:
     """Reload the admin and open the bookings of ``week``; the row of Carla's booking."""
     page.reload()
-    expect(app.get_by_role("heading", name="Services")).to_be_visible()
+    expect(app.get_by_role("heading", name="Home", level=2)).to_be_visible()
     app.get_by_role("link", name="Bookings", exact=True).click()
     for _ in range((week - monday(datetime.now(BERLIN).date())).days // 7):
         app.get_by_role("button", name="Next week \u203a").click()

@@ -72,6 +72,8 @@ def open_admin(server: DemoServer, browser: Any) -> tuple[Page, Any]:
     page = new_page(browser, "Europe/Berlin")
     page.goto(f"{server.base}/demo/admin")
     app = page.frame_locator("iframe.app-frame")
+    expect(app.get_by_role("heading", name="Home", level=2)).to_be_visible()  # the landing
+    app.get_by_role("link", name="Services", exact=True).click()
     expect(app.get_by_role("heading", name="Services")).to_be_visible()
     return page, app
 

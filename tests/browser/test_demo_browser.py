@@ -257,6 +257,8 @@ def test_every_admin_section_opens_without_errors(demo_server: DemoServer,
     page = new_page(browser, "Europe/Berlin")
     page.goto(f"{demo_server.base}/demo/admin")
     app = page.frame_locator("iframe.app-frame")
+    expect(app.get_by_role("heading", name="Home", level=2)).to_be_visible()
+    app.get_by_role("link", name="Services", exact=True).click()
     expect(app.get_by_role("heading", name="Services")).to_be_visible()
     expect(app.get_by_role("cell", name=INTRO, exact=True)).to_be_visible()
     for link, heading in [("Experts", "Experts"), ("Hours", "Working hours"),

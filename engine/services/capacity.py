@@ -18,7 +18,7 @@ becomes what is used) and refuses anything new.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -59,6 +59,36 @@ def caps(limits: Mapping[str, Any] | None) -> dict[str, int | None]:
     return {p: (int(limits[p]) if limits.get(p) is not None else None) for p in PERIODS}
 
 
+def _zone_of(session: Session, expert: Expert) -> str:
+    if expert.timezone:
+        return expert.timezone
+    shop = session.get(Shop, expert.shop_id)
+    assert shop is not None
+    return shop.timezone
+
+
+def limit_window(session: Session, claim: Claim) -> tuple[datetime, datetime] | None:
+    """The instants of the claim's limit periods together (its local month and ISO week
+    in the expert's zone), or None when neither its service nor its expert has a limit
+    (then only the claim's own range matters to its rules)."""
+    with session.no_autoflush:
+        service = session.get(Service, claim.service_id)
+        expert = session.get(Expert, claim.expert_id)
+        assert service is not None and expert is not None
+        if not any(caps(service.limits).values()) and not any(caps(expert.limits).values()):
+            return None
+        tz = ZoneInfo(_zone_of(session, expert))
+    local = claim.start_at.astimezone(tz)
+    month = local.date().replace(day=1)
+    week = local.date() - timedelta(days=local.weekday())
+    first = min(month, week)
+    next_month = (month + timedelta(days=32)).replace(day=1)
+    last = max(next_month, week + timedelta(days=7))
+    lo = datetime.combine(first, time.min, tz) - timedelta(days=1)  # any DST edge
+    hi = datetime.combine(last, time.min, tz) + timedelta(days=1)
+    return lo.astimezone(UTC), hi.astimezone(UTC)
+
+
 def _insert(session: Session) -> Any:
     dialect = session.get_bind().dialect.name
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -76,11 +106,7 @@ def _prepare(session: Session, claim: Claim, now: datetime) -> None:
     service = session.get(Service, claim.service_id)
     expert = session.get(Expert, claim.expert_id)
     assert service is not None and expert is not None
-    tz_name = expert.timezone
-    if not tz_name:
-        shop = session.get(Shop, expert.shop_id)
-        assert shop is not None
-        tz_name = shop.timezone
+    tz_name = _zone_of(session, expert)
     key = session_key(expert.id, service.id, claim.start_at)
     claim.session_key = key
     periods = periods_of(claim.start_at, ZoneInfo(tz_name))

@@ -84,24 +84,36 @@ def live_clause(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
 
 def expire_stale_holds(session: Session, now: datetime, *, expert_id: str | None = None,
                        start: datetime | None = None, end: datetime | None = None) -> int:
-    # ``start``/``end`` are accepted and ignored: a stale hold anywhere in the expert's
-    # month still counts towards a limit, so all of the expert's stale claims go.
-    del start, end
+
     """Move claims past their ``expires_at`` out of the live set (of one expert and range,
     or all): stale holds and lapsed pending bookings become ``expired``. A lapsed pending
     booking keeps its order and line item ids, so a later paid delivery finds it (and
     books it again only if its time is still free and offered: engine.services.orders).
 
-    Every writer of a claim calls this for the expert first, in the same transaction:
-    the overlap, seat and limit rules of the database are status-based, and a stale row
-    must not refuse a claim that availability (:func:`live_clause`) shows as free."""
+    Every writer of a claim calls this for the expert and range first, in the same
+    transaction: the overlap and seat rules of the database are status-based, and a
+    stale row must not refuse a claim that availability (:func:`live_clause`) shows as
+    free. Limits count a whole day, week and month: :func:`_expire_for_limits` widens
+    the range to those periods when the claim is limited (one index range scan either
+    way, never all of an expert's claims)."""
     stmt = (update(Claim)
             .where(Claim.status.in_((HELD, PENDING)), Claim.expires_at <= now)
             .values(status=EXPIRED, updated_at=now)
             .execution_options(synchronize_session=False))
     if expert_id is not None:
         stmt = stmt.where(Claim.expert_id == expert_id)
+    if start is not None and end is not None:
+        stmt = stmt.where(Claim.claim_start < end, Claim.claim_end > start)
     return _rowcount(session.execute(stmt))
+
+
+def _expire_for_limits(session: Session, claim: Claim, now: datetime) -> None:
+    """A limited claim's counters must not count stale holds anywhere in its periods:
+    expire the expert's stale claims over the union of its day, ISO week and month."""
+    window = capacity.limit_window(session, claim)
+    if window is not None:
+        expire_stale_holds(session, now, expert_id=claim.expert_id, start=window[0],
+                           end=window[1])
 
 
 def insert_last(session: Session, claim: Claim, now: datetime) -> None:
@@ -109,6 +121,7 @@ def insert_last(session: Session, claim: Claim, now: datetime) -> None:
     fewer); an overlap, a full session or a reached limit raises its conflict
     (:func:`refused`) and the caller's transaction rolls back."""
     if claim.status in LIVE_STATUSES:
+        _expire_for_limits(session, claim, now)
         capacity.prepare(session, claim, now)
     session.add(claim)
     try:
@@ -133,6 +146,7 @@ def write_claim(session: Session, claim: Claim, now: datetime, **changes: object
                 for name, value in changes.items():
                     setattr(claim, name, value)
                 if claim.status in LIVE_STATUSES:
+                    _expire_for_limits(session, claim, now)
                     capacity.prepare(session, claim, now)
             session.add(claim)
             session.flush()

@@ -224,7 +224,8 @@ def _assign(session: Session, now: datetime, service: _ServiceFacts,
         hold = make(candidate.id)
         try:
             with session.begin_nested():
-                expire_stale_holds(session, now, expert_id=candidate.id)
+                expire_stale_holds(session, now, expert_id=candidate.id,
+                                   start=hold.claim_start, end=hold.claim_end)
                 insert_last(session, hold, now)
         except (SlotUnavailable, LimitReached):
             continue
@@ -288,7 +289,8 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
             # taken time, a session without that many seats left or a reached limit is
             # the database's refusal (engine.services.claims.refused).
             hold = make(free[0].id)
-            expire_stale_holds(session, now, expert_id=hold.expert_id)
+            expire_stale_holds(session, now, expert_id=hold.expert_id,
+                               start=hold.claim_start, end=hold.claim_end)
             insert_last(session, hold, now)
         expert = facts.experts[hold.expert_id]
         assert hold.expires_at is not None

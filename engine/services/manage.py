@@ -414,7 +414,8 @@ def reschedule(db: Database, clock: Clock, shop: ShopRef, booking_id: str,
                "expert": c.expert_id}
         error: Exception | None = None
         for expert_id in plan.experts:
-            expire_stale_holds(session, now, expert_id=expert_id)
+            expire_stale_holds(session, now, expert_id=expert_id, start=plan.claim_start,
+                               end=plan.claim_end)
             try:
                 write_claim(session, c, now, start_at=req.start, end_at=plan.end,
                             claim_start=plan.claim_start, claim_end=plan.claim_end,

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import falcon.testing
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from engine.bootstrap import Context, bootstrap
@@ -99,6 +99,31 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
     url: str = request.getfixturevalue("postgres_database")
     _truncate(url)
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def bare_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on an empty database, no schema at all (migration tests): SQLite, and a
+    PostgreSQL database of its own when configured."""
+    """An engine on an empty database (no schema at all)."""
+    if request.param == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}", poolclass=NullPool)
+        yield engine
+        engine.dispose()
+        return
+    if not POSTGRES_URL:
+        pytest.skip("CONSULTBOOK_TEST_POSTGRES_URL is not set")
+    server = make_url(POSTGRES_URL)
+    name = f"consultbook_mig_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = create_engine(server.set(database=name), poolclass=NullPool)
+    yield engine
+    engine.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture

@@ -12,14 +12,12 @@ Then migration 0013 itself: live claims made before it get their sessions and co
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import Connection, Engine, create_engine, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
@@ -27,7 +25,7 @@ from engine.bootstrap import Context
 from engine.services.claims import refused
 from engine.store.migrate import upgrade
 from engine.store.types import UTCDateTime
-from tests.conftest import POSTGRES_URL, Admin, make_catalog
+from tests.conftest import Admin, make_catalog
 
 T = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 FUTURE = datetime(2030, 1, 1, tzinfo=UTC)
@@ -213,28 +211,6 @@ def test_one_to_one_never_overlaps_a_session(raw: Raw) -> None:
 
 
 # --------------------------------------------------------------------------- migration
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def bare_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}", poolclass=NullPool)
-        yield engine
-        engine.dispose()
-        return
-    if not POSTGRES_URL:
-        pytest.skip("CONSULTBOOK_TEST_POSTGRES_URL is not set")
-    server = make_url(POSTGRES_URL)
-    name = f"consultbook_mig_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = create_engine(server.set(database=name), poolclass=NullPool)
-    yield engine
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _dt(name: str) -> sa.ColumnClause[datetime]:

@@ -7,46 +7,18 @@ two tables, keeping install states. On SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from sqlalchemy import create_engine, inspect, make_url, text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
 
 from engine.store.migrate import _alembic_config, upgrade
 from engine.store.types import UTCDateTime
-from tests.conftest import POSTGRES_URL
 
 NOW = datetime(2027, 1, 12, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def bare_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """An engine on an empty database (no schema at all)."""
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}", poolclass=NullPool)
-        yield engine
-        engine.dispose()
-        return
-    if not POSTGRES_URL:
-        pytest.skip("CONSULTBOOK_TEST_POSTGRES_URL is not set")
-    server = make_url(POSTGRES_URL)
-    name = f"consultbook_mig_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = create_engine(server.set(database=name), poolclass=NullPool)
-    yield engine
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _dt(name: str) -> sa.ColumnClause[datetime]:

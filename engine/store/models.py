@@ -222,6 +222,8 @@ class Claim(Base):
     # sha256 hex of the manage link's token (the token itself is never stored).
     manage_token_hash: Mapped[str | None] = mapped_column(String(64))
     reschedules: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Migration 0014: when the merchant marked this past booking a no-show (status stays).
+    no_show_at: Mapped[datetime | None]
 
 
 class ClaimSession(Base):

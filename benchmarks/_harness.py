@@ -271,8 +271,10 @@ class Bench:
         self.name = f"consultbook_bench_{uuid.uuid4().hex[:10]}"
         self.url = self.server_url.set(database=self.name).render_as_string(hide_password=False)
         self.tmp = tempfile.mkdtemp(prefix="consultbook-bench-")
+        # No broker from the caller's environment (each worker runs the embedded one);
+        # ``extra_env`` may name one (the production topology of bench_flash_sale.py).
         self.env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != "CONSULTBOOK_BROKER_URL"},
             "CONSULTBOOK_DATABASE_URL": self.url,
             "SHOPIFY_API_KEY": API_KEY,
             "SHOPIFY_API_SECRET": API_SECRET,
@@ -280,7 +282,6 @@ class Bench:
             "CONSULTBOOK_OUTBOX_DIR": os.path.join(self.tmp, "outbox"),
             **(extra_env or {}),
         }
-        self.env.pop("CONSULTBOOK_BROKER_URL", None)
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
         self.port = 0

@@ -322,6 +322,7 @@ def main() -> int:
     parser.add_argument("--threads-client", action="store_true",
                         help="use the Python thread load generator even if wrk is installed")
     parser.add_argument("--keep-db", action="store_true", help="do not drop the database")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows here as JSON")
     args = parser.parse_args()
 
     name, url = create_database(args.postgres)
@@ -406,6 +407,12 @@ def main() -> int:
         ok = (one["p50"] <= TARGET_P50_MS and many["rps"] >= TARGET_RPS
               and many["p99"] <= TARGET_P99_MS and not failed)
         print("targets: " + ("met" if ok else "MISSED"))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"connections": args.connections, "workers": args.workers,
+                           "days": DAYS, "rows": [{"scenario": label, **r}
+                                                  for label, r, _ in rows],
+                           "ok": ok}, f, indent=2)
         return 0 if ok else 1
     finally:
         if server is not None:

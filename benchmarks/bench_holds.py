@@ -70,6 +70,7 @@ def main() -> int:
     p.add_argument("--experts", type=int, default=20)
     p.add_argument("--warmup", type=int, default=200, help="untimed holds before timing")
     p.add_argument("--postgres", default=DEFAULT_SERVER)
+    p.add_argument("--json", metavar="PATH", help="also write the rows here as JSON")
     args = p.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
 
@@ -211,6 +212,9 @@ def main() -> int:
           "processes); est/s = cores x 1000 / (cli + srv + pg), the rate this machine "
           "could sustain with no other load")
     print(f"load average after: {loadavg()}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"distinct": rows_a, "one_slot": rows_b, "ok": not failed}, f, indent=2)
     return 1 if failed else 0
 
 

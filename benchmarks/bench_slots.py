@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import random
 import statistics
@@ -81,6 +82,7 @@ def measure(fn: Callable[[], object], runs: int,
 def main() -> int:
     parser = argparse.ArgumentParser(description="slot engine benchmark")
     parser.add_argument("--runs", type=int, default=500, help="timed calls per scenario")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows here as JSON")
     args = parser.parse_args()
     runs: int = args.runs
 
@@ -124,6 +126,7 @@ def main() -> int:
           "Mon-Sun 09:00-17:00, 30-minute slots")
     print(f"{'scenario':42} {'slots':>6} {'median ms':>10} {'p90 ms':>8} {'target':>7}")
     failed = False
+    rows: list[dict[str, object]] = []
     for name, fn, target, before in scenarios:
         result = fn()
         count = str(len(result)) if isinstance(result, list) else str(result)
@@ -133,6 +136,11 @@ def main() -> int:
         shown = "-" if target is None else f"<={target:g}"
         verdict = "" if target is None else ("ok" if ok else "MISSED")
         print(f"{name:42} {count:>6} {median:10.3f} {p90:8.3f} {shown:>7}  {verdict}")
+        rows.append({"scenario": name, "slots": count, "median_ms": median, "p90_ms": p90,
+                     "target_ms": target, "ok": ok})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"runs": runs, "rows": rows, "ok": not failed}, f, indent=2)
     return 1 if failed else 0
 
 

@@ -90,6 +90,7 @@ def main() -> int:
     p.add_argument("--postgres", default=DEFAULT_SERVER)
     p.add_argument("--with-worker", action="store_true",
                    help="keep the embedded worker sending confirmations in the server")
+    p.add_argument("--json", metavar="PATH", help="also write the rows here as JSON")
     args = p.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
     rng = random.Random(args.seed)
@@ -222,6 +223,9 @@ def main() -> int:
           "processes); est/s = cores x 1000 / (cli + srv + pg), the rate this machine "
           "could sustain with no other load")
     print(f"load average after: {loadavg()}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "ok": not failed}, f, indent=2)
     return 1 if failed else 0
 
 

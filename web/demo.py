@@ -471,6 +471,15 @@ class ProductPage:
             return _page(resp, "Not found", "<h1>Not found</h1><p>There is no such product."
                          f' <a href="{STORE}">See all consultations</a>.</p>',
                          cart=len(read_cart(req)), status=falcon.HTTP_404)
+        # ?block=off: the same page without the app's block (the Built-for-Shopify
+        # storefront measure compares the two: benchmarks/bench_lighthouse.py).
+        if str(req.get_param("block") or "") == "off":
+            content = f"""<article class="product">
+<h1>{esc(product["title"])}</h1>
+<p class="price">€{esc(product["price"])}</p>
+<p>Pick a time below. It is held for you while you check out.</p>
+</article>"""
+            return _page(resp, product["title"], content, cart=len(read_cart(req)))
         # The storefront's language, as Shopify's request.locale gives it to the block.
         catalog = catalog_locale(valid_locale(str(req.get_param("locale") or "")) or "en")
         content = f"""<article class="product">

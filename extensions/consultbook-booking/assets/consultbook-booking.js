@@ -148,7 +148,8 @@
     try { cat = PLURAL.select(n); } catch (e) { cat = n === 1 ? "one" : "other"; }
     var k = key + "_" + cat;
     if (typeof T[k] !== "string" && typeof EN[k] !== "string") k = key + "_other";
-    var v = { n: new Intl.NumberFormat(LOCALE).format(n) };
+    var nf = FORMATS["n|" + LOCALE] || (FORMATS["n|" + LOCALE] = new Intl.NumberFormat(LOCALE));
+    var v = { n: nf.format(n) };
     Object.keys(vars || {}).forEach(function (x) { v[x] = vars[x]; });
     return t(k, v);
   }
@@ -226,10 +227,16 @@
     return tz.slice(tz.lastIndexOf("/") + 1).replace(/_/g, " ");
   }
 
+  // Formatters are costly to make (a month's labels and times would make hundreds): one
+  // per locale, zone and options, kept.
+  var FORMATS = {};
   function fmt(tz, opts) {
+    var key = LOCALE + "|" + tz + "|" + JSON.stringify(opts);
+    if (FORMATS[key]) return FORMATS[key];
     var o = { timeZone: tz };
     Object.keys(opts).forEach(function (k) { o[k] = opts[k]; });
-    try { return new Intl.DateTimeFormat(LOCALE, o); } catch (e) { return new Intl.DateTimeFormat("en", o); }
+    try { FORMATS[key] = new Intl.DateTimeFormat(LOCALE, o); } catch (e) { FORMATS[key] = new Intl.DateTimeFormat("en", o); }
+    return FORMATS[key];
   }
 
   // For searching: lower case, no accents, "_" and "/" as spaces, any minus as "-".

@@ -47,7 +47,7 @@ class Config:
     demo: bool = False
     # Shopify Admin API version and the scopes the install asks for (engine/services/install.py).
     shopify_api_version: str = "2026-10"
-    shopify_scopes: str = "read_orders,write_orders,read_products"
+    shopify_scopes: str = "read_orders,write_orders,read_products,read_themes"
     # Outbound provider origins, overridable so tests run real clients against local servers.
     origins: Mapping[str, str] = field(default_factory=dict)
     # Provider plugins (issue 4): app credentials, HTTP behaviour, free/busy caching.
@@ -276,7 +276,7 @@ def _shopify_api_version(env: Mapping[str, str]) -> str:
 def _shopify_scopes(env: Mapping[str, str]) -> str:
     raw = env.get("CONSULTBOOK_SHOPIFY_SCOPES", "").strip()
     if not raw:
-        return "read_orders,write_orders,read_products"
+        return "read_orders,write_orders,read_products,read_themes"
     scopes = [s.strip() for s in raw.split(",") if s.strip()]
     if not scopes or not all(re.fullmatch(r"[a-z_]{1,64}", s) for s in scopes):
         raise ConfigError("CONSULTBOOK_SHOPIFY_SCOPES must be a comma-separated list of "

@@ -17,6 +17,7 @@ from engine.services.providers import Host
 from engine.store.migrate import check_schema
 from web import (
     admin,
+    checklist,
     connections,
     demo,
     errors,
@@ -80,6 +81,7 @@ def create_app(ctx: Context) -> falcon.App:
     waitlist.register(app, ctx)
     admin.register(app, ctx)
     stats.register(app, ctx)
+    checklist.register(app, ctx)
     pages.register(app, ctx)
     webhooks.register(app, ctx)
     register_install(app, ctx)

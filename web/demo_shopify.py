@@ -1,8 +1,9 @@
 """The demo's Shopify Admin API: what the app asks Shopify, answered by the demo itself.
 
 `consultbook demo` promises that nothing leaves the machine. The app tags booked orders
-(``tagsAdd``) and, with auto-refund on, refunds lines it could not honour
-(``suggestedRefund`` then ``refundCreate``) through the real client
+(``tagsAdd``), with auto-refund on refunds lines it could not honour
+(``suggestedRefund`` then ``refundCreate``), and reads the live theme's product templates
+for the admin's first-run checklist (``themes``) through the real client
 (:mod:`engine.shopify.admin_api`) over real HTTP. The demo points the Shopify admin
 origin (``Config.origins["shopify_admin"]``, see :func:`engine.demo.demo_config`) at
 ``{app}/demo/shopify``, and this module answers there the way Shopify does:
@@ -23,6 +24,7 @@ file holds its id, name, currency and lines; ``customers/redact`` has nothing to
 
 from __future__ import annotations
 
+import fnmatch
 import hmac
 import json
 import os
@@ -174,6 +176,40 @@ class Ledger:
         return out
 
 
+# ------------------------------------------------------------------------ the theme
+
+DEMO_THEME_ID = "gid://shopify/OnlineStoreTheme/100000000001"
+DEMO_THEME_NAME = "Dawn (demo)"
+#: The app block's type as Shopify writes it into a template: app handle, block handle,
+#: extension uuid (the demo's own uuid; a deployed extension gets Shopify's).
+DEMO_BLOCK_TYPE = ("shopify://apps/consultbook/blocks/booking/"
+                   "0b5c6d1e-2f3a-4b4c-9d5e-6f7a8b9c0d1e")
+#: The live theme's JSON templates: the product page carries the booking block in an Apps
+#: section, as the theme editor's deep link adds it.
+DEMO_THEME_FILES: dict[str, str] = {
+    "templates/index.json": json.dumps({
+        "sections": {"featured": {"type": "featured-collection", "settings": {}}},
+        "order": ["featured"]}, indent=2),
+    "templates/product.json": (
+        "/*\n * ------------------------------------------------------------\n"
+        " * IMPORTANT: The contents of this file are auto-generated.\n"
+        " * ------------------------------------------------------------\n */\n"
+        + json.dumps({
+            "sections": {
+                "main": {"type": "main-product", "blocks": {
+                    "title": {"type": "title", "settings": {}},
+                    "price": {"type": "price", "settings": {}},
+                    "buy_buttons": {"type": "buy_buttons", "settings": {}}},
+                    "block_order": ["title", "price", "buy_buttons"], "settings": {}},
+                "apps": {"type": "apps", "blocks": {
+                    "booking_cb": {"type": DEMO_BLOCK_TYPE, "settings": {
+                        "heading": "Book your time", "service_id": "",
+                        "proxy_prefix": "/apps/consult"}}},
+                    "block_order": ["booking_cb"], "settings": {}}},
+            "order": ["main", "apps"]}, indent=2)),
+}
+
+
 # ------------------------------------------------------------------------ GraphQL
 
 
@@ -247,12 +283,37 @@ class GraphQL:
             return self._suggested_refund(variables)
         if "tagsAdd" in query:
             return self._tags_add(variables)
+        if re.search(r"\bthemes\s*\(", query):
+            return self._themes(query, variables)
         if re.search(r"\bshop\s*\{[^}]*\bianaTimezone\b", query):
             self._log("shop", None, "asked for the shop's timezone", "ok")
             return {"data": {"shop": {"ianaTimezone": self._timezone()}}, "extensions": _cost(1)}
         self._log("(unknown)", None, "a query the demo does not answer", "error")
         return {"errors": [{"message": "The demo's Shopify does not answer this query.",
                             "extensions": {"code": "undefinedField"}}]}
+
+    # -- themes (the first-run checklist's theme check) ---------------------------------
+
+    def _themes(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """``themes(roles: [MAIN]) { nodes { files(filenames: ...) } }``: the demo
+        storefront's live theme, whose product template has the booking block (the demo
+        product page shows it)."""
+        if "MAIN" not in query:
+            self._log("themes", None, "asked for a theme other than the live one", "error")
+            return {"errors": [{"message": "The demo's Shopify has only its live (MAIN) "
+                                           "theme.", "extensions": {"code": "undefinedField"}}]}
+        patterns = variables.get("filenames")
+        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+            patterns = ["*"]
+        nodes = [{"filename": name, "body": {"content": content}}
+                 for name, content in DEMO_THEME_FILES.items()
+                 if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+        self._log("themes", None, f"read {len(nodes)} file(s) of the live theme", "ok")
+        return {"data": {"themes": {"nodes": [{
+            "id": DEMO_THEME_ID, "name": DEMO_THEME_NAME,
+            "files": {"nodes": nodes, "userErrors": [],
+                      "pageInfo": {"hasNextPage": False, "endCursor": None}}}]}},
+            "extensions": _cost(len(nodes) + 1)}
 
     def _timezone(self) -> str:
         from engine.services.shops import installed_shop

@@ -597,6 +597,26 @@ def _responses() -> dict[str, Any]:
     return out
 
 
+def _checklist_schema() -> dict[str, Any]:
+    """``GET /admin/api/checklist`` (engine.services.checklist)."""
+    step = {"type": "object", "required": ["id", "done", "title", "detail", "section", "url"],
+            "properties": {
+                "id": {"type": "string",
+                       "enum": ["service", "expert", "hours", "product", "theme_block"]},
+                "done": {"type": ["boolean", "null"],
+                         "description": "null: could not be checked (detail says why)"},
+                "title": {"type": "string"}, "detail": {"type": "string"},
+                "section": {"type": ["string", "null"],
+                            "enum": ["services", "experts", "hours", "settings", None]},
+                "url": {"type": ["string", "null"]}}}
+    count = {"type": "integer", "minimum": 0}
+    return {"type": "object", "required": ["checklist"], "properties": {"checklist": {
+        "type": "object", "required": ["steps", "done", "total"],
+        "properties": {"steps": {"type": "array", "items": step, "minItems": 5,
+                                 "maxItems": 5},
+                       "done": count, "total": count}}}}
+
+
 def _stats_schema() -> dict[str, Any]:
     """``GET /admin/api/stats`` (engine.services.stats)."""
     count = {"type": "integer", "minimum": 0}
@@ -1025,6 +1045,20 @@ def _core_paths() -> dict[str, dict[str, Any]]:
                     "since). A pending booking whose slot lapsed counts nowhere. today: "
                     "live bookings starting on the shop's current date.",
         responses={"200": ok("the numbers", _stats_schema()), **errors(*ADMIN_ERRORS)})}
+    paths["/admin/api/checklist"] = {"get": op(
+        "The first-run checklist: service, expert, hours, product link, theme block",
+        tags=admin_tag, security=ADMIN, operation_id="firstRunChecklist",
+        description="Steps in this order: service (a service exists), expert (an expert "
+                    "is assigned to a service), hours (an expert has weekly hours), "
+                    "product (a service has its Shopify product or variant id), "
+                    "theme_block (the live theme's product template has the booking "
+                    "app block; read through the Admin API with the read_themes scope, "
+                    "cached a minute per shop). done is null when a step could not be "
+                    "checked (no token, scope not granted, Shopify not answering): never "
+                    "an error status. url of theme_block: the theme editor deep link "
+                    "that adds the block. done counts the steps that are true.",
+        responses={"200": ok("the checklist", _checklist_schema()),
+                   **errors(*ADMIN_ERRORS)})}
     paths["/admin/api/export"] = {"get": op(
         "Bookings as CSV or iCalendar", tags=admin_tag, security=ADMIN,
         parameters=[q("format", {"type": "string", "enum": ["csv", "ics"],

@@ -57,7 +57,7 @@ def test_install_redirects_to_shopify_authorization_with_a_stored_state(
     assert location.path == "/admin/oauth/authorize"
     query = parse_qs(location.query)
     assert query["client_id"] == [API_KEY]
-    assert query["scope"] == ["read_orders,write_orders,read_products"]
+    assert query["scope"] == ["read_orders,write_orders,read_products,read_themes"]
     assert query["redirect_uri"] == [f"{APP_URL}/auth/callback"]
     assert "grant_options[]" not in query  # offline access
     state = query["state"][0]

@@ -19,8 +19,12 @@ class Availability:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = availability.parse_query(query_params(req))
-        resp.media = availability.availability(self.ctx.db, self.ctx.clock, req.context.shop,
-                                               query, self.ctx.busy_source)
+        # The JSON body from the per-process answer cache (never stale: see
+        # engine.services.availability.availability_json).
+        resp.data = availability.availability_json(self.ctx.db, self.ctx.clock,
+                                                   req.context.shop, query,
+                                                   self.ctx.busy_source)
+        resp.content_type = falcon.MEDIA_JSON
         resp.cache_control = ["no-store"]
 
 

@@ -25,7 +25,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, exists, select
+import orjson
+from sqlalchemy import bindparam, column, exists, func, select, table
 from sqlalchemy.orm import Session, aliased
 
 from engine.clock import Clock
@@ -42,11 +43,13 @@ from engine.domain.slots import (
 from engine.errors import NotFound, ValidationError
 from engine.services.capacity import EXPERT_SCOPE, caps
 from engine.services.catalog import live_service
-from engine.services.claims import LiveClaim, busy_from_claims, live_claims, live_clause
+from engine.services.claims import LiveClaim, live_claims, live_clause
 from engine.services.shops import ShopRef
 from engine.services.validation import timezone as parse_timezone
 from engine.store import Database
+from engine.store.db import Answer
 from engine.store.models import (
+    CONFIRMED,
     HELD,
     PENDING,
     CapacityCounter,
@@ -58,7 +61,7 @@ from engine.store.models import (
     Service,
     WeeklyHours,
 )
-from engine.store.types import UTCDateTime
+from engine.store.types import UTCDateTime, epoch
 
 MAX_DAYS = 62
 _DAYS = re.compile(r"[0-9]{1,2}")
@@ -372,50 +375,185 @@ def render_any(slots: Sequence[Slot], tz: ZoneInfo, seated: bool = False
     return out
 
 
+# --------------------------------------------------------------------------- answers
+#
+# An availability answer is a function of (1) the catalog (the service's rules, its
+# experts' hours and limits: the read cache's entry, replaced whenever the read cache
+# is, i.e. after any write of this process and at least every second), (2) the live
+# claims of its experts (their ``availability_versions``, bumped by the database's
+# triggers on ``claims`` in the claim's own transaction: migration 0015), (3) the busy
+# time the shop's calendar provider reports (read on every request, compared by value)
+# and (4) the clock: a slot leaves the answer when its notice runs out, one enters when
+# the horizon reaches it, and a hold or a pending booking frees its time when it
+# expires. The answer is cached per process with the instants it is valid between,
+# computed from those thresholds, so a cached answer is exactly the answer this request
+# would compute -- never one that offers a slot another worker's hold has taken.
+
+_VERSIONS = table("availability_versions", column("expert_id"), column("version"))
+_VERSION_OF = (select(_VERSIONS.c.expert_id, _VERSIONS.c.version)
+               .where(_VERSIONS.c.expert_id.in_(bindparam("ids", expanding=True)))
+               .order_by(_VERSIONS.c.expert_id))
+_NOW = bindparam("now", type_=UTCDateTime())
+# The busy ranges of live claims in the window with when each stops being live (NULL:
+# never, by time alone). ``claim_end > lo`` leads (index ix_claims_expert_end: the
+# claims ending after the window opens, not every past claim of the expert).
+_BUSY_UNTIL = (select(Claim.expert_id, epoch(Claim.claim_start), epoch(Claim.claim_end),
+                      Claim.status, Claim.expires_at)
+               .where(Claim.expert_id.in_(bindparam("ids", expanding=True)),
+                      Claim.claim_end > bindparam("lo", type_=UTCDateTime()),
+                      Claim.claim_start < bindparam("hi", type_=UTCDateTime()),
+                      live_clause(_NOW)))
+# The first instant a hold or a pending booking of these experts lapses (anywhere: the
+# limits' stale sessions look at whole days, weeks and months).
+_NEXT_LAPSE = (select(func.min(Claim.expires_at))
+               .where(Claim.expert_id.in_(bindparam("ids", expanding=True)),
+                      Claim.status.in_((HELD, PENDING)), Claim.expires_at > _NOW))
+
+FOREVER = float("inf")
+
+
+def _freeze(external: Mapping[str, Sequence[tuple[Instant, Instant]]]) -> tuple[Any, ...]:
+    return tuple(sorted((k, tuple(v)) for k, v in external.items() if v))
+
+
+def _valid_until(cals: Sequence[ExpertCalendar], rules: ServiceRules, slots: Sequence[Slot],
+                 now: Instant, range_start: Instant, range_end: Instant) -> float:
+    """The first clock reading (POSIX seconds, fractional) at which notice or horizon
+    would change the answer computed at ``now`` (whole seconds, as the engine sees it)."""
+    until = FOREVER
+    notice = rules.min_notice * 60
+    if slots:  # the earliest slot drops out once now + notice passes it
+        until = min(until, min(s.start for s in slots) - notice + 1)
+    horizon = rules.max_days_ahead * 86_400
+    reach = now + horizon
+    if reach < range_end:
+        # The next grid start at or after the horizon enters when the horizon passes it.
+        lo = max(reach, range_start)
+        hi = min(range_end, lo + 8 * 86_400)
+        open_rules = replace(rules, min_notice=0, max_days_ahead=(hi - lo) // 86_400 + 2)
+        nxt = hi
+        for cal in cals:
+            bare = replace(cal, busy=(), sessions={}, closed=frozenset())
+            found = merged_slots([bare], open_rules, now=lo, range_start=lo, range_end=hi)
+            if found:
+                nxt = min(nxt, found[0].start)
+        until = min(until, nxt - horizon + 1)
+    return until
+
+
+def _compute(session: Session, clock: Clock, shop: ShopRef, query: AvailabilityQuery,
+             catalog: tuple[Any, ...], busy_source: BusySource,
+             external: Mapping[str, list[tuple[Instant, Instant]]] | None = None
+             ) -> tuple[dict[str, Any], float, float]:
+    """The answer, the clock reading it was computed at and the first one at which it
+    may differ (see above)."""
+    shop_tz = zone(shop.timezone)
+    range_start, range_end = shop_day_range(shop_tz, query.start, query.days)
+    at = clock.now()
+    now = int(at.timestamp())
+    rules, cals, emails, limits, service_id = catalog
+    first = query.start - timedelta(days=2)
+    last = query.start + timedelta(days=query.days + 2)
+    until = FOREVER
+    if cals:
+        pad = (rules.buffer_before + rules.buffer_after + rules.duration) * 60
+        ids = [c.expert_id for c in cals]
+        lo, hi = range_start - pad, range_end + pad
+        # What the shop's calendar provider says is busy takes time away, and so
+        # does what is already claimed here (holds, bookings).
+        if external is None:
+            external = busy_source(session, shop.id, emails, lo, hi)
+        if rules.seats == 1 and limits is None:  # the common case: busy ranges only
+            claimed: dict[str, list[tuple[Instant, Instant]]] = {}
+            for expert_id, a, b, status, expires in session.execute(_BUSY_UNTIL, {
+                    "ids": ids, "lo": datetime.fromtimestamp(lo, tz=at.tzinfo),
+                    "hi": datetime.fromtimestamp(hi, tz=at.tzinfo), "now": at}):
+                claimed.setdefault(expert_id, []).append((int(a), int(b)))
+                if status != CONFIRMED and expires is not None:
+                    until = min(until, expires.timestamp())
+            if claimed or external:
+                cals = [replace(c, busy=(*claimed.get(c.expert_id, ()),
+                                         *external.get(c.expert_id, ()))) for c in cals]
+        else:
+            claims = live_claims(session, ids, lo, hi, at)
+            lapse = session.execute(_NEXT_LAPSE, {"ids": ids, "now": at}).scalar()
+            if lapse is not None:
+                until = min(until, lapse.timestamp())
+            closed = ({} if limits is None else
+                      closed_periods(session, limits, ids, first, last, at))
+            cals = [seated_calendar(c, rules, service_id, claims.get(c.expert_id, ()),
+                                    external.get(c.expert_id, ()),
+                                    closed.get(c.expert_id)) for c in cals]
+    slots = merged_slots(cals, rules, now=now, range_start=range_start, range_end=range_end)
+    if cals:
+        until = min(until, _valid_until(cals, rules, slots, now, range_start, range_end))
+    out_tz = zone(query.tz) if query.tz else shop_tz
+    render = render_any if query.any_expert else render_slots
+    body = {"shop_timezone": shop.timezone, "slots": render(slots, out_tz, rules.seats > 1)}
+    return body, at.timestamp(), until
+
+
+def _catalog(db: Database, session: Session, shop: ShopRef, query: AvailabilityQuery
+             ) -> tuple[Any, ...]:
+    """The service's rules, its experts' calendars and emails, its limits and id, from the
+    process read cache (engine.store.db.ReadCache: void after any local write, at most
+    1 s old): they change rarely."""
+    # Expert-local dates can differ from shop-local dates by up to a day either way.
+    first = query.start - timedelta(days=2)
+    last = query.start + timedelta(days=query.days + 2)
+    key = ("availability", shop.id, query.service_id, query.expert_id, first, last)
+    cached: tuple[Any, ...] | None = db.cache.get(key)
+    if cached is None:
+        service = live_service(session, shop.id, query.service_id)
+        cals, emails = expert_calendars(session, shop, service.id, query.expert_id,
+                                        first, last)
+        cached = (rules_of(service), cals, emails,
+                  limits_of(session, service, [c.expert_id for c in cals]), service.id)
+        db.cache.put(key, cached)
+    return cached
+
+
 def availability(db: Database, clock: Clock, shop: ShopRef, query: AvailabilityQuery,
                  busy_source: BusySource = no_busy) -> dict[str, Any]:
     """``GET /proxy/availability``: slots whose start lies in the shop-local dates
-    ``[start, start + days)``, sorted by start then expert."""
-    shop_tz = zone(shop.timezone)
-    range_start, range_end = shop_day_range(shop_tz, query.start, query.days)
-    now = int(clock.now().timestamp())
+    ``[start, start + days)``, sorted by start then expert (computed afresh; the route
+    serves :func:`availability_json`, the same answer through the answer cache)."""
     with db.lookup() as session:  # reads only: no BEGIN/ROLLBACK round trips
-        # Expert-local dates can differ from shop-local dates by up to a day either way.
-        first, last = query.start - timedelta(days=2), query.start + timedelta(days=query.days + 2)
-        # The service's rules and its experts' hours change rarely: a process-local cache
-        # (engine.store.db.ReadCache: void after any local write, at most 1 s old).
-        key = ("availability", shop.id, query.service_id, query.expert_id, first, last)
-        cached = db.cache.get(key)
-        if cached is None:
-            service = live_service(session, shop.id, query.service_id)
-            cals, emails = expert_calendars(session, shop, service.id, query.expert_id,
-                                            first, last)
-            cached = (rules_of(service), cals, emails,
-                      limits_of(session, service, [c.expert_id for c in cals]), service.id)
-            db.cache.put(key, cached)
-        rules, cals, emails, limits, service_id = cached
+        catalog = _catalog(db, session, shop, query)
+        return _compute(session, clock, shop, query, catalog, busy_source)[0]
+
+
+def availability_json(db: Database, clock: Clock, shop: ShopRef, query: AvailabilityQuery,
+                      busy_source: BusySource = no_busy) -> bytes:
+    """:func:`availability` as the JSON body, from the per-process answer cache when the
+    cached answer is still exactly this one (same catalog entry, same claim versions of
+    its experts, same provider busy time, the clock within its validity)."""
+    with db.lookup() as session:
+        catalog = _catalog(db, session, shop, query)
+        cals, emails = catalog[1], catalog[2]
+        external: Mapping[str, list[tuple[Instant, Instant]]] = {}
+        versions: tuple[Any, ...] = ()
         if cals:
+            rules = catalog[0]
+            range_start, range_end = shop_day_range(zone(shop.timezone), query.start,
+                                                    query.days)
             pad = (rules.buffer_before + rules.buffer_after + rules.duration) * 60
-            ids = [c.expert_id for c in cals]
-            # What the shop's calendar provider says is busy takes time away, and so
-            # does what is already claimed here (holds, bookings).
             external = busy_source(session, shop.id, emails, range_start - pad,
                                    range_end + pad)
-            if rules.seats == 1 and limits is None:  # the common case: busy ranges only
-                claimed = busy_from_claims(session, ids, range_start - pad,
-                                           range_end + pad, clock.now())
-                if claimed or external:
-                    cals = [replace(c, busy=(*claimed.get(c.expert_id, ()),
-                                             *external.get(c.expert_id, ()))) for c in cals]
-            else:
-                claims = live_claims(session, ids, range_start - pad, range_end + pad,
-                                     clock.now())
-                closed = ({} if limits is None else
-                          closed_periods(session, limits, ids, first, last, clock.now()))
-                cals = [seated_calendar(c, rules, service_id, claims.get(c.expert_id, ()),
-                                        external.get(c.expert_id, ()),
-                                        closed.get(c.expert_id)) for c in cals]
-    slots = merged_slots(cals, rules, now=now, range_start=range_start, range_end=range_end)
-    out_tz = zone(query.tz) if query.tz else shop_tz
-    render = render_any if query.any_expert else render_slots
-    return {"shop_timezone": shop.timezone, "slots": render(slots, out_tz, rules.seats > 1)}
+            # Read before the claims (on PostgreSQL each statement has its own snapshot):
+            # a claim committed in between makes the answer newer than its versions, and
+            # the next request sees new versions and recomputes -- never the reverse.
+            versions = tuple(tuple(row) for row in session.execute(
+                _VERSION_OF, {"ids": [c.expert_id for c in cals]}))
+        key = (shop.id, shop.timezone, query)
+        frozen = _freeze(external)
+        entry = db.answers.get(key)
+        if entry is not None and entry.catalog is catalog and entry.versions == versions \
+                and entry.external == frozen \
+                and entry.since <= clock.now().timestamp() < entry.until:
+            return entry.body
+        body, since, until = _compute(session, clock, shop, query, catalog, busy_source,
+                                      external)
+    data = orjson.dumps(body)
+    db.answers.put(key, Answer(catalog, versions, frozen, since, until, data))
+    return data

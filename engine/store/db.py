@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
@@ -271,6 +271,43 @@ class ReadCache:
             self._entries.clear()
 
 
+class Answer(NamedTuple):
+    """A cached availability answer (engine.services.availability.availability_json): what
+    it was computed from, the clock readings it is valid between, and its JSON body."""
+
+    catalog: Any
+    versions: tuple[Any, ...]
+    external: tuple[Any, ...]
+    since: float
+    until: float
+    body: bytes
+
+
+class AnswerCache:
+    """Availability answers of this process, by (shop, query). Unlike :class:`ReadCache`
+    an entry has no age limit and survives writes: the caller uses it only when every
+    input it was computed from (:class:`Answer`) is unchanged, which the caller checks
+    against the database on each request."""
+
+    def __init__(self, max_entries: int = 2048) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[Any, Answer] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Answer | None:
+        return self._entries.get(key)
+
+    def put(self, key: Any, answer: Answer) -> None:
+        with self._lock:
+            if len(self._entries) >= self.max_entries and key not in self._entries:
+                self._entries.clear()
+            self._entries[key] = answer
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
 class Database:
     """One database: the engine and its sessions. Transaction boundaries live in services."""
 
@@ -285,6 +322,7 @@ class Database:
             self.engine.execution_options(isolation_level="AUTOCOMMIT"),
             expire_on_commit=False)
         self.cache = ReadCache()
+        self.answers = AnswerCache()
 
     @contextmanager
     def read(self) -> Iterator[Session]:

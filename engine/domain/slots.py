@@ -48,7 +48,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from itertools import pairwise
 from operator import attrgetter, itemgetter
-from typing import Literal
+from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 __all__ = [
@@ -91,6 +91,7 @@ _MAX_INSTANT = (_LAST_DATE.toordinal() - _EPOCH_ORDINAL) * _DAY
 _FIRST = itemgetter(0)
 _BY_START = attrgetter("start")
 _BY_EXPERT = attrgetter("expert_id")
+_FOURTH = itemgetter(3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,14 +155,13 @@ class ExpertCalendar:
     closed: Collection[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Slot:
+class Slot(NamedTuple):
     """A bookable start of one expert: ``end = start + duration`` (buffers not included).
 
     Ordering is by ``(start, expert_id, end)``. A one-to-one slot has one seat left; a
-    slot of a service with seats is a :class:`SeatedSlot`. (Two classes rather than one
-    more field: the one-to-one engine makes thousands of these per request, and every
-    field costs.)
+    slot of a service with seats is a :class:`SeatedSlot`. A tuple (the one-to-one engine
+    makes hundreds of these per request, and a tuple is built in C: an empty month's
+    cost is the sweep's, not the objects'); immutable, hashable, compared by value.
     """
 
     start: Instant
@@ -173,12 +173,28 @@ class Slot:
         return 1
 
 
-@dataclass(frozen=True, slots=True, order=True)
 class SeatedSlot(Slot):
     """A slot of a service with seats: ``seats_left`` is what a hold may still take there
-    (the service's ``seats`` for a new session, what its session has left for a join)."""
+    (the service's ``seats`` for a new session, what its session has left for a join).
+    The tuple ``(start, expert_id, end, seats_left)``."""
 
-    seats_left: int  # a field where Slot has a constant
+    __slots__ = ()
+    _fields = ("start", "expert_id", "end", "seats_left")  # type: ignore[assignment]
+
+    def __new__(cls, start: Instant, expert_id: str, end: Instant,
+                seats_left: int) -> SeatedSlot:
+        return tuple.__new__(cls, (start, expert_id, end, seats_left))
+
+    @property
+    def seats_left(self) -> int:
+        return int(_FOURTH(self))
+
+    def __repr__(self) -> str:
+        return (f"SeatedSlot(start={self.start!r}, expert_id={self.expert_id!r}, "
+                f"end={self.end!r}, seats_left={self.seats_left!r})")
+
+    def __getnewargs__(self) -> tuple[Instant, str, Instant, int]:
+        return (self.start, self.expert_id, self.end, self.seats_left)
 
 
 def claimed_range(start: Instant, rules: ServiceRules) -> tuple[Instant, Instant]:
@@ -508,7 +524,8 @@ def expert_slots(cal: ExpertCalendar, rules: ServiceRules, *, now: Instant,
     if rules.seats > 1:
         seats = rules.seats
         return [SeatedSlot(s, eid, s + dur, seats) for s in starts]
-    return [Slot(s, eid, s + dur) for s in starts]
+    new = tuple.__new__
+    return [new(Slot, (s, eid, s + dur)) for s in starts]
 
 
 def merged_slots(cals: Sequence[ExpertCalendar], rules: ServiceRules, *, now: Instant,

@@ -90,7 +90,9 @@ def read_slots(doc: dict[str, Any] | None, out: str) -> list[Figure]:
     ratios: list[tuple[str, float]] = []
     rows = list((doc or {}).get("rows", [])) + list((doc or {}).get("reference", []))
     for r in rows:
-        ratio = _num(r.get("ratio"))
+        ratio = _num(r.get("reference_ratio"))
+        if ratio is None:
+            ratio = _num(r.get("ratio"))
         if ratio is None and _num(r.get("reference_ms")) and _num(r.get("median_ms")):
             ratio = r["median_ms"] / r["reference_ms"]
         if ratio is not None:

@@ -97,11 +97,13 @@ def read_slots(doc: dict[str, Any] | None, out: str) -> list[Figure]:
             ratio = r["median_ms"] / r["reference_ms"]
         if ratio is not None:
             ratios.append((str(r.get("scenario") or r.get("size") or "?"), ratio))
-    if not ratios:  # printed output: "... 1.23x ..." on lines that name the reference
-        for line in out.splitlines():
-            m = re.search(r"(\d+(?:\.\d+)?)\s*x\b", line)
-            if m and "ref" in line.lower():
-                ratios.append((line.split("  ")[0].strip(), float(m.group(1))))
+    lines = out.splitlines()
+    if not ratios and any("ratio" in ln for ln in lines[:3]):
+        # printed table with a ratio column last: "<scenario>  ...  0.50 ok|MISSED"
+        for line in lines:
+            m = re.search(r"\s(\d+\.\d+)\s+(ok|MISSED)\s*$", line)
+            if m:
+                ratios.append((re.split(r"\s{2,}", line.strip())[0], float(m.group(1))))
     if ratios:
         where, worst = max(ratios, key=lambda t: t[1])
         figures.append(Figure(name, f"{worst:.2f}x ({where}; {len(ratios)} sizes)", target,
@@ -211,9 +213,9 @@ def read_flash(doc: dict[str, Any] | None, out: str) -> list[Figure]:
         doc = {"checks": checks} if checks else None
     if doc is None:
         return [missing("flash sale", "10 won, 0 5xx, p99 <= 1 s", "no output")]
-    n = doc.get("customers", "?")
-    slots = doc.get("slots", "?")
     c = doc.get("checks", {})
+    n = doc.get("customers", "?")
+    slots = doc.get("slots", c.get("holds won", {}).get("target", "?"))
 
     def fig(key: str, label: str, target: str) -> Figure:
         if key not in c:

@@ -141,10 +141,15 @@ class Settings(_Resource):
 
 
 class Bookings(_Resource):
+    """``GET /admin/api/bookings?from&to[&expert][&service][&status][&q]`` (the filters
+    are engine.services.bookings.parse_filter's)."""
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        lo, hi = bookings.parse_range(query_params(req))
+        params = query_params(req)
+        lo, hi = bookings.parse_range(params)
+        filters = bookings.parse_filter(params)
         resp.media = {"bookings": bookings.list_bookings(self.ctx.db, req.context.shop.id,
-                                                         lo, hi)}
+                                                         lo, hi, filters)}
 
 
 class Booking(_Resource):
@@ -158,6 +163,15 @@ class BookingCancel(_Resource):
                                               req.context.shop.id, item_id)
         if self.ctx.after_commit is not None:
             self.ctx.after_commit()
+
+
+class BookingNoShow(_Resource):
+    """``POST /admin/api/bookings/ID/no_show {"no_show": true|false}`` -> ``{"booking"}``."""
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:
+        no_show = bookings.parse_no_show(read_json(req))
+        resp.media = {"booking": bookings.mark_no_show(self.ctx.db, self.ctx.clock,
+                                                       req.context.shop.id, item_id, no_show)}
 
 
 class Refunds(_Resource):
@@ -205,6 +219,7 @@ def register(app: falcon.App, ctx: Context) -> None:
     app.add_route("/admin/api/bookings", Bookings(ctx))
     app.add_route("/admin/api/bookings/{item_id}", Booking(ctx))
     app.add_route("/admin/api/bookings/{item_id}/cancel", BookingCancel(ctx))
+    app.add_route("/admin/api/bookings/{item_id}/no_show", BookingNoShow(ctx))
     app.add_route("/admin/api/refunds", Refunds(ctx))
     app.add_route("/admin/api/export", Export(ctx))
     app.add_route("/admin/api/privacy-requests", PrivacyRequests(ctx))

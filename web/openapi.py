@@ -361,7 +361,8 @@ def _schemas(ctx: Context | None) -> dict[str, Any]:
         "required": ["id", "service", "service_title", "expert", "expert_name", "start",
                      "end", "status", "order_id", "line_item_id", "customer",
                      "customer_timezone", "seats", "answers", "amount", "currency",
-                     "meeting_url", "cancelled_by", "reschedules", "delivery"],
+                     "meeting_url", "cancelled_by", "reschedules", "no_show", "no_show_at",
+                     "delivery"],
         "properties": {
             "id": {"type": "string"}, "service": {"type": "string"},
             "service_title": nstr, "expert": {"type": "string"}, "expert_name": nstr,
@@ -383,6 +384,10 @@ def _schemas(ctx: Context | None) -> dict[str, Any]:
                                "the order (orders/cancelled); null while not cancelled"},
             "reschedules": {"type": "integer", "minimum": 0,
                             "description": "times the customer moved it"},
+            "no_show": {"type": "boolean",
+                        "description": "a confirmed booking the merchant marked a no-show "
+                                       "(its status stays confirmed)"},
+            "no_show_at": {**nullable_instant, "description": "when it was marked"},
             "delivery": delivery,
         },
     }
@@ -985,9 +990,18 @@ def _core_paths() -> dict[str, dict[str, Any]]:
                       description="bookings starting at or after"),
                     q("to", {"type": "string", "format": "date-time"},
                       description="bookings starting before")]
+    booking_filters = [
+        q("expert", {"type": "string", "maxLength": 64}, description="only this expert's"),
+        q("service", {"type": "string", "maxLength": 64}, description="only this service's"),
+        q("status", {"type": "string",
+                     "enum": ["", "pending", "confirmed", "cancelled", "no_show"]},
+          description="only this status; no_show: confirmed bookings marked a no-show "
+                      "(confirmed includes them)"),
+        q("q", {"type": "string", "maxLength": 100},
+          description="customer name or email contains this (case-insensitive)")]
     paths["/admin/api/bookings"] = {"get": op(
         "Bookings whose start lies in [from, to)", tags=admin_tag, security=ADMIN,
-        parameters=range_params,
+        parameters=range_params + booking_filters,
         responses={"200": ok("bookings", {"type": "object", "required": ["bookings"],
                                           "properties": {"bookings": {
                                               "type": "array", "items": _ref("Booking")}}}),
@@ -1015,6 +1029,17 @@ def _core_paths() -> dict[str, dict[str, Any]]:
             "type": "object", "required": ["booking"],
             "properties": {"booking": _ref("Booking")}}),
             **errors(*ADMIN_BODY_ERRORS, 422)})}
+    paths["/admin/api/bookings/{item_id}/no_show"] = {"post": op(
+        "Mark a past confirmed booking a no-show, or unmark it", tags=admin_tag,
+        security=ADMIN, parameters=item,
+        body=_json({"type": "object", "required": ["no_show"], "additionalProperties": False,
+                    "properties": {"no_show": {"type": "boolean"}}}),
+        description="Marking needs a confirmed booking (409 not_confirmed) whose end has "
+                    "passed (409 not_past); unmarking is always allowed.",
+        responses={"200": ok("the booking", {
+            "type": "object", "required": ["booking"],
+            "properties": {"booking": _ref("Booking")}}),
+            **errors(*ADMIN_BODY_ERRORS)})}
     paths["/admin/api/refunds"] = {"get": op(
         "The refund log: one entry per line item that could not be honoured",
         tags=admin_tag, security=ADMIN,

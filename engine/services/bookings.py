@@ -1,16 +1,17 @@
-"""The merchant's bookings: list, cancel, and the refund log."""
+"""The merchant's bookings: list (with filters), cancel, mark a no-show, and the refund log."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from engine.clock import Clock
-from engine.errors import NotFound, ValidationError
+from engine.errors import Conflict, NotFound, ValidationError
 from engine.services.holds import parse_instant
 from engine.services.orders import (
     MERCHANT_CANCELLED,
@@ -25,6 +26,7 @@ from engine.store.models import (
     BOOKING_STATUSES,
     CANCELLED,
     CONFIRMED,
+    PENDING,
     REFUND_CANCEL,
     Claim,
     Expert,
@@ -43,6 +45,77 @@ def parse_range(params: dict[str, str]) -> tuple[datetime | None, datetime | Non
     if lo is not None and hi is not None and lo >= hi:
         raise ValidationError("from must be before to", field="from")
     return lo, hi
+
+
+#: The ``status`` filter's words: the contract's three statuses, and ``no_show`` (a
+#: confirmed booking the merchant marked; its ``status`` stays ``confirmed``).
+STATUS_FILTERS = ("pending", "confirmed", "cancelled", "no_show")
+#: The longest customer search (``q``) accepted.
+MAX_QUERY = 100
+_ID_MAX = 64
+
+
+@dataclass(frozen=True)
+class BookingFilter:
+    """What ``GET /admin/api/bookings`` narrows the list to, besides the range. Every
+    part is applied in SQL (:func:`booking_rows`); None: not filtered on."""
+
+    expert: str | None = None
+    service: str | None = None
+    status: str | None = None
+    q: str | None = None
+
+
+NO_FILTER = BookingFilter()
+
+
+def _id_param(params: dict[str, str], name: str) -> str | None:
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    if len(value) > _ID_MAX or not value.isprintable() or value.strip() != value:
+        raise ValidationError(f"{name} must be an id", field=name)
+    return value
+
+
+def parse_filter(params: dict[str, str]) -> BookingFilter:
+    """``expert``, ``service``, ``status`` and ``q`` query parameters, all optional (an
+    empty one is as if left out). An id names no booking of this shop: the list is empty,
+    not an error. ``q`` is at most :data:`MAX_QUERY` characters, no control characters."""
+    status = params.get("status") or None
+    if status is not None and status not in STATUS_FILTERS:
+        raise ValidationError(f"status must be one of {', '.join(STATUS_FILTERS)}",
+                              field="status")
+    q = params.get("q")
+    if q is not None:
+        q = q.strip()
+        if len(q) > MAX_QUERY:
+            raise ValidationError(f"q is longer than {MAX_QUERY} characters", field="q")
+        if not q.isprintable():
+            raise ValidationError("q may not contain control characters", field="q")
+    return BookingFilter(expert=_id_param(params, "expert"),
+                         service=_id_param(params, "service"), status=status, q=q or None)
+
+
+def _filtered(q: Select[Claim], f: BookingFilter) -> Select[Claim]:
+    if f.expert is not None:
+        q = q.where(Claim.expert_id == f.expert)
+    if f.service is not None:
+        q = q.where(Claim.service_id == f.service)
+    if f.status == "no_show":
+        q = q.where(Claim.status == CONFIRMED, Claim.no_show_at.is_not(None))
+    elif f.status == "pending":
+        q = q.where(Claim.status == PENDING)
+    elif f.status is not None:
+        q = q.where(Claim.status == f.status)
+    if f.q is not None:
+        # Case-insensitive substring of the name or the email; LIKE's wildcards in the
+        # search are escaped (autoescape). lower() is Unicode-aware on PostgreSQL; on
+        # SQLite it folds ASCII letters only (docs/api.md says so).
+        needle = f.q.lower()
+        q = q.where(or_(func.lower(Claim.customer_name).contains(needle, autoescape=True),
+                        func.lower(Claim.customer_email).contains(needle, autoescape=True)))
+    return q
 
 
 _UNSET: Any = object()
@@ -79,13 +152,20 @@ def render_booking(session: Session, c: Claim, delivery: Any = _UNSET) -> dict[s
                    if c.line_price is not None else None),
         "currency": c.currency,
         "meeting_url": c.meeting_url,
+        # The merchant's attendance mark (migration 0014): a confirmed booking whose end
+        # has passed, marked a no-show; its status stays confirmed.
+        "no_show": c.no_show_at is not None and c.status == CONFIRMED,
+        "no_show_at": (c.no_show_at.strftime(ISO)
+                       if c.no_show_at is not None and c.status == CONFIRMED else None),
         # What happened to the calendar event and the messages (engine/services/outbox.py).
         "delivery": delivery_status(session, c.id) if delivery is _UNSET else delivery,
     }
 
 
 def booking_rows(session: Session, shop_id: str, lo: datetime | None,
-                 hi: datetime | None) -> list[Claim]:
+                 hi: datetime | None, filters: BookingFilter = NO_FILTER) -> list[Claim]:
+    """The shop's bookings starting in ``[lo, hi)`` that pass ``filters``, by start: one
+    query (the export and the list share it)."""
     q = (select(Claim).where(Claim.shop_id == shop_id, Claim.status.in_(BOOKING_STATUSES),
                              Claim.order_id.is_not(None))
          .order_by(Claim.start_at, Claim.id))
@@ -93,15 +173,26 @@ def booking_rows(session: Session, shop_id: str, lo: datetime | None,
         q = q.where(Claim.start_at >= lo)
     if hi is not None:
         q = q.where(Claim.start_at < hi)
-    return list(session.scalars(q))
+    return list(session.scalars(_filtered(q, filters)))
 
 
 def list_bookings(db: Database, shop_id: str, lo: datetime | None,
-                  hi: datetime | None) -> list[dict[str, Any]]:
+                  hi: datetime | None, filters: BookingFilter = NO_FILTER
+                  ) -> list[dict[str, Any]]:
+    """The admin's list: a fixed number of queries whatever its length (the bookings,
+    the shop's services and experts for their names, the deliveries in bulk)."""
     with db.read() as session:
-        rows = booking_rows(session, shop_id, lo, hi)
+        rows = booking_rows(session, shop_id, lo, hi, filters)
+        # Into the identity map, held here (it keeps objects only while referenced), so
+        # that render_booking's session.get finds each service and expert there.
+        named: list[object] = []
+        if rows:
+            named += session.scalars(select(Service).where(Service.shop_id == shop_id))
+            named += session.scalars(select(Expert).where(Expert.shop_id == shop_id))
         deliveries = delivery_statuses(session, [c.id for c in rows])
-        return [render_booking(session, c, deliveries[c.id]) for c in rows]
+        out = [render_booking(session, c, deliveries[c.id]) for c in rows]
+        del named
+        return out
 
 
 def _booking(session: Session, shop_id: str, booking_id: str) -> Claim:
@@ -115,6 +206,48 @@ def _booking(session: Session, shop_id: str, booking_id: str) -> Claim:
 def get_booking(db: Database, shop_id: str, booking_id: str) -> dict[str, Any]:
     with db.read() as session:
         return render_booking(session, _booking(session, shop_id, booking_id))
+
+
+def parse_no_show(doc: Any) -> bool:
+    """``{"no_show": true | false}``, nothing else."""
+    if not isinstance(doc, dict):
+        raise ValidationError("the request body must be a JSON object")
+    unknown = sorted(set(doc) - {"no_show"})
+    if unknown:
+        raise ValidationError(f"unknown field {unknown[0]!r}", field=unknown[0])
+    if "no_show" not in doc:
+        raise ValidationError("no_show is required", field="no_show")
+    if not isinstance(doc["no_show"], bool):
+        raise ValidationError("no_show must be true or false", field="no_show")
+    return bool(doc["no_show"])
+
+
+def mark_no_show(db: Database, clock: Clock, shop_id: str, booking_id: str,
+                 no_show: bool) -> dict[str, Any]:
+    """Mark (``no_show`` true) or unmark a booking as a no-show. Only a confirmed booking
+    whose end has passed (by ``clock``) may be marked: a pending or cancelled one is
+    ``409 not_confirmed``, one not over yet ``409 not_past``. Marking again keeps the first
+    mark's time; unmarking is always allowed (and a no-op on an unmarked booking). The
+    status stays what it is; nothing is sent to anyone."""
+    now = clock.now()
+    with db.write() as session:
+        c = _booking(session, shop_id, booking_id)
+        session.refresh(c, with_for_update=True)
+        if no_show:
+            if c.status != CONFIRMED:
+                raise Conflict(f"only a confirmed booking can be marked a no-show; this one "
+                               f"is {c.status}", code="not_confirmed")
+            if c.end_at > now:
+                raise Conflict("a booking can be marked a no-show only once it has ended",
+                               code="not_past")
+            if c.no_show_at is None:
+                c.no_show_at = now
+                c.updated_at = now
+        elif c.no_show_at is not None:
+            c.no_show_at = None
+            c.updated_at = now
+        session.flush()
+        return render_booking(session, c)
 
 
 # What the cancel endpoint says about the money: Shopify refund states as the merchant

@@ -170,12 +170,82 @@
   }
 
   function reload() {
-    return Promise.all([api("GET", "/services"), api("GET", "/experts"), api("GET", "/settings")])
+    return Promise.all([api("GET", "/services"), api("GET", "/experts"), api("GET", "/settings"), checklistDoc()])
       .then(function (r) {
         state.services = r[0].services;
         state.experts = r[1].experts;
         state.settings = r[2];
+        state.checklist = r[3];
       });
+  }
+
+  // The first-run checklist (GET /checklist), or null: a server without the endpoint
+  // (404) or any failure shows no checklist rather than an error.
+  function checklistDoc() {
+    return api("GET", "/checklist").then(function (b) { return (b && b.checklist) || null; },
+      function () { return null; });
+  }
+
+  // ------------------------------------------------------------------ modal dialogs
+
+  // What Tab may reach inside a dialog (visible, enabled).
+  function focusables(root) {
+    return Array.prototype.filter.call(root.querySelectorAll(
+      "button, [href], input, select, textarea, [tabindex]:not([tabindex='-1'])"), function (el) {
+      return !el.disabled && !el.hidden && el.getClientRects().length > 0;
+    });
+  }
+
+  // Shows `dlg` as a modal <dialog>: the page behind is inert, Escape closes it, Tab and
+  // Shift+Tab cycle inside it (a focus trap, also where showModal is missing), and when it
+  // closes it is removed and the focus goes back to `opener` -- unless `onClose` returns
+  // false (it moved the focus itself). `first` gets the focus when it opens.
+  function showDialog(dlg, opener, first, onClose) {
+    dlg.addEventListener("keydown", function (ev) {
+      if (ev.key === "Escape" && typeof dlg.showModal !== "function") { ev.preventDefault(); dlg.close(); return; }
+      if (ev.key !== "Tab") return;
+      var items = focusables(dlg);
+      if (!items.length) { ev.preventDefault(); return; }
+      var a = items[0], z = items[items.length - 1];
+      if (ev.shiftKey && (document.activeElement === a || !dlg.contains(document.activeElement))) { ev.preventDefault(); z.focus(); }
+      else if (!ev.shiftKey && document.activeElement === z) { ev.preventDefault(); a.focus(); }
+    });
+    dlg.addEventListener("close", function () {
+      dlg.remove();
+      var back = onClose ? onClose() : true;
+      if (back !== false && opener && document.body.contains(opener)) opener.focus();
+    });
+    document.body.appendChild(dlg);
+    if (typeof dlg.showModal === "function") dlg.showModal();
+    else {
+      dlg.setAttribute("open", ""); dlg.setAttribute("role", "dialog"); dlg.setAttribute("aria-modal", "true");
+      if (typeof dlg.close !== "function") dlg.close = function () { dlg.removeAttribute("open"); dlg.dispatchEvent(new Event("close")); };
+    }
+    if (first) first.focus();
+    return dlg;
+  }
+
+  // The in-page stand-in for the browser's confirm box, in the Shopify admin's idiom (a
+  // Polaris modal: a title, one sentence, a plain "Cancel" and the action's own button,
+  // critical -- red -- for what destroys). Resolves true when the merchant confirms, false
+  // when they cancel, press Escape or close it. The safe choice has the focus first.
+  function confirmDialog(opts) {
+    return new Promise(function (resolve) {
+      var id = uid("confirm");
+      var answer = false;
+      var cancel = h("button", { type: "button", class: "plain" }, opts.cancelLabel || "Cancel");
+      var go = h("button", { type: "button", class: opts.destructive ? "critical" : "primary" }, opts.confirmLabel);
+      var dlg = h("dialog", { class: "dialog confirm-dialog", "aria-labelledby": id + "-title", "aria-describedby": id + "-body" },
+        h("h2", { id: id + "-title", text: opts.title }),
+        h("p", { id: id + "-body", text: opts.body }),
+        h("div", { class: "actions dialog-footer" }, cancel, go));
+      cancel.addEventListener("click", function () { dlg.close(); });
+      go.addEventListener("click", function () { answer = true; dlg.close(); });
+      showDialog(dlg, opts.opener, cancel, function () {
+        resolve(answer);
+        return !answer;  // confirmed: what follows redraws and places the focus
+      });
+    });
   }
 
   // ------------------------------------------------------------------ per-field errors
@@ -457,6 +527,16 @@
           onchange: function () { if (this.checked) { state.homePeriod = p[0]; load(); } } });
         return h("label", { class: "check", for: input.id }, input, " " + p[1]);
       }));
+    // The checklist first, drawn from what was fetched before the page (so nothing moves
+    // down under the merchant); fetched again, and redrawn only if it changed.
+    var checklistBox = h("div", { id: "home-checklist" });
+    main.appendChild(checklistBox);
+    drawChecklist(checklistBox, state.checklist);
+    var drawn = JSON.stringify(state.checklist);
+    checklistDoc().then(function (doc) {
+      state.checklist = doc;
+      if (JSON.stringify(doc) !== drawn && document.body.contains(checklistBox)) drawChecklist(checklistBox, doc);
+    });
     main.appendChild(h("div", { class: "toolbar home-toolbar" }, switcher, range));
 
     var bookingsC = counterCard("home-bookings-total", "Bookings");
@@ -586,6 +666,32 @@
     if (focus) heading.focus();
   }
 
+  var CHECK_STATES = { "true": ["Done", "badge ok"], "false": ["To do", "badge"], "null": ["Not checked", "badge"] };
+
+  // The first-run checklist card: each step, whether it is done, and a link to where it
+  // is done (its section of this page, or `url` -- the theme editor -- in a new tab). No
+  // card when there is no checklist, or nothing known is left to do (every step done, or
+  // done except those that could not be checked).
+  function drawChecklist(box, doc) {
+    box.textContent = "";
+    var steps = (doc && doc.steps) || [];
+    if (!steps.length || !steps.some(function (st) { return st.done === false; })) return;
+    var done = steps.filter(function (st) { return st.done === true; }).length;
+    box.appendChild(h("section", { class: "card checklist", "aria-labelledby": "checklist-title" },
+      h("h3", { id: "checklist-title", text: "Set up consultbook" }),
+      h("p", { class: "progress", id: "checklist-progress", text: done + " of " + steps.length + " steps done" }),
+      h("ol", { "aria-describedby": "checklist-progress" }, steps.map(function (st) {
+        var look = CHECK_STATES[String(st.done)] || CHECK_STATES["null"];
+        var title = st.title || st.id;
+        var target = st.url
+          ? h("a", { href: st.url, target: "_blank", rel: "noopener", text: title + " (opens in a new tab)" })
+          : (st.section && SECTIONS.indexOf(st.section) >= 0 ? h("a", { href: "#" + st.section, text: title }) : h("span", { text: title }));
+        return h("li", { "data-step": st.id, "data-done": String(st.done) },
+          h("span", { class: "step-state " + look[1], text: look[0] }), h("span", { class: "step-title" }, target),
+          st.detail ? h("p", { class: "step-detail", text: st.detail }) : null);
+      }))));
+  }
+
   // Charts follow their card's width: redrawn (from the numbers already fetched) once
   // the window has stopped resizing.
   var homeResize = null;
@@ -629,10 +735,14 @@
         String((s.questions || []).length), String(s.variant_id === null ? "—" : s.variant_id),
         h("span", { class: "row-actions" },
           h("button", { type: "button", "aria-label": "Edit " + s.title, onclick: function () { serviceForm(s); } }, "Edit"),
-          h("button", { type: "button", class: "danger", "aria-label": "Delete " + s.title, onclick: function () {
-            if (!window.confirm("Delete the service “" + s.title + "”? Existing bookings keep it.")) return;
-            api("DELETE", "/services/" + s.id).then(reload).then(function () { services(); say("Service deleted."); }).catch(fail);
-          } }, "Delete"))];
+          h("button", { type: "button", class: "danger", "aria-label": "Delete " + s.title, "aria-haspopup": "dialog",
+            onclick: function () {
+              confirmDialog({ title: "Delete " + s.title + "?", opener: this, destructive: true, confirmLabel: "Delete service",
+                body: "Customers can no longer book it. Existing bookings keep it." }).then(function (yes) {
+                if (!yes) return;
+                api("DELETE", "/services/" + s.id).then(reload).then(function () { services(true); say("Service deleted."); }).catch(fail);
+              });
+            } }, "Delete"))];
     });
     main.appendChild(table("Services", ["Title", "Duration", "Grid", "Buffers", "Notice", "Horizon", "Seats", "Limits",
       "Questions", "Variant", "Actions"], rows, "No services yet. Add one below."));
@@ -812,9 +922,12 @@
           h("button", { type: "button", "aria-label": "Edit " + x.name, onclick: function () { expertForm(x); } }, "Edit"),
           h("button", { type: "button", "aria-label": "Working hours of " + x.name, onclick: function () {
             state.hoursExpert = x.id; location.hash = "#hours"; } }, "Hours"),
-          h("button", { type: "button", class: "danger", "aria-label": "Delete " + x.name, onclick: function () {
-            if (!window.confirm("Delete " + x.name + "? Existing bookings keep their expert.")) return;
-            api("DELETE", "/experts/" + x.id).then(reload).then(function () { experts(); say("Expert deleted."); }).catch(fail);
+          h("button", { type: "button", class: "danger", "aria-label": "Delete " + x.name, "aria-haspopup": "dialog", onclick: function () {
+            confirmDialog({ title: "Delete " + x.name + "?", opener: this, destructive: true, confirmLabel: "Delete expert",
+              body: "Customers can no longer book " + x.name + ". Existing bookings keep their expert." }).then(function (yes) {
+              if (!yes) return;
+              api("DELETE", "/experts/" + x.id).then(reload).then(function () { experts(true); say("Expert deleted."); }).catch(fail);
+            });
           } }, "Delete"))];
     });
     main.appendChild(table("Experts", ["Name", "Email", "Time zone", "Services", "Limits", "Priority", "Weight", "Actions"], rows,
@@ -1012,47 +1125,425 @@
     }));
   }
 
-  function bookings(focus) {
-    var tz = shopTz();
+  // The bookings section: a week or month calendar of the shop's time zone, filtered by
+  // expert, service and status and searched by customer (GET /bookings with the filters:
+  // the server narrows the list), a booking's details (its delivery state, reschedule,
+  // cancel, mark a no-show) from the calendar. The toolbar and the filters stay while the
+  // list reloads (a search keeps its focus); a summary line (aria-live) says what is shown.
+  var BK_VIEWS = [["week", "Week"], ["month", "Month"]];
+  var BK_STATUSES = [["", "Any status"], ["pending", "Pending"], ["confirmed", "Confirmed"],
+                     ["cancelled", "Cancelled"], ["no_show", "No-show"]];
+  var bkRun = 0, bkTimer = null;
+
+  function bk() {
+    if (!state.bk) state.bk = { view: "week", month: null, day: null, expert: "", service: "", status: "", q: "" };
+    return state.bk;
+  }
+
+  function firstOfMonth(ymd) { return ymd.slice(0, 8) + "01"; }
+  function addMonths(ymd, n) {
+    var y = +ymd.slice(0, 4), m = +ymd.slice(5, 7) - 1 + n;
+    y += Math.floor(m / 12); m = ((m % 12) + 12) % 12;
+    return y + "-" + pad(m + 1) + "-01";
+  }
+  function dayName(ymd, opts) {
+    var o = { timeZone: "UTC" };
+    Object.keys(opts).forEach(function (k) { o[k] = opts[k]; });
+    return new Intl.DateTimeFormat(undefined, o).format(new Date(ymd + "T12:00:00Z"));
+  }
+  function localDay(iso) { var p = partsIn(shopTz(), Date.parse(iso)); return p.year + "-" + p.month + "-" + p.day; }
+  function isPast(b) { return Date.parse(b.end) <= Date.now(); }
+  function canMarkNoShow(b) { return b.status === "confirmed" && !b.no_show && isPast(b); }
+  function customerOf(b) { return (b.customer && b.customer.name) || "a customer"; }
+  function statusWords(b) { return b.no_show ? "confirmed, no-show" : b.status; }
+
+  // The booking's calendar event and messages, as the merchant reads them (`delivery`).
+  function deliveryText(b) {
+    var d = b.delivery;
+    if (!d) return b.status === "pending" ? "Nothing sent yet: the order is not paid." : "No calendar event or mail recorded.";
+    var tries = d.attempts === 1 ? "1 attempt" : d.attempts + " attempts";
+    var text = {
+      done: "Calendar event and mails delivered.",
+      pending: "Calendar event and mails queued.",
+      retrying: "Being retried (" + tries + " so far" + (d.next_attempt_at ? ", next " + when(d.next_attempt_at) : "") + ").",
+      failed: "Failed after " + tries + "."
+    }[d.status] || d.status;
+    if (d.last_error && d.status !== "done") text += " Last error: " + d.last_error;
+    if (d.unconfirmed_messages && d.unconfirmed_messages.length) {
+      text += " Not confirmed by the receiving side: " + d.unconfirmed_messages.join(", ") + ".";
+    }
+    return text;
+  }
+  function deliveryShort(b) {
+    var d = b.delivery;
+    if (!d) return "—";
+    return { done: "Delivered", pending: "Queued", retrying: "Retrying", failed: "Failed" }[d.status] || d.status;
+  }
+
+  function statusBadges(b) {
+    return [h("span", { class: "badge " + b.status, text: b.status }),
+      b.no_show ? [" ", h("span", { class: "badge no-show", text: "no-show" })] : null];
+  }
+
+  // Mark (or unmark) a no-show: POST /bookings/ID/no_show.
+  function setNoShow(b, value) {
+    return api("POST", "/bookings/" + b.id + "/no_show", { no_show: value }).then(function (r) { return r.booking; });
+  }
+
+  // Redraw the section (the filters and the period stay) and put the focus on the booking
+  // that changed, or on the heading if it is no longer shown.
+  function refreshBookings(bookingId) {
+    bookings(false, function () {
+      var el = bookingId && main.querySelector('[data-booking="' + bookingId + '"]');
+      if (el) el.focus();
+      else { var hd = main.querySelector("h2"); if (hd) hd.focus(); }
+    });
+  }
+
+  function bookings(focus, then) {
+    var tz = shopTz(), s = bk();
     if (!state.week) state.week = monday(todayIn(tz));
-    var first = state.week, end = addDays(first, 7);
+    if (!s.month) s.month = firstOfMonth(addDays(state.week, 3));
     var heading = section("Bookings", "Times are shown in the shop's time zone (" + tz + ").");
-    var label = new Intl.DateTimeFormat(undefined, { timeZone: "UTC", dateStyle: "medium" });
-    var range = h("span", { class: "range", "aria-live": "polite", text: "Week of " + label.format(new Date(first + "T12:00:00Z")) });
-    main.appendChild(h("div", { class: "toolbar" },
-      h("button", { type: "button", onclick: function () { state.week = addDays(state.week, -7); bookings(); } }, "‹ Previous week"),
-      range,
-      h("button", { type: "button", onclick: function () { state.week = monday(todayIn(tz)); bookings(); } }, "This week"),
-      h("button", { type: "button", onclick: function () { state.week = addDays(state.week, 7); bookings(); } }, "Next week ›")));
-    var holder = h("div", null, h("p", { text: "Loading…" }));
+
+    var viewSwitch = h("fieldset", { class: "period-switch view-switch" }, h("legend", { text: "Calendar" }),
+      BK_VIEWS.map(function (v) {
+        var input = h("input", { type: "radio", name: "bookings-view", id: "bookings-view-" + v[0], value: v[0],
+          checked: s.view === v[0], onchange: function () {
+            if (!this.checked) return;
+            if (v[0] === "month") s.month = firstOfMonth(s.day && monday(s.day) === state.week ? s.day : addDays(state.week, 3));
+            else state.week = monday(s.day && s.day.slice(0, 7) === s.month.slice(0, 7) ? s.day
+              : (todayIn(tz).slice(0, 7) === s.month.slice(0, 7) ? todayIn(tz) : s.month));
+            s.view = v[0];
+            drawNav(); load();
+          } });
+        return h("label", { class: "check", for: input.id }, input, " " + v[1]);
+      }));
+    var nav = h("div", { class: "calendar-nav" });
+    var range = h("span", { class: "range", id: "bookings-range" });
+    function drawNav() {
+      var unit = s.view === "month" ? "month" : "week";
+      function step(n) {
+        return function () {
+          if (s.view === "month") s.month = addMonths(s.month, n); else state.week = addDays(state.week, 7 * n);
+          updateRange(); load();
+        };
+      }
+      nav.textContent = "";
+      append(nav, [
+        h("button", { type: "button", onclick: step(-1) }, "\u2039 Previous " + unit),
+        h("button", { type: "button", onclick: function () {
+          if (s.view === "month") s.month = firstOfMonth(todayIn(tz)); else state.week = monday(todayIn(tz));
+          s.day = null; updateRange(); load();
+        } }, "This " + unit),
+        h("button", { type: "button", onclick: step(1) }, "Next " + unit + " \u203a"),
+        range]);
+      updateRange();
+    }
+    function updateRange() {
+      range.textContent = s.view === "month" ? dayName(s.month, { month: "long", year: "numeric" })
+        : "Week of " + dayName(state.week, { dateStyle: "medium" });
+    }
+
+    function changed(key) {
+      return function () { s[key] = this.value; load(); };
+    }
+    var fExpert = h("select", { id: "bookings-expert", onchange: changed("expert") },
+      h("option", { value: "", text: "All experts" }),
+      state.experts.map(function (x) { return h("option", { value: x.id, text: x.name }); }));
+    var fService = h("select", { id: "bookings-service", onchange: changed("service") },
+      h("option", { value: "", text: "All services" }),
+      state.services.map(function (x) { return h("option", { value: x.id, text: x.title }); }));
+    var fStatus = h("select", { id: "bookings-status", onchange: changed("status") },
+      BK_STATUSES.map(function (x) { return h("option", { value: x[0], text: x[1] }); }));
+    var fSearch = h("input", { type: "search", id: "bookings-q", maxlength: "100", autocomplete: "off",
+      placeholder: "Name or email", oninput: function () {
+        var v = this.value;
+        clearTimeout(bkTimer);
+        bkTimer = setTimeout(function () { if (s.q !== v.trim()) { s.q = v.trim(); load(); } }, 300);
+      } });
+    fExpert.value = s.expert; fService.value = s.service; fStatus.value = s.status; fSearch.value = s.q;
+    var filters = h("div", { class: "grid filters", role: "search", "aria-label": "Filter bookings" },
+      field("Expert", fExpert), field("Service", fService), field("Status", fStatus),
+      field("Search customers", fSearch));
+    var summary = h("p", { class: "summary", id: "bookings-summary", "aria-live": "polite" }, "\u00a0");
+    main.appendChild(h("div", { class: "toolbar calendar-toolbar" }, viewSwitch, nav));
+    main.appendChild(h("div", { class: "card filters-card" }, filters));
+    main.appendChild(summary);
+    var holder = h("div", { id: "bookings-calendar", class: "calendar-holder" });
     main.appendChild(holder);
-    var q = "?from=" + encodeURIComponent(midnight(first, tz)) + "&to=" + encodeURIComponent(midnight(end, tz));
-    api("GET", "/bookings" + q).then(function (body) {
+    drawNav();
+
+    function period() {
+      if (s.view === "month") return { from: s.month, to: addMonths(s.month, 1) };
+      return { from: state.week, to: addDays(state.week, 7) };
+    }
+
+    function load() {
+      var run = ++bkRun, p = period();
+      var q = "?from=" + encodeURIComponent(midnight(p.from, tz)) + "&to=" + encodeURIComponent(midnight(p.to, tz));
+      ["expert", "service", "status", "q"].forEach(function (k) { if (s[k]) q += "&" + k + "=" + encodeURIComponent(s[k]); });
+      holder.setAttribute("aria-busy", "true");
+      api("GET", "/bookings" + q).then(function (body) {
+        if (run !== bkRun || !document.body.contains(holder)) return;  // asked again since, or gone elsewhere
+        holder.removeAttribute("aria-busy");
+        var list = (body.bookings || []).slice().sort(function (a, b) { return a.start < b.start ? -1 : 1; });
+        show(list);
+        if (then) { var t = then; then = null; t(); }
+      }).catch(function (e) {
+        if (run !== bkRun) return;
+        holder.removeAttribute("aria-busy");
+        summary.textContent = "The bookings could not be loaded.";
+        fail(e);
+      });
+    }
+
+    function show(list) {
+      var filtered = s.expert || s.service || s.status || s.q;
+      var n = list.length === 1 ? "1 booking" : list.length + " bookings";
+      var where = s.view === "month" ? " in " + dayName(s.month, { month: "long", year: "numeric" })
+        : " in the week of " + dayName(state.week, { dateStyle: "medium" });
+      summary.textContent = (list.length ? n : "No bookings") +
+        (filtered ? (list.length === 1 ? " matches the filters" : " match the filters") : "") + where + ".";
       holder.textContent = "";
-      var list = (body.bookings || []).slice().sort(function (a, b) { return a.start < b.start ? -1 : 1; });
-      holder.appendChild(weekView(first, list));
-      holder.appendChild(table("Bookings this week", ["Start", "Service", "Expert", "Customer", "Seats", "Answers", "Status",
-        "Order", "Meeting", "Actions"],
-        list.map(function (b) {
-          var customer = b.customer || {};
-          var live = b.status === "confirmed" || b.status === "pending";
-          var who = (customer.name || "the customer") + " on " + when(b.start);
-          return [when(b.start), nameOf(state.services, b.service), nameOf(state.experts, b.expert),
-            [customer.name || "—", customer.email ? h("br") : null, customer.email || null],
-            String(b.seats || 1), answersList(b),
-            h("span", { class: "badge " + b.status, text: b.status }),
-            String(b.order_id || "—"),
-            b.meeting_url ? h("a", { href: b.meeting_url, target: "_blank", rel: "noopener", text: "Join" }) : "—",
-            live ? h("span", { class: "row-actions" },
-              h("button", { type: "button", "aria-label": "Reschedule the booking of " + who, "aria-haspopup": "dialog",
-                onclick: function () { rescheduleDialog(b, this); } }, "Reschedule"),
-              h("button", { type: "button", class: "danger", "aria-label": "Cancel the booking of " + who,
-                "aria-haspopup": "dialog", onclick: function () { cancelDialog(b, this); } }, "Cancel"))
-              : (b.status === "cancelled" && CANCELLED_BY[b.cancelled_by]
-                ? h("span", { class: "cancelled-by", text: CANCELLED_BY[b.cancelled_by] }) : "")];
-        }), "No bookings this week."));
-    }).catch(function (e) { holder.textContent = ""; fail(e); });
+      holder.setAttribute("data-view", s.view);
+      holder.setAttribute("data-first", s.view === "month" ? s.month : state.week);
+      if (s.view === "month") {
+        holder.appendChild(monthView(s.month, list, s.day, function (day) { s.day = day; show(list); focusDay(day); }));
+        holder.appendChild(dayList(s.day && s.day.slice(0, 7) === s.month.slice(0, 7) ? s.day : null, list, function (day) {
+          state.week = monday(day); s.day = day; s.view = "week";
+          bookings(false, function () { var c = document.getElementById("bookings-view-week"); if (c) c.focus(); });
+        }));
+        if (s.focusGrid) {  // Page Up / Page Down in the grid: the focus stays in it
+          s.focusGrid = false;
+          var again = holder.querySelector(".month-day[tabindex='0']");
+          if (again) again.focus();
+        }
+        return;
+      }
+      holder.appendChild(weekView(state.week, list));
+      holder.appendChild(bookingsTable(list, filtered));
+    }
+
+    function focusDay(day) {
+      var b = holder.querySelector('.month-day[data-date="' + day + '"]');
+      if (b) b.focus();
+    }
+
+    load();
     if (focus) heading.focus();
+  }
+
+  function bookingsTable(list, filtered) {
+    return table("Bookings this week", ["Start", "Service", "Expert", "Customer", "Seats", "Answers", "Status",
+      "Order", "Meeting", "Delivery", "Actions"],
+      list.map(function (b) {
+        var customer = b.customer || {};
+        var live = b.status === "confirmed" || b.status === "pending";
+        var who = (customer.name || "the customer") + " on " + when(b.start);
+        var actions = [];
+        if (live) {
+          actions.push(h("button", { type: "button", "aria-label": "Reschedule the booking of " + who, "aria-haspopup": "dialog",
+            onclick: function () { rescheduleDialog(b, this); } }, "Reschedule"));
+          actions.push(h("button", { type: "button", class: "danger", "aria-label": "Cancel the booking of " + who,
+            "aria-haspopup": "dialog", onclick: function () { cancelDialog(b, this); } }, "Cancel"));
+        }
+        if (canMarkNoShow(b) || b.no_show) {
+          actions.push(h("button", { type: "button", "aria-label": (b.no_show ? "Remove the no-show mark of " : "Mark as a no-show: ") + who,
+            onclick: function () {
+              var btn = this; btn.disabled = true;
+              setNoShow(b, !b.no_show).then(function (after) {
+                say(after.no_show ? "Marked as a no-show." : "No-show mark removed.");
+                refreshBookings(b.id);
+              }).catch(function (e) { btn.disabled = false; fail(e); });
+            } }, b.no_show ? "Remove no-show" : "Mark no-show"));
+        }
+        return [when(b.start), nameOf(state.services, b.service), nameOf(state.experts, b.expert),
+          [customer.name || "—", customer.email ? h("br") : null, customer.email || null],
+          String(b.seats || 1), answersList(b), statusBadges(b),
+          String(b.order_id || "—"),
+          b.meeting_url ? h("a", { href: b.meeting_url, target: "_blank", rel: "noopener", text: "Join" }) : "—",
+          deliveryShort(b),
+          actions.length ? h("span", { class: "row-actions" }, actions)
+            : (b.status === "cancelled" && CANCELLED_BY[b.cancelled_by]
+              ? h("span", { class: "cancelled-by", text: CANCELLED_BY[b.cancelled_by] }) : "")];
+      }), filtered ? "No bookings this week match the filters." : "No bookings this week.");
+  }
+
+  // A booking in the calendar: a button that opens its details.
+  function bookingChip(b, extra) {
+    var time = when(b.start, { hour: "2-digit", minute: "2-digit" });
+    var label = time + ", " + customerOf(b) + ", " + nameOf(state.services, b.service) + " with " +
+      nameOf(state.experts, b.expert) + " (" + statusWords(b) + ")";
+    return h("li", { class: "chip " + b.status + (b.no_show ? " no-show" : "") },
+      h("button", { type: "button", class: "chip-button", "data-booking": b.id, "aria-haspopup": "dialog",
+        "aria-label": label, title: label, onclick: function () { bookingDetails(b, this); } },
+        h("strong", { text: time }), " ", nameOf(state.services, b.service), h("br"), nameOf(state.experts, b.expert),
+        b.customer && b.customer.name ? " · " + b.customer.name : "",
+        b.status === "cancelled" ? " (cancelled)" : "", b.no_show ? " (no-show)" : "", extra || null));
+  }
+
+  function weekView(first, list) {
+    var tz = shopTz(), today = todayIn(tz);
+    var cols = [];
+    for (var i = 0; i < 7; i++) cols.push(addDays(first, i));
+    var byDay = {};
+    list.forEach(function (b) { var key = localDay(b.start); (byDay[key] = byDay[key] || []).push(b); });
+    return h("div", { class: "week", role: "region", "aria-label": "Week calendar" }, cols.map(function (d) {
+      var items = byDay[d] || [];
+      return h("section", { class: "week-day" + (d === today ? " today-col" : ""), "aria-label": dayName(d, { dateStyle: "full" }) },
+        h("h3", { text: dayName(d, { weekday: "short", day: "numeric", month: "short" }) }),
+        items.length ? h("ul", null, items.map(function (b) { return bookingChip(b); })) : h("p", { class: "off", text: "—" }));
+    }));
+  }
+
+  // The month grid: six rows of weeks (Monday first) so that its size never changes; the
+  // days of the month are buttons (one tab stop; arrows, Home/End, Page Up/Down move, as in
+  // the WAI-ARIA date grid), each saying how many bookings it has. Choosing one lists it.
+  function monthView(month, list, selected, choose) {
+    var tz = shopTz(), today = todayIn(tz), start = monday(month), ym = month.slice(0, 7);
+    var byDay = {};
+    list.forEach(function (b) { var key = localDay(b.start); (byDay[key] = byDay[key] || []).push(b); });
+    var current = selected && selected.slice(0, 7) === ym ? selected : (today.slice(0, 7) === ym ? today : month);
+    var last = addDays(addMonths(month, 1), -1);
+    function move(from, ev) {
+      var to = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -7, ArrowDown: 7 }[ev.key];
+      var target = to !== undefined ? addDays(from, to) : null;
+      if (ev.key === "Home") target = addDays(from, -((new Date(from + "T12:00:00Z").getUTCDay() + 6) % 7));
+      if (ev.key === "End") target = addDays(from, 6 - ((new Date(from + "T12:00:00Z").getUTCDay() + 6) % 7));
+      if (ev.key === "PageUp" || ev.key === "PageDown") {
+        ev.preventDefault();
+        var nav = document.querySelectorAll(".calendar-nav button");
+        bk().focusGrid = true;
+        if (nav.length) nav[ev.key === "PageUp" ? 0 : 2].click();
+        return;
+      }
+      if (!target) return;
+      ev.preventDefault();
+      if (target < month) target = month;
+      if (target > last) target = last;
+      var grid = ev.currentTarget.closest(".month");
+      var next = grid.querySelector('.month-day[data-date="' + target + '"]');
+      if (!next) return;
+      Array.prototype.forEach.call(grid.querySelectorAll(".month-day"), function (x) { x.tabIndex = -1; });
+      next.tabIndex = 0;
+      next.focus();
+    }
+    var rows = [];
+    for (var w = 0; w < 6; w++) {
+      var cells = [];
+      for (var i = 0; i < 7; i++) {
+        (function (d) {
+          if (d.slice(0, 7) !== ym) { cells.push(h("td", { class: "month-out" })); return; }
+          var items = byDay[d] || [];
+          var n = items.length;
+          var label = dayName(d, { weekday: "long", day: "numeric", month: "long" }) + ", " +
+            (n ? (n === 1 ? "1 booking" : n + " bookings") : "no bookings") + (d === today ? ", today" : "");
+          var shown = items.slice(0, 3);
+          cells.push(h("td", { class: d === today ? "is-today" : null },
+            h("button", { type: "button", class: "month-day", "data-date": d, tabindex: d === current ? "0" : "-1",
+              "aria-label": label, "aria-pressed": d === selected ? "true" : "false",
+              onclick: function () { choose(d); }, onkeydown: function (ev) { move(d, ev); } },
+              h("span", { class: "month-num", "aria-hidden": "true", text: String(+d.slice(8)) }),
+              n ? h("span", { class: "month-count", "aria-hidden": "true", text: String(n) }) : null,
+              h("span", { class: "month-items", "aria-hidden": "true" }, shown.map(function (b) {
+                return h("span", { class: "month-item " + b.status + (b.no_show ? " no-show" : ""),
+                  text: when(b.start, { hour: "2-digit", minute: "2-digit" }) + " " + customerOf(b) });
+              }), n > 3 ? h("span", { class: "month-more", text: "+" + (n - 3) + " more" }) : null))));
+        })(addDays(start, w * 7 + i));
+      }
+      rows.push(h("tr", null, cells));
+    }
+    var heads = [];
+    for (var k = 0; k < 7; k++) {
+      var d0 = addDays(start, k);
+      heads.push(h("th", { scope: "col", abbr: dayName(d0, { weekday: "long" }), text: dayName(d0, { weekday: "short" }) }));
+    }
+    return h("div", { class: "month-wrap", role: "region", "aria-label": "Month calendar" },
+      h("table", { class: "month" }, h("caption", { class: "visually-hidden", text: dayName(month, { month: "long", year: "numeric" }) }),
+        h("thead", null, h("tr", null, heads)), h("tbody", null, rows)));
+  }
+
+  // The chosen day of the month view, its bookings as buttons that open their details.
+  function dayList(day, list, openWeek) {
+    var box = h("section", { class: "card day-list", "aria-labelledby": "day-list-title" });
+    if (!day) {
+      box.appendChild(h("h3", { id: "day-list-title", text: "Choose a day" }));
+      box.appendChild(h("p", { class: "empty", text: "Choose a day in the calendar to list its bookings." }));
+      return box;
+    }
+    var items = list.filter(function (b) { return localDay(b.start) === day; });
+    box.appendChild(h("h3", { id: "day-list-title", text: "Bookings on " + dayName(day, { dateStyle: "full" }) }));
+    box.appendChild(items.length ? h("ul", { class: "day-items" }, items.map(function (b) {
+      return bookingChip(b, b.customer && b.customer.email ? [h("br"), h("span", { class: "help", text: b.customer.email })] : null);
+    })) : h("p", { class: "empty", text: "No bookings on this day." }));
+    box.appendChild(h("div", { class: "actions" }, h("button", { type: "button", onclick: function () { openWeek(day); } },
+      "Open the week of " + dayName(day, { day: "numeric", month: "long" }))));
+    return box;
+  }
+
+  // A booking's details in a modal dialog: when, who, what, its delivery state, and what
+  // the merchant can do with it (reschedule, cancel, mark a no-show once it is over).
+  function bookingDetails(b, opener) {
+    var changed = false, next = null;
+    var title = h("h2", { id: "details-title", text: "Booking details" });
+    var list = h("dl", { class: "details", id: "details-list" });
+    var problem = h("p", { class: "form-error", role: "alert", hidden: true });
+    var actions = h("div", { class: "actions dialog-footer" });
+    var close = h("button", { type: "button", class: "plain" }, "Close");
+    var dlg = h("dialog", { class: "dialog details-dialog", "aria-labelledby": "details-title" },
+      title, list, problem, actions);
+    function row(term, value) { return h("div", null, h("dt", { text: term }), h("dd", null, value)); }
+    function draw() {
+      var customer = b.customer || {};
+      list.textContent = "";
+      append(list, [
+        row("When", when(b.start) + " – " + when(b.end, { timeStyle: "short" })),
+        row("Service", nameOf(state.services, b.service)),
+        row("Expert", nameOf(state.experts, b.expert)),
+        row("Customer", [customer.name || "—", customer.email ? [h("br"), customer.email] : null]),
+        b.customer_timezone ? row("Customer's time zone", b.customer_timezone) : null,
+        row("Seats", String(b.seats || 1)),
+        row("Status", [statusBadges(b), b.status === "cancelled" && CANCELLED_BY[b.cancelled_by]
+          ? " " + CANCELLED_BY[b.cancelled_by] : null]),
+        row("Order", String(b.order_id || "—")),
+        row("Meeting", b.meeting_url ? h("a", { href: b.meeting_url, target: "_blank", rel: "noopener", text: "Join" }) : "—"),
+        row("Answers", answersList(b)),
+        row("Calendar event and mails", h("span", { id: "details-delivery", text: deliveryText(b) }))
+      ]);
+      actions.textContent = "";
+      var live = b.status === "confirmed" || b.status === "pending";
+      if (live) {
+        actions.appendChild(h("button", { type: "button", "aria-haspopup": "dialog", onclick: function () {
+          next = function () { rescheduleDialog(b, opener); }; dlg.close(); } }, "Reschedule"));
+        actions.appendChild(h("button", { type: "button", class: "critical", "aria-haspopup": "dialog", onclick: function () {
+          next = function () { cancelDialog(b, opener); }; dlg.close(); } }, "Cancel booking"));
+      }
+      if (canMarkNoShow(b) || b.no_show) {
+        actions.appendChild(h("button", { type: "button", onclick: function () {
+          var btn = this; btn.disabled = true; problem.hidden = true;
+          setNoShow(b, !b.no_show).then(function (after) {
+            changed = true; b = after;
+            say(after.no_show ? "Marked as a no-show." : "No-show mark removed.");
+            draw();
+            var again = actions.querySelector("[data-no-show]");
+            (again || close).focus();
+          }).catch(function (e) {
+            btn.disabled = false;
+            problem.textContent = (e && e.message) ? e.message : String(e); problem.hidden = false;
+          });
+        }, "data-no-show": "1" }, b.no_show ? "Remove no-show mark" : "Mark no-show"));
+      }
+      actions.appendChild(close);
+    }
+    close.addEventListener("click", function () { dlg.close(); });
+    draw();
+    showDialog(dlg, opener, close, function () {
+      if (next) { next(); return false; }
+      if (changed) { refreshBookings(b.id); return false; }
+      return true;
+    });
+    return dlg;
   }
 
   // ------------------------------------------------------------------ cancel dialog
@@ -1113,7 +1604,7 @@
     var outcome = h("p", { id: "cancel-outcome", class: "outcome", role: "status", "aria-live": "polite" });
     var problem = h("p", { class: "error-text", role: "alert" });
     var keep = h("button", { type: "button", autofocus: true }, "Keep the booking");
-    var go = h("button", { type: "button", class: "danger" }, "Cancel the booking");
+    var go = h("button", { type: "button", class: "critical" }, "Cancel the booking");
     var close = h("button", { type: "button", class: "primary", hidden: true }, "Close");
     var dlg = h("dialog", { class: "dialog", "aria-labelledby": "cancel-title",
       "aria-describedby": "cancel-summary cancel-effects" },
@@ -1123,11 +1614,6 @@
     function finish() { dlg.close(); }
     keep.addEventListener("click", finish);
     close.addEventListener("click", finish);
-    dlg.addEventListener("close", function () {
-      dlg.remove();
-      if (changed) { bookings(); return; }
-      if (opener && document.body.contains(opener)) opener.focus();
-    });
     go.addEventListener("click", function () {
       go.disabled = true; keep.disabled = true; problem.textContent = "";
       go.textContent = "Cancelling…";
@@ -1146,10 +1632,10 @@
         problem.textContent = (e && e.message) ? e.message : String(e);
       });
     });
-    document.body.appendChild(dlg);
-    if (typeof dlg.showModal === "function") dlg.showModal();
-    else { dlg.setAttribute("open", ""); dlg.setAttribute("role", "dialog"); dlg.setAttribute("aria-modal", "true"); }
-    keep.focus();
+    showDialog(dlg, opener, keep, function () {
+      if (changed) { refreshBookings(b.id); return false; }
+      return true;
+    });
     return dlg;
   }
 
@@ -1236,41 +1722,11 @@
     function finish() { dlg.close(); }
     keep.addEventListener("click", finish);
     close.addEventListener("click", finish);
-    dlg.addEventListener("close", function () {
-      dlg.remove();
-      if (changed) { bookings(); return; }
-      if (opener && document.body.contains(opener)) opener.focus();
+    showDialog(dlg, opener, date, function () {
+      if (changed) { refreshBookings(b.id); return false; }
+      return true;
     });
-    document.body.appendChild(dlg);
-    if (typeof dlg.showModal === "function") dlg.showModal();
-    else { dlg.setAttribute("open", ""); dlg.setAttribute("role", "dialog"); dlg.setAttribute("aria-modal", "true"); }
-    date.focus();
     return dlg;
-  }
-
-  function weekView(first, list) {
-    var tz = shopTz();
-    var dayFmt = new Intl.DateTimeFormat(undefined, { timeZone: "UTC", weekday: "short", day: "numeric", month: "short" });
-    var cols = [];
-    for (var i = 0; i < 7; i++) cols.push(addDays(first, i));
-    var byDay = {};
-    list.forEach(function (b) {
-      var p = partsIn(tz, Date.parse(b.start));
-      var key = p.year + "-" + p.month + "-" + p.day;
-      (byDay[key] = byDay[key] || []).push(b);
-    });
-    return h("div", { class: "week", role: "region", "aria-label": "Week calendar" }, cols.map(function (d) {
-      var items = byDay[d] || [];
-      return h("div", { class: "week-day" },
-        h("h3", { text: dayFmt.format(new Date(d + "T12:00:00Z")) }),
-        items.length ? h("ul", null, items.map(function (b) {
-          return h("li", { class: "chip " + b.status },
-            h("strong", { text: when(b.start, { hour: "2-digit", minute: "2-digit" }) }), " ",
-            nameOf(state.services, b.service), h("br"), nameOf(state.experts, b.expert),
-            b.customer && b.customer.name ? " · " + b.customer.name : "",
-            b.status === "cancelled" ? " (cancelled)" : "");
-        })) : h("p", { class: "off", text: "—" }));
-    }));
   }
 
   // ------------------------------------------------------------------ refunds
@@ -1649,11 +2105,15 @@
         verb + label));
     }
     if (c.status !== "not_connected") {
-      buttons.push(h("button", { type: "button", class: "danger", "aria-label": "Disconnect " + label, onclick: function () {
-        if (!window.confirm("Disconnect " + label + "? What uses this account stops working until it is connected again.")) return;
-        api("DELETE", "/connections/" + encodeURIComponent(c.provider)).then(function () { return connections(true); })
-          .then(function () { say(label + " disconnected."); }).catch(fail);
-      } }, "Disconnect"));
+      buttons.push(h("button", { type: "button", class: "danger", "aria-label": "Disconnect " + label, "aria-haspopup": "dialog",
+        onclick: function () {
+          confirmDialog({ title: "Disconnect " + label + "?", opener: this, destructive: true, confirmLabel: "Disconnect",
+            body: "What uses this account stops working until it is connected again." }).then(function (yes) {
+            if (!yes) return;
+            api("DELETE", "/connections/" + encodeURIComponent(c.provider)).then(function () { return connections(true); })
+              .then(function () { say(label + " disconnected."); }).catch(fail);
+          });
+        } }, "Disconnect"));
     }
     return h("span", { class: "row-actions" }, buttons);
   }

@@ -41,10 +41,15 @@ class Webhooks:
         if not topic or not shop:
             raise ApiError(falcon.HTTP_400, "invalid_request",
                            "X-Shopify-Topic and X-Shopify-Shop-Domain are required")
+        webhook_id = clean_header(req.get_header("X-Shopify-Webhook-Id"), 128)
+        # A redelivery (Shopify retries, at least once) is answered after one indexed
+        # lookup, before the body is parsed or a transaction begins.
+        if webhooks.seen(self.ctx.db, topic, webhook_id):
+            resp.media = {"status": "duplicate"}
+            return
         payload = parse_webhook_json(raw)
         delivery = webhooks.Delivery(
-            topic=topic, shop_domain=shop.lower(),
-            webhook_id=clean_header(req.get_header("X-Shopify-Webhook-Id"), 128),
+            topic=topic, shop_domain=shop.lower(), webhook_id=webhook_id,
             triggered_at=_triggered_at(req.get_header("X-Shopify-Triggered-At")),
             payload=payload)
         outcome = webhooks.handle(self.ctx.db, self.ctx.clock, delivery,

@@ -13,23 +13,35 @@ docs/bookings.md.
 
 A capacity lowered below what is already taken keeps what is taken (the row's maximum
 becomes what is used) and refuses anything new.
+
+Cost (a hold's write path, issue 14): what the rows are made of -- the service's seats
+and limits, the expert's limits and zone -- is read in the claim's own transaction, in
+one statement (:func:`facts`; never from the read cache: these values decide bookings).
+The session is upserted with ``RETURNING`` its seats: a session that already has live
+seats has its counters (the trigger refused it any other way, and counters are never
+deleted but with their expert), so a claim joining it writes no counter at all; only a
+session going from none to some seats upserts its six counters, for the periods the
+session row itself carries (the ones the trigger will look for), and a counter whose cap
+is already right is not rewritten. On PostgreSQL the session and its counters are one
+statement (a data-modifying CTE); every statement is built once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, func
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from engine.domain.capacity import PERIODS, periods_of, session_key
 from engine.errors import Conflict
-from engine.store.models import CapacityCounter, Claim, ClaimSession, Expert, Service, Shop
+from engine.store.models import Claim, Expert, Service, Shop
+from engine.store.types import UTCDateTime
 
 EXPERT_SCOPE = "*"
 
@@ -46,10 +58,10 @@ def refusal(exc: IntegrityError) -> str | None:
     """Which capacity rule refused a write: ``seats``, ``limit``, or None (another)."""
     orig = exc.orig
     name = getattr(getattr(orig, "diag", None), "constraint_name", None) or ""
-    text = f"{name} {orig}"
-    if "claim_sessions_seats" in text:
+    text_ = f"{name} {orig}"
+    if "claim_sessions_seats" in text_:
         return "seats"
-    if "capacity_counters_cap" in text:
+    if "capacity_counters_cap" in text_:
         return "limit"
     return None
 
@@ -59,25 +71,50 @@ def caps(limits: Mapping[str, Any] | None) -> dict[str, int | None]:
     return {p: (int(limits[p]) if limits.get(p) is not None else None) for p in PERIODS}
 
 
-def _zone_of(session: Session, expert: Expert) -> str:
-    if expert.timezone:
-        return expert.timezone
-    shop = session.get(Shop, expert.shop_id)
-    assert shop is not None
-    return shop.timezone
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What a claim's session and counters are made of, as the database has it now: the
+    service's seats, the service's and the expert's caps (per period of
+    :data:`PERIODS`, None: no limit) and the expert's zone (else the shop's)."""
+
+    seats: int
+    service_caps: dict[str, int | None]
+    expert_caps: dict[str, int | None]
+    tz: str
+
+    @property
+    def limited(self) -> bool:
+        return any(v is not None for v in self.service_caps.values()) or any(
+            v is not None for v in self.expert_caps.values())
 
 
-def limit_window(session: Session, claim: Claim) -> tuple[datetime, datetime] | None:
+# Built once (the compiled form is cached): one round trip instead of three ORM loads.
+_FACTS = (select(Service.seats, Service.limits, Expert.limits,
+                 func.coalesce(func.nullif(Expert.timezone, ""), Shop.timezone))
+          .select_from(Service)
+          .join(Expert, Expert.id == bindparam("expert"))
+          .join(Shop, Shop.id == Expert.shop_id)
+          .where(Service.id == bindparam("service")))
+
+
+def facts(session: Session, claim: Claim) -> Facts:
+    """The claim's :class:`Facts`, read in the caller's transaction (one statement)."""
+    row = session.execute(_FACTS, {"service": claim.service_id,
+                                   "expert": claim.expert_id}).one_or_none()
+    assert row is not None, "a claim of a service or expert that does not exist"
+    seats, service_limits, expert_limits, tz = row
+    return Facts(max(1, int(seats or 1)), caps(service_limits), caps(expert_limits), tz)
+
+
+def limit_window(session: Session, claim: Claim, known: Facts | None = None
+                 ) -> tuple[datetime, datetime] | None:
     """The instants of the claim's limit periods together (its local month and ISO week
     in the expert's zone), or None when neither its service nor its expert has a limit
     (then only the claim's own range matters to its rules)."""
-    with session.no_autoflush:
-        service = session.get(Service, claim.service_id)
-        expert = session.get(Expert, claim.expert_id)
-        assert service is not None and expert is not None
-        if not any(caps(service.limits).values()) and not any(caps(expert.limits).values()):
-            return None
-        tz = ZoneInfo(_zone_of(session, expert))
+    known = known or facts(session, claim)
+    if not known.limited:
+        return None
+    tz = ZoneInfo(known.tz)
     local = claim.start_at.astimezone(tz)
     month = local.date().replace(day=1)
     week = local.date() - timedelta(days=local.weekday())
@@ -89,49 +126,81 @@ def limit_window(session: Session, claim: Claim) -> tuple[datetime, datetime] | 
     return lo.astimezone(UTC), hi.astimezone(UTC)
 
 
-def _insert(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+# --- the statements -------------------------------------------------------------------
+
+_SESSION_VALUES = """
+    INSERT INTO claim_sessions AS cs (key, shop_id, expert_id, service_id, start_at,
+        seats_max, seats_used, day_key, week_key, month_key, created_at)
+    VALUES (:key, :shop_id, :expert_id, :service_id, :start_at, :seats_max, 0, :day_key,
+            :week_key, :month_key, :created_at)
+    ON CONFLICT (key) DO UPDATE SET seats_max = {bigger}(excluded.seats_max, cs.seats_used)
+    RETURNING seats_used, day_key, week_key, month_key"""
+
+# The six counters (service scope and '*', each period); the period keys come from the
+# session row, so they are the ones its trigger counts on even if the expert's zone
+# changed since the session was made.
+_COUNTER_ROWS = ", ".join(
+    f"({scope}, '{kind}', CAST(:{prefix}_{period} AS INTEGER))"
+    for scope, prefix in (("CAST(:service_id AS VARCHAR(32))", "s"), ("'*'", "e"))
+    for kind, period in zip("DWM", PERIODS, strict=True))
+_NEW_CAP = "CASE WHEN excluded.cap IS NULL THEN NULL ELSE {bigger}(excluded.cap, cc.used) END"
+_COUNTERS_CONFLICT = (
+    "ON CONFLICT (expert_id, scope, period) DO UPDATE SET cap = " + _NEW_CAP
+    + " WHERE cc.cap IS DISTINCT FROM (" + _NEW_CAP + ")")
 
 
-def prepare(session: Session, claim: Claim, now: datetime) -> None:
+def _typed(sql: str) -> Any:
+    return text(sql).bindparams(bindparam("start_at", type_=UTCDateTime()),
+                                bindparam("created_at", type_=UTCDateTime()))
+
+
+# PostgreSQL: the session and (when it has no live seat yet) its counters, one statement.
+_PG_PREPARE = _typed(
+    "WITH s AS (" + _SESSION_VALUES.format(bigger="greatest") + ")\n"
+    "INSERT INTO capacity_counters AS cc (expert_id, scope, period, used, cap)\n"
+    "SELECT :expert_id, v.scope, v.kind || CASE v.kind WHEN 'D' THEN s.day_key"
+    " WHEN 'W' THEN s.week_key ELSE s.month_key END, 0, v.cap\n"
+    f"FROM s, (VALUES {_COUNTER_ROWS}) AS v (scope, kind, cap)\n"
+    "WHERE s.seats_used = 0\n" + _COUNTERS_CONFLICT.format(bigger="greatest"))
+
+# SQLite: the session, then the counters only if it has no live seat yet (every writer
+# holds the database lock, so nothing changes in between).
+_SQLITE_SESSION = _typed(_SESSION_VALUES.format(bigger="max"))
+_SQLITE_COUNTERS = text(
+    "INSERT INTO capacity_counters AS cc (expert_id, scope, period, used, cap)\n"
+    "SELECT :expert_id, v.column1, v.column2 || CASE v.column2 WHEN 'D' THEN :day_key"
+    " WHEN 'W' THEN :week_key ELSE :month_key END, 0, v.column3\n"
+    f"FROM (VALUES {_COUNTER_ROWS}) AS v WHERE true\n"
+    + _COUNTERS_CONFLICT.format(bigger="max").replace("IS DISTINCT FROM", "IS NOT"))
+
+
+def prepare(session: Session, claim: Claim, now: datetime, known: Facts | None = None
+            ) -> None:
     """Set the claim's ``session_key`` and make its session and counters ready for it
     (see the module docstring). Call before the claim is inserted or made live, in the
-    same transaction; the write itself is what the database then accepts or refuses."""
+    same transaction; the write itself is what the database then accepts or refuses.
+    ``known``: the claim's :func:`facts`, if the caller has read them already."""
     with session.no_autoflush:  # the claim must not reach the database before its rows
-        _prepare(session, claim, now)
+        known = known or facts(session, claim)
+        _prepare(session, claim, now, known)
 
 
-def _prepare(session: Session, claim: Claim, now: datetime) -> None:
-    service = session.get(Service, claim.service_id)
-    expert = session.get(Expert, claim.expert_id)
-    assert service is not None and expert is not None
-    tz_name = _zone_of(session, expert)
-    key = session_key(expert.id, service.id, claim.start_at)
+def _prepare(session: Session, claim: Claim, now: datetime, known: Facts) -> None:
+    key = session_key(claim.expert_id, claim.service_id, claim.start_at)
     claim.session_key = key
-    periods = periods_of(claim.start_at, ZoneInfo(tz_name))
-    insert = _insert(session)
-    row = insert(ClaimSession).values(
-        key=key, shop_id=claim.shop_id, expert_id=expert.id, service_id=service.id,
-        start_at=claim.start_at, seats_max=max(1, int(service.seats or 1)), seats_used=0,
-        day_key=periods.day, week_key=periods.week, month_key=periods.month,
-        created_at=now)
-    current = ClaimSession.__table__.c
-    session.execute(row.on_conflict_do_update(
-        index_elements=["key"],
-        set_={"seats_max": func.max(row.excluded.seats_max, current.seats_used)
-              if insert is sqlite.insert
-              else func.greatest(row.excluded.seats_max, current.seats_used)}))
-    values = []
-    for scope, limits in ((service.id, service.limits), (EXPERT_SCOPE, expert.limits)):
-        cap = caps(limits)
-        for period, counter in zip(PERIODS, periods.counter_keys(), strict=True):
-            values.append({"expert_id": expert.id, "scope": scope, "period": counter,
-                           "used": 0, "cap": cap[period]})
-    rows = insert(CapacityCounter).values(values)
-    used = CapacityCounter.__table__.c.used
-    bigger = (func.max(rows.excluded.cap, used) if insert is sqlite.insert
-              else func.greatest(rows.excluded.cap, used))
-    session.execute(rows.on_conflict_do_update(
-        index_elements=["expert_id", "scope", "period"],
-        set_={"cap": case((rows.excluded.cap.is_(None), None), else_=bigger)}))
+    periods = periods_of(claim.start_at, ZoneInfo(known.tz))
+    params: dict[str, Any] = {
+        "key": key, "shop_id": claim.shop_id, "expert_id": claim.expert_id,
+        "service_id": claim.service_id, "start_at": claim.start_at,
+        "seats_max": known.seats, "day_key": periods.day, "week_key": periods.week,
+        "month_key": periods.month, "created_at": now}
+    for period in PERIODS:
+        params[f"s_{period}"] = known.service_caps[period]
+        params[f"e_{period}"] = known.expert_caps[period]
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_PG_PREPARE, params)
+        return
+    used, day, week, month = session.execute(_SQLITE_SESSION, params).one()
+    if used == 0:
+        params.update(day_key=day, week_key=week, month_key=month)
+        session.execute(_SQLITE_COUNTERS, params)

@@ -16,11 +16,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    insert,
+    inspect,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from engine.domain.slots import Instant
 from engine.errors import Conflict
@@ -82,6 +93,31 @@ def live_clause(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
                     or_(Claim.expires_at.is_(None), Claim.expires_at > now)))
 
 
+def _expire_statement(one_expert: bool, in_range: bool) -> Any:
+    """The UPDATE of :func:`expire_stale_holds`, built once per shape (a Core statement
+    with bound parameters: every write runs it, and building it cost more than running
+    it)."""
+    key = (one_expert, in_range)
+    stmt = _EXPIRE.get(key)
+    if stmt is None:
+        c = _CLAIMS.c
+        stmt = (update(_CLAIMS)
+                .where(c.status.in_((HELD, PENDING)),
+                       c.expires_at <= bindparam("now", type_=UTCDateTime()))
+                .values(status=EXPIRED, updated_at=bindparam("now", type_=UTCDateTime())))
+        if one_expert:
+            stmt = stmt.where(c.expert_id == bindparam("expert"))
+        if in_range:
+            stmt = stmt.where(c.claim_start < bindparam("end", type_=UTCDateTime()),
+                              c.claim_end > bindparam("start", type_=UTCDateTime()))
+        _EXPIRE[key] = stmt
+    return stmt
+
+
+_EXPIRE: dict[tuple[bool, bool], Any] = {}
+_CLAIMS = cast(Table, Claim.__table__)
+
+
 def expire_stale_holds(session: Session, now: datetime, *, expert_id: str | None = None,
                        start: datetime | None = None, end: datetime | None = None) -> int:
 
@@ -95,42 +131,94 @@ def expire_stale_holds(session: Session, now: datetime, *, expert_id: str | None
     stale row must not refuse a claim that availability (:func:`live_clause`) shows as
     free. Limits count a whole day, week and month: :func:`_expire_for_limits` widens
     the range to those periods when the claim is limited (one index range scan either
-    way, never all of an expert's claims)."""
-    stmt = (update(Claim)
-            .where(Claim.status.in_((HELD, PENDING)), Claim.expires_at <= now)
-            .values(status=EXPIRED, updated_at=now)
-            .execution_options(synchronize_session=False))
+    way, never all of an expert's claims). Objects already loaded are not refreshed
+    (``synchronize_session=False`` as before); pending changes are flushed first, as
+    an ORM statement would (unless autoflush is off)."""
+    in_range = start is not None and end is not None
+    params: dict[str, Any] = {"now": now}
     if expert_id is not None:
-        stmt = stmt.where(Claim.expert_id == expert_id)
-    if start is not None and end is not None:
-        stmt = stmt.where(Claim.claim_start < end, Claim.claim_end > start)
-    return _rowcount(session.execute(stmt))
+        params["expert"] = expert_id
+    if in_range:
+        params["start"], params["end"] = start, end
+    if session.autoflush:
+        session.flush()
+    return _rowcount(session.execute(_expire_statement(expert_id is not None, in_range),
+                                     params))
 
 
-def _expire_for_limits(session: Session, claim: Claim, now: datetime) -> None:
+def _expire_for_limits(session: Session, claim: Claim, now: datetime, *,
+                       own_range: bool = False) -> capacity.Facts:
     """A limited claim's counters must not count stale holds anywhere in its periods:
-    expire the expert's stale claims over the union of its day, ISO week and month."""
-    window = capacity.limit_window(session, claim)
+    expire the expert's stale claims over the union of its day, ISO week and month
+    (with ``own_range``, over the claim's own range too: one UPDATE for both). Returns
+    the claim's capacity facts (engine.services.capacity.facts), read once for both."""
+    known = capacity.facts(session, claim)
+    window = capacity.limit_window(session, claim, known)
+    if window is not None and own_range:
+        window = (min(window[0], claim.claim_start), max(window[1], claim.claim_end))
+    elif window is None and own_range:
+        window = (claim.claim_start, claim.claim_end)
     if window is not None:
         expire_stale_holds(session, now, expert_id=claim.expert_id, start=window[0],
                            end=window[1])
+    return known
+
+
+_CLAIM_INSERT = insert(_CLAIMS)
+# (attribute, column, Python-side scalar default) of every column of a claim.
+_CLAIM_COLUMNS = tuple(
+    (prop.key, prop.columns[0].key,
+     prop.columns[0].default.arg if prop.columns[0].default is not None
+     and prop.columns[0].default.is_scalar else None)
+    for prop in Claim.__mapper__.column_attrs)
+
+
+def _insert_values(claim: Claim) -> dict[str, Any]:
+    """The INSERT parameters of a new claim: what the ORM's flush would send (the values
+    set on it, and the scalar defaults of those not set), without the unit of work --
+    one plain statement, a third of a hold's ORM time."""
+    state = inspect(claim)
+    assert claim.id, "insert_last takes a new claim with its id"
+    values: dict[str, Any] = {}
+    for attr, column, default in _CLAIM_COLUMNS:
+        if attr in state.dict:
+            values[column] = state.dict[attr]
+        elif default is not None:
+            values[column] = default
+            setattr(claim, attr, default)
+    return values
+
+
+def _attach(session: Session, claim: Claim) -> None:
+    """The claim just inserted becomes a persistent object of the session, as if the ORM
+    had flushed it (what was not set is loaded on first use)."""
+    make_transient_to_detached(claim)
+    session.add(claim)
 
 
 def insert_last(session: Session, claim: Claim, now: datetime) -> None:
     """Insert a new claim as the transaction's last write: no savepoint (two round trips
     fewer); an overlap, a full session or a reached limit raises its conflict
-    (:func:`refused`) and the caller's transaction rolls back."""
+    (:func:`refused`) and the caller's transaction rolls back. A live claim first
+    expires the expert's stale claims over its range (and its limit periods: one
+    UPDATE) and gets its session and counters ready."""
     if claim.status in LIVE_STATUSES:
-        _expire_for_limits(session, claim, now)
-        capacity.prepare(session, claim, now)
-    session.add(claim)
+        known = _expire_for_limits(session, claim, now, own_range=True)
+        capacity.prepare(session, claim, now, known)
+    new = inspect(claim).transient
     try:
-        session.flush()
+        if not new:  # already added to the session: the ORM inserts it
+            session.add(claim)
+        session.flush()  # whatever else is pending goes first, as before
+        if new:
+            session.execute(_CLAIM_INSERT, _insert_values(claim))
     except IntegrityError as exc:
         error = refused(exc)
         if error is not None:
             raise error from None
         raise
+    if new:
+        _attach(session, claim)
 
 
 def write_claim(session: Session, claim: Claim, now: datetime, **changes: object) -> None:
@@ -146,8 +234,8 @@ def write_claim(session: Session, claim: Claim, now: datetime, **changes: object
                 for name, value in changes.items():
                     setattr(claim, name, value)
                 if claim.status in LIVE_STATUSES:
-                    _expire_for_limits(session, claim, now)
-                    capacity.prepare(session, claim, now)
+                    known = _expire_for_limits(session, claim, now)
+                    capacity.prepare(session, claim, now, known)
             session.add(claim)
             session.flush()
     except IntegrityError as exc:

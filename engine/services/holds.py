@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from engine.clock import Clock
@@ -41,12 +41,13 @@ from engine.services.availability import (
 )
 from engine.services.capacity import LimitReached
 from engine.services.catalog import live_expert, live_service
-from engine.services.claims import SlotUnavailable, expire_stale_holds, insert_last
+from engine.services.claims import SlotUnavailable, insert_last
 from engine.services.shops import ShopRef
 from engine.services.validation import integer
 from engine.services.validation import timezone as parse_timezone
 from engine.store import Database, new_id
 from engine.store.models import HELD, RELEASED, Claim, Expert
+from engine.store.types import UTCDateTime
 
 
 @dataclass(frozen=True)
@@ -116,12 +117,15 @@ def appointment_text(start: datetime, end: datetime, shop_tz: str, customer_tz: 
     return f"{_describe(start, end, zone(customer_tz))} / {shop_words}"
 
 
+_VISITOR_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+
+
 def _visitor_lock(session: Any, shop_id: str, visitor: str) -> None:
     """Serialize one visitor's hold requests on PostgreSQL (SQLite's writers already are)."""
     if session.get_bind().dialect.name == "postgresql":
         key = int.from_bytes(hashlib.sha256(f"{shop_id}\0{visitor}".encode()).digest()[:8],
                              "big", signed=True)
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        session.execute(_VISITOR_LOCK, {"k": key})
 
 
 @dataclass(frozen=True)
@@ -224,13 +228,19 @@ def _assign(session: Session, now: datetime, service: _ServiceFacts,
         hold = make(candidate.id)
         try:
             with session.begin_nested():
-                expire_stale_holds(session, now, expert_id=candidate.id,
-                                   start=hold.claim_start, end=hold.claim_end)
-                insert_last(session, hold, now)
+                insert_last(session, hold, now)  # expires the stale claims over it first
         except (SlotUnavailable, LimitReached):
             continue
         return hold
     raise SlotUnavailable("no expert can take this time any more; please choose another")
+
+
+# The visitor's live holds (the per-visitor limit), built once.
+_C = Claim.__table__.c
+_LIVE_HOLDS = (select(func.count()).select_from(Claim.__table__)
+               .where(_C.shop_id == bindparam("shop"), _C.visitor == bindparam("visitor"),
+                      _C.status == HELD,
+                      _C.expires_at > bindparam("now", type_=UTCDateTime())))
 
 
 def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: HoldRequest,
@@ -272,10 +282,7 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
     # holds: the cache stays valid.
     with db.write(keep_cache=True) as session:
         _visitor_lock(session, shop.id, visitor)
-        live = session.scalar(
-            select(func.count()).select_from(Claim)
-            .where(Claim.shop_id == shop.id, Claim.visitor == visitor, Claim.status == HELD,
-                   Claim.expires_at > now))
+        live = session.scalar(_LIVE_HOLDS, {"shop": shop.id, "visitor": visitor, "now": now})
         if (live or 0) >= config.max_holds_per_visitor:
             raise TooManyRequests(
                 f"you already hold {config.max_holds_per_visitor} appointments; book or "
@@ -288,9 +295,8 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
             # One expert: no savepoint, the insert is the transaction's last write. A
             # taken time, a session without that many seats left or a reached limit is
             # the database's refusal (engine.services.claims.refused).
+            # insert_last expires the expert's stale claims over the range first.
             hold = make(free[0].id)
-            expire_stale_holds(session, now, expert_id=hold.expert_id,
-                               start=hold.claim_start, end=hold.claim_end)
             insert_last(session, hold, now)
         expert = facts.experts[hold.expert_id]
         assert hold.expires_at is not None

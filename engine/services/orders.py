@@ -36,7 +36,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from engine.domain.mail import clean_text
@@ -271,22 +272,20 @@ def parse_order(topic: str, payload: Any, triggered_at: datetime | None) -> Orde
 def lock_order(session: Session, shop_id: str, order_id: str, now: datetime) -> Order:
     """The order's row, locked for this transaction (created in state ``none`` if new).
     Everything that decides an order's lines or writes its refund entries takes this
-    lock first, so those decisions are serialized per order."""
-    order = session.scalar(select(Order).where(Order.shop_id == shop_id,
-                                               Order.order_id == order_id)
-                           .with_for_update())
-    if order is None:
-        try:
-            with session.begin_nested():
-                order = Order(shop_id=shop_id, order_id=order_id, state="none",
-                              created_at=now, updated_at=now)
-                session.add(order)
-                session.flush()
-        except IntegrityError:  # a concurrent delivery created it first: take its row
-            order = session.scalar(select(Order).where(Order.shop_id == shop_id,
-                                                       Order.order_id == order_id)
-                                   .with_for_update())
-            assert order is not None
+    lock first, so those decisions are serialized per order.
+
+    One statement, new order or not: an upsert whose no-op update locks an existing row
+    (as ``FOR UPDATE`` would for everyone else taking this lock) and returns it; a
+    concurrent delivery creating the same order waits for the other to commit, then
+    takes its row."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(Order).values(shop_id=shop_id, order_id=order_id, state="none",
+                                created_at=now, updated_at=now)
+    stmt = stmt.on_conflict_do_update(index_elements=["shop_id", "order_id"],
+                                      set_={"updated_at": Order.__table__.c.updated_at})
+    order = session.scalars(stmt.returning(Order),
+                            execution_options={"populate_existing": True}).one()
     return order
 
 
@@ -307,15 +306,23 @@ def schedule_reminders(session: Session, claim: Claim, now: datetime) -> None:
                              due_at=due, status="pending" if due > now else "skipped"))
 
 
-def confirm(session: Session, shop: Shop, claim: Claim, now: datetime) -> None:
-    """Confirm a paid booking and record what follows: the confirmation work, its
-    reminders and, for a shop on Shopify, tagging the order. A confirmed booking has no
+def confirmed_changes(now: datetime) -> dict[str, Any]:
+    """What confirming a booking changes on its claim: a confirmed booking has no
     deadline (``expires_at`` is cleared)."""
-    claim.status = CONFIRMED
-    claim.confirmed_at = now
-    claim.updated_at = now
-    claim.expires_at = None
+    return {"status": CONFIRMED, "confirmed_at": now, "updated_at": now, "expires_at": None}
+
+
+def confirm(session: Session, shop: Shop, claim: Claim, now: datetime) -> None:
+    """Confirm a paid booking and record what follows (:func:`after_confirm`)."""
+    for name, value in confirmed_changes(now).items():
+        setattr(claim, name, value)
     session.flush()
+    after_confirm(session, shop, claim, now)
+
+
+def after_confirm(session: Session, shop: Shop, claim: Claim, now: datetime) -> None:
+    """What follows a booking's confirmation (its claim already written confirmed): the
+    confirmation work, its reminders and, for a shop on Shopify, tagging the order."""
     record_outbox(session, claim, "booking.confirmed", now)
     schedule_reminders(session, claim, now)
     shopify_actions.record_tag(session, shop, claim, now)
@@ -538,13 +545,17 @@ def _decide(session: Session, shop: Shop, order: Order, event: OrderEvent, line:
         session.refresh(hold)
     seats = hold_seats(hold)
     booked = min(line.quantity, seats)
+    # Paid already: the hold becomes a confirmed booking in one write (never pending
+    # in between); else a pending one, until its payment or its deadline.
+    status: dict[str, Any] = confirmed_changes(now) if paid else {
+        "status": PENDING, "updated_at": now,
+        "expires_at": now + timedelta(hours=_pending_hours(session, shop))}
     try:
         write_claim(session, hold, now, order_id=event.order_id, line_item_id=line.id,
                     customer_id=event.customer_id, customer_name=event.customer_name,
-                    customer_email=event.customer_email, status=PENDING,
-                    expires_at=now + timedelta(hours=_pending_hours(session, shop)),
+                    customer_email=event.customer_email,
                     line_price=str(line.price), line_quantity=booked, seats=booked,
-                    currency=event.currency or order.currency, updated_at=now)
+                    currency=event.currency or order.currency, **status)
     except (SlotUnavailable, LimitReached):
         session.refresh(hold)
         _not_honoured(session, shop, order, event, line, SLOT_UNAVAILABLE, now)
@@ -557,7 +568,7 @@ def _decide(session: Session, shop: Shop, order: Order, event: OrderEvent, line:
                      amount=amount_text(line.price, extra), currency=event.currency,
                      quantity=extra, now=now)
     if paid:
-        confirm(session, shop, hold, now)
+        after_confirm(session, shop, hold, now)
 
 
 def _cancel_order(session: Session, shop: Shop, event: OrderEvent, now: datetime) -> None:

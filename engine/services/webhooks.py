@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -44,6 +44,22 @@ class Delivery:
 class Outcome:
     status: str  # processed | duplicate | ignored
     detail: str = ""
+
+
+_SEEN = select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == bindparam("id")).limit(1)
+
+
+def seen(db: Database, topic: str, webhook_id: str | None) -> bool:
+    """Whether a delivery is a redelivery of one already recorded: one indexed lookup
+    (autocommit on PostgreSQL: no transaction), made before the body is parsed, so a
+    duplicate costs next to nothing. Only an answer of True is final: a delivery not
+    seen here still goes through :func:`handle`, whose insert decides a race between
+    two concurrent deliveries of one id. A topic not handled is never "seen" (it is
+    answered ``ignored`` and never recorded)."""
+    if not webhook_id or topic not in TOPICS:
+        return False
+    with db.lookup() as session:
+        return session.execute(_SEEN, {"id": webhook_id[:128]}).first() is not None
 
 
 def _first_time(session: Session, d: Delivery, now: datetime) -> bool:

@@ -32,8 +32,8 @@ DROPPED = -1  # the connection was closed or reset without an answer
 
 
 @pytest.fixture
-def topology() -> Iterator[Deployment]:
-    pg = OwnPostgres()
+def topology(own_postgres: OwnPostgres) -> Iterator[Deployment]:
+    pg = own_postgres
     deploy = None
     try:
         deploy = Deployment(pg.url)
@@ -42,7 +42,6 @@ def topology() -> Iterator[Deployment]:
     finally:
         if deploy is not None:
             deploy.close()
-        pg.drop()
 
 
 def _workers(deploy: Deployment) -> list[int]:

@@ -24,8 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
 @pytest.fixture
-def deployment() -> Iterator[Deployment]:
-    pg = OwnPostgres()
+def deployment(own_postgres: OwnPostgres) -> Iterator[Deployment]:
+    pg = own_postgres
     bouncer = None
     deploy = None
     try:
@@ -38,7 +38,6 @@ def deployment() -> Iterator[Deployment]:
             deploy.close()
         if bouncer is not None:
             bouncer.stop()
-        pg.drop()
 
 
 def test_the_whole_flow_behind_transaction_pooling(deployment: Deployment) -> None:

@@ -26,8 +26,8 @@ ORDERS = 30
 
 
 @pytest.fixture
-def topology() -> Iterator[tuple[OwnPostgres, Deployment]]:
-    pg = OwnPostgres()
+def topology(own_postgres: OwnPostgres) -> Iterator[tuple[OwnPostgres, Deployment]]:
+    pg = own_postgres
     deploy = None
     try:
         # A short outbox lease: a mail whose "sent" record the outage swallowed is retried
@@ -38,7 +38,6 @@ def topology() -> Iterator[tuple[OwnPostgres, Deployment]]:
     finally:
         if deploy is not None:
             deploy.close()
-        pg.drop()
 
 
 def test_restart_during_a_stream_then_redelivery_converges(

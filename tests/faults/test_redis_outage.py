@@ -21,10 +21,10 @@ ORDERS = 10
 
 
 @pytest.fixture
-def topology() -> Iterator[tuple[OwnRedis, Deployment]]:
+def topology(own_postgres: OwnPostgres) -> Iterator[tuple[OwnRedis, Deployment]]:
     if not POSTGRES_URL:
         pytest.skip("CONSULTBOOK_TEST_POSTGRES_URL is not set")
-    pg = OwnPostgres()
+    pg = own_postgres
     redis = OwnRedis()
     deploy = None
     try:
@@ -37,7 +37,6 @@ def topology() -> Iterator[tuple[OwnRedis, Deployment]]:
         if deploy is not None:
             deploy.close()
         redis.stop()
-        pg.drop()
 
 
 def test_webhooks_answer_while_redis_is_down_and_are_delivered_once_after(

@@ -30,10 +30,10 @@ LEASE_SECONDS = 6
 
 
 @pytest.fixture
-def topology() -> Iterator[Deployment]:
+def topology(own_postgres: OwnPostgres) -> Iterator[Deployment]:
     if not POSTGRES_URL:
         pytest.skip("CONSULTBOOK_TEST_POSTGRES_URL is not set")
-    pg = OwnPostgres()
+    pg = own_postgres
     redis = OwnRedis()
     deploy = None
     try:
@@ -47,7 +47,6 @@ def topology() -> Iterator[Deployment]:
         if deploy is not None:
             deploy.close()
         redis.stop()
-        pg.drop()
 
 
 def test_worker_killed_every_few_seconds_every_booking_gets_everything_once(

@@ -1,7 +1,8 @@
 """The production topology, started for one test: parts a test may stop and start.
 
 * :class:`OwnPostgres` -- a PostgreSQL cluster of its own (``pg_createcluster`` on a free
-  port, as root); the shared server on 5432 is never touched.
+  port, as root); the shared server on 5432 is never touched. The fault tests share one
+  (the ``own_postgres`` fixture of tests/faults/conftest.py), each on a new database.
 * :class:`PgBouncer` -- Debian's PgBouncer in transaction pooling in front of a cluster.
 * :class:`OwnRedis` -- a ``redis-server`` on a free port, no persistence.
 * :class:`Deployment` -- ``consultbook serve --workers N`` (gunicorn), and on a broker
@@ -54,6 +55,10 @@ def _run(*args: str, timeout: float = 120) -> None:
 
 
 class OwnPostgres:
+    """A cluster of its own with one database, ``consultbook`` at first;
+    :meth:`new_database` swaps in a fresh one (tests/faults/conftest.py shares one
+    cluster among the fault tests that way)."""
+
     def __init__(self) -> None:
         if os.geteuid() != 0 or not shutil.which("pg_createcluster"):
             unavailable("needs root and postgresql-common (pg_createcluster)")
@@ -61,13 +66,25 @@ class OwnPostgres:
         self.version = versions[-1]
         self.name = f"consultbook_fault_{uuid.uuid4().hex[:8]}"
         self.port = free_port()
+        self.database = "consultbook"
         _run("pg_createcluster", self.version, self.name, "-p", str(self.port), "--",
              "--auth-host=trust", "--auth-local=trust")
         self.start()
+        self._admin("CREATE DATABASE consultbook")
+
+    def _admin(self, statement: str) -> None:
         admin = create_engine(self.server_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text("CREATE DATABASE consultbook"))
-        admin.dispose()
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(statement))
+        finally:
+            admin.dispose()
+
+    def new_database(self) -> None:
+        """Drop the current database and make :attr:`url` an empty new one."""
+        self._admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        self.database = f"consultbook_{uuid.uuid4().hex[:8]}"
+        self._admin(f'CREATE DATABASE "{self.database}"')
 
     @property
     def server_url(self) -> str:
@@ -75,10 +92,15 @@ class OwnPostgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/consultbook"
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{self.database}"
 
     def start(self) -> None:
         _run("pg_ctlcluster", self.version, self.name, "start")
+
+    def running(self) -> bool:
+        done = subprocess.run(["pg_ctlcluster", self.version, self.name, "status"],
+                              capture_output=True, timeout=60, check=False)
+        return done.returncode == 0
 
     def stop(self) -> None:
         _run("pg_ctlcluster", self.version, self.name, "stop", "-m", "fast")
@@ -89,7 +111,8 @@ class OwnPostgres:
 
 
 class PgBouncer:
-    """PgBouncer, transaction pooling, in front of ``pg``'s ``consultbook`` database."""
+    """PgBouncer, transaction pooling, in front of ``pg``'s database, which it names
+    ``consultbook``."""
 
     def __init__(self, pg: OwnPostgres, pool_size: int = 10) -> None:
         exe = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
@@ -102,7 +125,7 @@ class PgBouncer:
         ini = self.dir / "pgbouncer.ini"
         ini.write_text(
             "[databases]\n"
-            f"consultbook = host=127.0.0.1 port={pg.port} dbname=consultbook\n"
+            f"consultbook = host=127.0.0.1 port={pg.port} dbname={pg.database}\n"
             "[pgbouncer]\n"
             f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
             f"auth_type = trust\nauth_file = {self.dir / 'userlist.txt'}\n"

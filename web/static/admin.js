@@ -737,10 +737,12 @@
           h("button", { type: "button", "aria-label": "Edit " + s.title, onclick: function () { serviceForm(s); } }, "Edit"),
           h("button", { type: "button", class: "danger", "aria-label": "Delete " + s.title, "aria-haspopup": "dialog",
             onclick: function () {
-              confirmDialog({ title: "Delete " + s.title + "?", opener: this, destructive: true, confirmLabel: "Delete service",
+              var btn = this;
+              confirmDialog({ title: "Delete " + s.title + "?", opener: btn, destructive: true, confirmLabel: "Delete service",
                 body: "Customers can no longer book it. Existing bookings keep it." }).then(function (yes) {
                 if (!yes) return;
-                api("DELETE", "/services/" + s.id).then(reload).then(function () { services(true); say("Service deleted."); }).catch(fail);
+                api("DELETE", "/services/" + s.id).then(reload).then(function () { services(true); say("Service deleted."); })
+                  .catch(function (e) { fail(e); btn.focus(); });
               });
             } }, "Delete"))];
     });
@@ -923,10 +925,12 @@
           h("button", { type: "button", "aria-label": "Working hours of " + x.name, onclick: function () {
             state.hoursExpert = x.id; location.hash = "#hours"; } }, "Hours"),
           h("button", { type: "button", class: "danger", "aria-label": "Delete " + x.name, "aria-haspopup": "dialog", onclick: function () {
-            confirmDialog({ title: "Delete " + x.name + "?", opener: this, destructive: true, confirmLabel: "Delete expert",
+            var btn = this;
+            confirmDialog({ title: "Delete " + x.name + "?", opener: btn, destructive: true, confirmLabel: "Delete expert",
               body: "Customers can no longer book " + x.name + ". Existing bookings keep their expert." }).then(function (yes) {
               if (!yes) return;
-              api("DELETE", "/experts/" + x.id).then(reload).then(function () { experts(true); say("Expert deleted."); }).catch(fail);
+              api("DELETE", "/experts/" + x.id).then(reload).then(function () { experts(true); say("Expert deleted."); })
+                .catch(function (e) { fail(e); btn.focus(); });
             });
           } }, "Delete"))];
     });
@@ -2107,11 +2111,13 @@
     if (c.status !== "not_connected") {
       buttons.push(h("button", { type: "button", class: "danger", "aria-label": "Disconnect " + label, "aria-haspopup": "dialog",
         onclick: function () {
-          confirmDialog({ title: "Disconnect " + label + "?", opener: this, destructive: true, confirmLabel: "Disconnect",
+          var btn = this;
+          confirmDialog({ title: "Disconnect " + label + "?", opener: btn, destructive: true, confirmLabel: "Disconnect",
             body: "What uses this account stops working until it is connected again." }).then(function (yes) {
             if (!yes) return;
             api("DELETE", "/connections/" + encodeURIComponent(c.provider)).then(function () { return connections(true); })
-              .then(function () { say(label + " disconnected."); }).catch(fail);
+              .then(function () { say(label + " disconnected."); })
+              .catch(function (e) { fail(e); if (document.body.contains(btn)) btn.focus(); });
           });
         } }, "Disconnect"));
     }

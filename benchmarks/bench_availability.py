@@ -168,8 +168,9 @@ def add_history(url: str, config: Config, count: int, expert: str) -> None:
                 INSERT INTO claims (id, shop_id, service_id, expert_id, start_at, end_at,
                     claim_start, claim_end, status, sequence, created_at, updated_at,
                     session_key, seats, reschedules)
-                SELECT 'hist' || substr(:who, 5) || '_' || g, :shop, :svc, :who, t, t + interval '30 min',
-                    t, t + interval '30 min', 'confirmed', 0, now(), now(), '', 1, 0
+                SELECT 'hist' || substr(:who, 5) || '_' || g, :shop, :svc, :who,
+                    t, t + interval '30 min', t, t + interval '30 min', 'confirmed', 0,
+                    now(), now(), '', 1, 0
                 FROM generate_series(1, :n) AS g,
                      LATERAL (SELECT now() - interval '7 days' - g * interval '30 min') AS s(t)
             """), {"who": who, "shop": shop_id, "svc": svc, "n": n})

@@ -79,7 +79,7 @@ def test_the_busy_query_reads_the_window_not_the_history(ctx: Context, admin: Ad
         if ctx.db.dialect == "postgresql":
             plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}",
                                         parameters).scalar()
-            doc = plan if isinstance(plan, list) else json.loads(plan)
+            doc = plan if isinstance(plan, list) else json.loads(str(plan))
             nodes = _walk(doc[0]["Plan"])
             scans = [n for n in nodes if "Scan" in n["Node Type"]]
             assert scans, nodes

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import falcon.testing
 import pytest
@@ -29,6 +29,26 @@ from engine.store.migrate import upgrade
 from engine.store.models import Base
 from web.app import create_app
 
+
+def worker_redis_url(url: str, worker: str) -> str:
+    """The Redis URL of one pytest-xdist worker: worker ``gwN`` uses database
+    ``(D + N) % 16``, ``D`` being the database in ``url`` (0 when it names none), so
+    workers that flush their database never flush each other's. Without xdist (no
+    worker id) the URL is used as given."""
+    if not url or not worker.startswith("gw") or not worker[2:].isdigit():
+        return url
+    parts = urlsplit(url)
+    path = parts.path.strip("/")
+    db = (int(path) if path.isdigit() else 0) + int(worker[2:])
+    return urlunsplit(parts._replace(path=f"/{db % 16}"))
+
+
+# Set before any test module is imported (several read the variable at import time) and
+# inherited by the processes the tests start.
+if os.environ.get("CONSULTBOOK_TEST_REDIS_URL"):
+    os.environ["CONSULTBOOK_TEST_REDIS_URL"] = worker_redis_url(
+        os.environ["CONSULTBOOK_TEST_REDIS_URL"], os.environ.get("PYTEST_XDIST_WORKER", ""))
+
 POSTGRES_URL = os.environ.get("CONSULTBOOK_TEST_POSTGRES_URL", "")
 REDIS_URL = os.environ.get("CONSULTBOOK_TEST_REDIS_URL", "")
 
@@ -38,11 +58,48 @@ KEY = generate_key()
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)  # a Monday
 
 
+FAULTS = Path(__file__).resolve().parent / "faults"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: a worker per CPU this process may run on (pytest-xdist would count
+    physical cores where psutil is installed: one on a two-vCPU machine).
+    PYTEST_XDIST_AUTO_NUM_WORKERS overrides it, as with pytest-xdist's own count."""
+    env = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", "")
+    if env.isdigit():
+        return int(env)
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and callspec.params.get("db_url") == "postgres":
             item.add_marker(pytest.mark.postgres)
+        group = _xdist_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    """The unit pytest-xdist (``--dist loadgroup``, the addopts) gives one worker:
+
+    * the fault tests, all together: they share one PostgreSQL cluster
+      (tests/faults/conftest.py), start gunicorn, Celery and beat, and time answers, so
+      no two run at once;
+    * a module whose tests use a module- or class-scoped fixture, whole: the fixture is
+      made once, and its tests run in their order, as in a run without xdist;
+    * any other test on its own (no group).
+    """
+    path = Path(str(item.fspath)).resolve()
+    if path.is_relative_to(FAULTS):
+        return "faults"
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info is not None else ()
+    if any(d[-1].scope in ("module", "class", "package") for d in defs if d):
+        return item.nodeid.split("::", 1)[0]
+    return None
 
 
 @pytest.fixture(scope="session")

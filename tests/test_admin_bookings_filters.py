@@ -283,6 +283,8 @@ def test_a_no_show_still_counts_in_the_export_and_the_numbers(
     assert r.status_code == 200
     rows = {row["id"]: row for row in csv.DictReader(io.StringIO(r.text))}
     assert rows[past]["status"] == "confirmed"
+    assert rows[past]["no_show"] == "yes"
+    assert {row["no_show"] for i, row in rows.items() if i != past} == {""}
     assert len(rows) == 6
     after = admin("GET", "/stats").json
     assert after["weeks"] == before["weeks"]

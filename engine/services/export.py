@@ -28,7 +28,7 @@ from engine.store.models import Claim, Service
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "|", "%")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 COLUMNS = ["id", "status", "start", "end", "service", "service_title", "expert", "expert_name",
-           "order_id", "customer_name", "customer_email", "meeting_url"]
+           "order_id", "customer_name", "customer_email", "meeting_url", "no_show"]
 
 
 def safe_cell(value: object) -> str:
@@ -60,7 +60,8 @@ def export_csv(db: Database, shop_id: str, lo: datetime | None, hi: datetime | N
         for c in booking_rows(session, shop_id, lo, hi):
             b = render_booking(session, c, delivery=None)  # not exported
             row = {**b, "customer_name": b["customer"]["name"],
-                   "customer_email": b["customer"]["email"]}
+                   "customer_email": b["customer"]["email"],
+                   "no_show": "yes" if b.get("no_show") else ""}
             for q in _questions(session, c):
                 labels.setdefault(str(q.get("label") or q.get("id")))
             answers: dict[str, str] = {}

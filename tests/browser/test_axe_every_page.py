@@ -205,12 +205,16 @@ def test_every_page_has_no_serious_or_critical_violations(
     query = urlencode({"embedded": "1", "shop": DEMO_SHOP, "connection": "google",
                        "status": "error", "message": "The account did not grant access"})
     admin.goto(f"{base}/admin?{query}")
-    expect(admin.get_by_role("heading", level=2).first).to_be_visible()
+    expect(admin.get_by_role("heading", level=2, name="Connections")).to_be_visible()
+    expect(admin.locator("#alert")).to_contain_text("could not be connected: The account "
+                                                    "did not grant access")
+    assert "connection=" not in admin.url and admin.url.endswith("#connections")
     check(admin, "admin after an OAuth callback (error)")
     query = urlencode({"embedded": "1", "shop": DEMO_SHOP, "connection": "google",
                        "status": "connected"})
     admin.goto(f"{base}/admin?{query}")
-    expect(admin.get_by_role("heading", level=2).first).to_be_visible()
+    expect(admin.get_by_role("heading", level=2, name="Connections")).to_be_visible()
+    expect(admin.locator("#status")).to_contain_text("is connected")
     check(admin, "admin after an OAuth callback (connected)")
 
     # The OAuth callback answers a bad request with a JSON error, not a page.

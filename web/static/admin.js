@@ -2254,7 +2254,27 @@
   // Shopify-managed installs arrive with no token: exchange the session token on load
   // (not in the demo, where there is no Shopify to exchange with).
   if (document.body.dataset.demo !== "true") exchange(false).catch(fail);
-  reload().then(function () { route(false); }).catch(function (e) {
+  // A provider's OAuth callback lands here with ?connection=&status=[&message=]: open the
+  // Connections section and say how it went (the query is then dropped from the URL).
+  var landing = (function () {
+    var q = new URLSearchParams(location.search), provider = q.get("connection");
+    if (!provider) return null;
+    var found = { provider: provider, ok: q.get("status") === "connected", message: q.get("message") || "" };
+    q.delete("connection"); q.delete("status"); q.delete("message");
+    var rest = q.toString();
+    try { history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + "#connections"); }
+    catch (e) { location.hash = "#connections"; }
+    return found;
+  })();
+  reload().then(function () {
+    route(false);
+    if (landing) {
+      var label = providerLabel("calendar", landing.provider);
+      if (label === landing.provider) label = providerLabel("video", landing.provider);
+      if (landing.ok) say(label + " is connected.");
+      else fail(new Error(label + " could not be connected" + (landing.message ? ": " + landing.message : ".")));
+    }
+  }).catch(function (e) {
     main.textContent = "";
     main.appendChild(h("h2", { text: "consultbook could not load" }));
     fail(e);

@@ -1,5 +1,7 @@
-"""The process-local read cache: void after a local write, unused past its TTL, and
-availability sees an admin edit at once in the same process."""
+"""The process-local read cache: void after a local write, unused past its TTL (a
+versioned entry: while its version holds, whatever its age), unversioned entries dropped
+when a shop's catalog version moves, and availability sees an admin edit at once in the
+same process."""
 
 from __future__ import annotations
 
@@ -16,6 +18,34 @@ def test_entries_expire_after_the_ttl() -> None:
     assert cache.get("k") == 1
     time.sleep(0.06)
     assert cache.get("k") is None
+
+
+def test_a_versioned_entry_is_used_while_its_version_holds_whatever_its_age() -> None:
+    cache = ReadCache(ttl=0.0)
+    cache.put("k", 1, version=7)
+    assert cache.get("k", version=7) == 1
+    assert cache.get("k", version=8) is None
+    assert cache.get("k") is None  # a reader without a version has none to check
+    cache.put("u", 2)
+    assert cache.get("u", version=7) is None  # nor is an unversioned entry versioned
+    cache.put("k", 3, version=8)
+    assert cache.get("k", version=8) == 3 and cache.get("k", version=7) is None
+
+
+def test_a_moved_catalog_version_drops_the_unversioned_entries() -> None:
+    cache = ReadCache(ttl=60.0)
+    cache.observe("shop_a", 3)
+    cache.put("plain", 1)
+    cache.put("versioned", 2, version=3)
+    cache.observe("shop_a", 3)  # unchanged
+    cache.observe("shop_a", 2)  # an older reading (a slower request): no news
+    assert cache.get("plain") == 1
+    cache.observe("shop_a", 4)
+    assert cache.get("plain") is None
+    assert cache.get("versioned", version=3) == 2  # it checks its own version
+    cache.put("plain", 1)
+    cache.observe("shop_b", 0)  # first sight of a shop in this process
+    assert cache.get("plain") is None
 
 
 def test_a_write_transaction_clears_it_unless_told_it_writes_only_claims(ctx: Any) -> None:

@@ -13,13 +13,15 @@ from urllib.parse import parse_qsl
 import falcon
 
 from engine.bootstrap import Context
-from engine.services.shops import installed_shop
+from engine.services.availability import MAX_ID_LENGTH
+from engine.services.shops import ShopRef, installed_shop
 from engine.shopify import (
     SessionTokenError,
     SignatureError,
     decode_session_token,
     verify_proxy,
 )
+from engine.store.db import unstorable_text
 from web.errors import ApiError
 
 
@@ -49,8 +51,17 @@ class AuthMiddleware:
         if not domain:
             raise ApiError(falcon.HTTP_401, "invalid_signature",
                            "the signed parameters do not name a shop")
+        # One statement: the shop, its catalog version and, when the request names a
+        # service (availability), the claim versions of its experts -- all that a
+        # cached availability answer is checked against.
+        named = signed.get("service", "").strip()
+        # (Not an id: nothing to read; the resource says what is wrong with it.)
+        service = named if named and len(named) <= MAX_ID_LENGTH \
+            and not unstorable_text(named) else None
         with self.ctx.db.lookup() as session:
-            req.context.shop = installed_shop(session, domain)
+            shop = installed_shop(session, domain, service=service)
+        self._observe(shop)
+        req.context.shop = shop
         req.context.signed = signed
 
     def _admin(self, req: falcon.Request) -> None:
@@ -61,8 +72,16 @@ class AuthMiddleware:
                            headers={"WWW-Authenticate": "Bearer"})
         claims = session_claims(self.ctx, token)
         with self.ctx.db.lookup() as session:
-            req.context.shop = installed_shop(session, claims.shop, admin=True)
+            shop = installed_shop(session, claims.shop, admin=True)
+        self._observe(shop)
+        req.context.shop = shop
         req.context.session_token = claims
+
+    def _observe(self, shop: ShopRef) -> None:
+        # Another process's catalog write (a new version) voids this process's
+        # unversioned read-cache entries too (engine.store.db.ReadCache.observe).
+        if shop.catalog_version is not None:
+            self.ctx.db.cache.observe(shop.id, shop.catalog_version)
 
 
 def bearer_token(req: falcon.Request) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import bindparam, column, exists, func, select, table
+from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from engine.clock import Clock
@@ -44,7 +44,7 @@ from engine.errors import NotFound, ValidationError
 from engine.services.capacity import EXPERT_SCOPE, caps
 from engine.services.catalog import live_service
 from engine.services.claims import LiveClaim, live_claims, live_clause
-from engine.services.shops import ShopRef
+from engine.services.shops import AVAILABILITY_VERSIONS, CATALOG_VERSIONS, ShopRef
 from engine.services.validation import timezone as parse_timezone
 from engine.store import Database
 from engine.store.db import Answer
@@ -378,8 +378,8 @@ def render_any(slots: Sequence[Slot], tz: ZoneInfo, seated: bool = False
 # --------------------------------------------------------------------------- answers
 #
 # An availability answer is a function of (1) the catalog (the service's rules, its
-# experts' hours and limits: the read cache's entry, replaced whenever the read cache
-# is, i.e. after any write of this process and at least every second), (2) the live
+# experts' hours and limits: the read cache's entry, replaced after any write of this
+# process and whenever the shop's catalog version moves: migration 0016), (2) the live
 # claims of its experts (their ``availability_versions``, bumped by the database's
 # triggers on ``claims`` in the claim's own transaction: migration 0015), (3) the busy
 # time the shop's calendar provider reports (read on every request, compared by value)
@@ -389,10 +389,10 @@ def render_any(slots: Sequence[Slot], tz: ZoneInfo, seated: bool = False
 # computed from those thresholds, so a cached answer is exactly the answer this request
 # would compute -- never one that offers a slot another worker's hold has taken.
 
-_VERSIONS = table("availability_versions", column("expert_id"), column("version"))
-_VERSION_OF = (select(_VERSIONS.c.expert_id, _VERSIONS.c.version)
-               .where(_VERSIONS.c.expert_id.in_(bindparam("ids", expanding=True)))
-               .order_by(_VERSIONS.c.expert_id))
+_VERSION_OF = (select(AVAILABILITY_VERSIONS.c.expert_id, AVAILABILITY_VERSIONS.c.version)
+               .where(AVAILABILITY_VERSIONS.c.expert_id.in_(bindparam("ids", expanding=True))))
+_CATALOG_VERSION = select(CATALOG_VERSIONS.c.version).where(
+    CATALOG_VERSIONS.c.shop_id == bindparam("shop"))
 _NOW = bindparam("now", type_=UTCDateTime())
 # The busy ranges of live claims in the window with when each stops being live (NULL:
 # never, by time alone). ``claim_end > lo`` leads (index ix_claims_expert_end: the
@@ -493,24 +493,52 @@ def _compute(session: Session, clock: Clock, shop: ShopRef, query: AvailabilityQ
     return body, at.timestamp(), until
 
 
+def catalog_version(session: Session, shop: ShopRef) -> int:
+    """The shop's catalog version: as read with the shop (web/auth.py), else read now."""
+    if shop.catalog_version is not None:
+        return shop.catalog_version
+    return int(session.execute(_CATALOG_VERSION, {"shop": shop.id}).scalar() or 0)
+
+
 def _catalog(db: Database, session: Session, shop: ShopRef, query: AvailabilityQuery
              ) -> tuple[Any, ...]:
     """The service's rules, its experts' calendars and emails, its limits and id, from the
-    process read cache (engine.store.db.ReadCache: void after any local write, at most
-    1 s old): they change rarely."""
+    process read cache (engine.store.db.ReadCache) while the shop's catalog version is
+    the one they were read at (migration 0016: any process's catalog write moves it), so
+    never older than the version the request read: they change rarely."""
     # Expert-local dates can differ from shop-local dates by up to a day either way.
     first = query.start - timedelta(days=2)
     last = query.start + timedelta(days=query.days + 2)
-    key = ("availability", shop.id, query.service_id, query.expert_id, first, last)
-    cached: tuple[Any, ...] | None = db.cache.get(key)
+    # (The shop's zone is an expert's default: part of the entry, though a change of it
+    # moves the version too.)
+    key = ("availability", shop.id, shop.timezone, query.service_id, query.expert_id,
+           first, last)
+    version = catalog_version(session, shop)
+    cached: tuple[Any, ...] | None = db.cache.get(key, version=version)
     if cached is None:
+        # Read after the version: a catalog write committed in between makes the entry
+        # newer than its version (the next request reads again), never older.
         service = live_service(session, shop.id, query.service_id)
         cals, emails = expert_calendars(session, shop, service.id, query.expert_id,
                                         first, last)
         cached = (rules_of(service), cals, emails,
                   limits_of(session, service, [c.expert_id for c in cals]), service.id)
-        db.cache.put(key, cached)
+        db.cache.put(key, cached, version=version)
     return cached
+
+
+def claim_versions(session: Session, shop: ShopRef, query: AvailabilityQuery,
+                   expert_ids: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    """The claim versions of ``expert_ids`` (by expert id; experts with no version row
+    yet left out): as read with the shop when the request's lookup read them for this
+    service and every one of these experts was linked to it then, else read now."""
+    read = shop.claim_versions
+    if read is not None and read.service_id == query.service_id:
+        versions = read.of(expert_ids)
+        if versions is not None:
+            return versions
+    return tuple(sorted((str(e), int(v)) for e, v in session.execute(
+        _VERSION_OF, {"ids": list(expert_ids)})))
 
 
 def availability(db: Database, clock: Clock, shop: ShopRef, query: AvailabilityQuery,
@@ -540,11 +568,11 @@ def availability_json(db: Database, clock: Clock, shop: ShopRef, query: Availabi
             pad = (rules.buffer_before + rules.buffer_after + rules.duration) * 60
             external = busy_source(session, shop.id, emails, range_start - pad,
                                    range_end + pad)
-            # Read before the claims (on PostgreSQL each statement has its own snapshot):
-            # a claim committed in between makes the answer newer than its versions, and
-            # the next request sees new versions and recomputes -- never the reverse.
-            versions = tuple(tuple(row) for row in session.execute(
-                _VERSION_OF, {"ids": [c.expert_id for c in cals]}))
+            # Read before the claims (on PostgreSQL each statement has its own snapshot;
+            # usually with the shop, in the request's first statement): a claim
+            # committed in between makes the answer newer than its versions, and the
+            # next request sees new versions and recomputes -- never the reverse.
+            versions = claim_versions(session, shop, query, [c.expert_id for c in cals])
         key = (shop.id, shop.timezone, query)
         frozen = _freeze(external)
         entry = db.answers.get(key)

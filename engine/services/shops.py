@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, column, select, table
 from sqlalchemy.orm import Session
 
 from engine.clock import Clock
@@ -15,7 +15,7 @@ from engine.errors import Forbidden, NotFound, ValidationError
 from engine.services.validation import Field, Mode, integer, parse_document, text, timezone
 from engine.shopify import valid_shop_domain
 from engine.store import Database, new_id
-from engine.store.models import Shop, ShopSettings
+from engine.store.models import ExpertService, Shop, ShopSettings
 
 DEFAULT_REMINDERS = (1440, 60)
 CALENDAR_PROVIDERS = ("local", "google", "outlook")
@@ -36,10 +36,37 @@ class ShopNotInstalled(Forbidden):
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimVersions:
+    """The claim versions (``availability_versions``, migration 0015) of one service's
+    experts, read with the shop (:func:`installed_shop`)."""
+
+    service_id: str
+    #: Every expert linked to the service when read (deleted ones too).
+    linked: frozenset[str]
+    #: ``(expert id, version)`` of those of them with a version row, by expert id.
+    versions: tuple[tuple[str, int], ...]
+
+    def of(self, expert_ids: Sequence[str]) -> tuple[tuple[str, int], ...] | None:
+        """The versions of ``expert_ids`` as ``availability_versions`` would give them
+        (experts without a row left out), or None when one of them was not linked to
+        the service when these were read (the caller reads them itself)."""
+        if not self.linked.issuperset(expert_ids):
+            return None
+        wanted = set(expert_ids)
+        return tuple(v for v in self.versions if v[0] in wanted)
+
+
+@dataclass(frozen=True, slots=True)
 class ShopRef:
     id: str
     domain: str
     timezone: str
+    # Readings taken in the request's shop lookup (:func:`installed_shop`), not part of
+    # the shop's identity (equality and hashing ignore them); None: not read.
+    #: The shop's catalog version (``catalog_versions``, migration 0016).
+    catalog_version: int | None = field(default=None, compare=False)
+    #: The claim versions of the experts of the service the request names.
+    claim_versions: ClaimVersions | None = field(default=None, compare=False, repr=False)
 
 
 def access_token_aad(shop_id: str) -> str:
@@ -76,20 +103,53 @@ def install_shop(db: Database, clock: Clock, keyring: Keyring, domain: str, tz: 
         return ShopRef(shop.id, shop.domain, shop.timezone)
 
 
-# Built once: every storefront and admin request runs it.
-_BY_DOMAIN = select(Shop.id, Shop.domain, Shop.timezone, Shop.installed).where(
-    Shop.domain == bindparam("domain"))
+CATALOG_VERSIONS = table("catalog_versions", column("shop_id"), column("version"))
+AVAILABILITY_VERSIONS = table("availability_versions", column("expert_id"), column("version"))
+
+# Built once: every storefront and admin request runs one of them. The shop with its
+# catalog version (no row yet: version 0) ...
+_BY_DOMAIN = (select(Shop.id, Shop.domain, Shop.timezone, Shop.installed,
+                     CATALOG_VERSIONS.c.version.label("catalog_version"))
+              .outerjoin(CATALOG_VERSIONS, CATALOG_VERSIONS.c.shop_id == Shop.id)
+              .where(Shop.domain == bindparam("domain")))
+# ... and, for a request that names a service, one row per expert linked to it with
+# that expert's claim version (NULLs: no expert, or no version row yet).
+_BY_DOMAIN_WITH_SERVICE = (
+    _BY_DOMAIN.add_columns(ExpertService.expert_id,
+                           AVAILABILITY_VERSIONS.c.version.label("claim_version"))
+    .outerjoin(ExpertService, ExpertService.service_id == bindparam("service"))
+    .outerjoin(AVAILABILITY_VERSIONS,
+               AVAILABILITY_VERSIONS.c.expert_id == ExpertService.expert_id))
 
 
-def installed_shop(session: Session, domain: str, *, admin: bool = False) -> ShopRef:
+def installed_shop(session: Session, domain: str, *, admin: bool = False,
+                   service: str | None = None) -> ShopRef:
     """The installed shop with this domain, else UnknownShop (or ShopNotInstalled for admin).
-    Always read from the database: an uninstall takes effect on the next request."""
-    row = session.execute(_BY_DOMAIN, {"domain": domain}).one_or_none()
-    if row is None or not row.installed:
+    Always read from the database: an uninstall takes effect on the next request.
+
+    The same statement reads the shop's catalog version and, given ``service`` (an id
+    the request names; any text, it only selects rows), the claim versions of the
+    experts linked to that service: what a cached availability answer is checked
+    against, so that a cache hit costs this one round trip
+    (engine.services.availability)."""
+    if service is None:
+        row = session.execute(_BY_DOMAIN, {"domain": domain}).one_or_none()
+        rows = [] if row is None else [row]
+    else:
+        rows = list(session.execute(_BY_DOMAIN_WITH_SERVICE,
+                                    {"domain": domain, "service": service}))
+    if not rows or not rows[0].installed:
         if admin:
             raise ShopNotInstalled(f"the shop {domain} has not installed consultbook")
         raise UnknownShop(f"the shop {domain} has not installed consultbook")
-    return ShopRef(row.id, row.domain, row.timezone)
+    row = rows[0]
+    claims = None
+    if service is not None:
+        linked = frozenset(r.expert_id for r in rows if r.expert_id is not None)
+        versions = tuple(sorted((r.expert_id, int(r.claim_version)) for r in rows
+                                if r.expert_id is not None and r.claim_version is not None))
+        claims = ClaimVersions(service, linked, versions)
+    return ShopRef(row.id, row.domain, row.timezone, int(row.catalog_version or 0), claims)
 
 
 def _provider(choices: tuple[str, ...]) -> Any:

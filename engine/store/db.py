@@ -246,25 +246,64 @@ class ReadCache:
     seconds, which bounds how long another process's change (another gunicorn worker's
     admin edit) can go unseen. Never used for what decides a booking: holds, claims and
     webhooks read the database inside their transactions.
+
+    A *versioned* entry (``put(key, value, version=v)``) has no age limit instead: it is
+    used while the caller's version is ``v`` (``get(key, version=v)``), i.e. while what
+    it was read from is unchanged -- the shop's catalog version (``catalog_versions``,
+    bumped by the database in every transaction that writes the catalog: migration
+    0016), read with the shop on each request. The reader reads the version before the
+    rows it caches, so an entry is never older than its version says.
+
+    :meth:`observe` is told each shop's catalog version as requests read it; when it
+    moves past the last one seen, the unversioned entries are dropped too (another
+    process changed something of the catalog: a shop's settings, say), so they also see
+    the change with the next request -- unless an older request stores one after that,
+    which the TTL still bounds.
     """
 
-    def __init__(self, ttl: float = 1.0, max_entries: int = 512) -> None:
+    def __init__(self, ttl: float = 1.0, max_entries: int = 512,
+                 max_scopes: int = 4096) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: dict[Any, tuple[float, Any]] = {}
+        self.max_scopes = max_scopes
+        # key -> (stored at, value, version or None)
+        self._entries: dict[Any, tuple[float, Any, Any]] = {}
+        self._seen: dict[Any, int] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: Any) -> Any:
+    def get(self, key: Any, *, version: Any = None) -> Any:
+        """The entry's value, or None: a versioned entry when ``version`` is its version,
+        an unversioned one while younger than the TTL."""
         entry = self._entries.get(key)
-        if entry is None or time.monotonic() - entry[0] >= self.ttl:
+        if entry is None:
+            return None
+        if entry[2] is not None:
+            return entry[1] if version is not None and entry[2] == version else None
+        if version is not None or time.monotonic() - entry[0] >= self.ttl:
             return None
         return entry[1]
 
-    def put(self, key: Any, value: Any) -> None:
+    def put(self, key: Any, value: Any, *, version: Any = None) -> None:
         with self._lock:
-            if len(self._entries) >= self.max_entries:
+            if len(self._entries) >= self.max_entries and key not in self._entries:
                 self._entries.clear()
-            self._entries[key] = (time.monotonic(), value)
+            self._entries[key] = (time.monotonic(), value, version)
+
+    def observe(self, scope: Any, version: int) -> None:
+        """``scope`` (a shop id) is at catalog ``version`` (versions only go up): on the
+        first sight of it in this process, or a version above the last one seen, drop
+        every unversioned entry."""
+        last = self._seen.get(scope)
+        if last is not None and version <= last:
+            return
+        with self._lock:
+            last = self._seen.get(scope)
+            if last is not None and version <= last:
+                return
+            if len(self._seen) >= self.max_scopes:
+                self._seen.clear()
+            self._seen[scope] = version
+            self._entries = {k: e for k, e in self._entries.items() if e[2] is not None}
 
     def clear(self) -> None:
         with self._lock:

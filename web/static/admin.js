@@ -1155,7 +1155,7 @@
     Object.keys(opts).forEach(function (k) { o[k] = opts[k]; });
     return new Intl.DateTimeFormat(undefined, o).format(new Date(ymd + "T12:00:00Z"));
   }
-  function localDay(iso) { var p = partsIn(shopTz(), Date.parse(iso)); return p.year + "-" + p.month + "-" + p.day; }
+  function shopDayOf(iso) { var p = partsIn(shopTz(), Date.parse(iso)); return p.year + "-" + p.month + "-" + p.day; }
   function isPast(b) { return Date.parse(b.end) <= Date.now(); }
   function canMarkNoShow(b) { return b.status === "confirmed" && !b.no_show && isPast(b); }
   function customerOf(b) { return (b.customer && b.customer.name) || "a customer"; }
@@ -1392,7 +1392,7 @@
     var cols = [];
     for (var i = 0; i < 7; i++) cols.push(addDays(first, i));
     var byDay = {};
-    list.forEach(function (b) { var key = localDay(b.start); (byDay[key] = byDay[key] || []).push(b); });
+    list.forEach(function (b) { var key = shopDayOf(b.start); (byDay[key] = byDay[key] || []).push(b); });
     return h("div", { class: "week", role: "region", "aria-label": "Week calendar" }, cols.map(function (d) {
       var items = byDay[d] || [];
       return h("section", { class: "week-day" + (d === today ? " today-col" : ""), "aria-label": dayName(d, { dateStyle: "full" }) },
@@ -1407,7 +1407,7 @@
   function monthView(month, list, selected, choose) {
     var tz = shopTz(), today = todayIn(tz), start = monday(month), ym = month.slice(0, 7);
     var byDay = {};
-    list.forEach(function (b) { var key = localDay(b.start); (byDay[key] = byDay[key] || []).push(b); });
+    list.forEach(function (b) { var key = shopDayOf(b.start); (byDay[key] = byDay[key] || []).push(b); });
     var current = selected && selected.slice(0, 7) === ym ? selected : (today.slice(0, 7) === ym ? today : month);
     var last = addDays(addMonths(month, 1), -1);
     function move(from, ev) {
@@ -1476,7 +1476,7 @@
       box.appendChild(h("p", { class: "empty", text: "Choose a day in the calendar to list its bookings." }));
       return box;
     }
-    var items = list.filter(function (b) { return localDay(b.start) === day; });
+    var items = list.filter(function (b) { return shopDayOf(b.start) === day; });
     box.appendChild(h("h3", { id: "day-list-title", text: "Bookings on " + dayName(day, { dateStyle: "full" }) }));
     box.appendChild(items.length ? h("ul", { class: "day-items" }, items.map(function (b) {
       return bookingChip(b, b.customer && b.customer.email ? [h("br"), h("span", { class: "help", text: b.customer.email })] : null);

@@ -244,7 +244,7 @@ def test_provider_errors_reaching_a_request_are_counted_and_still_mapped(
     def failing(*args: Any, **kwargs: Any) -> Any:
         raise ProviderUnavailable("calendar down", provider="google")
 
-    monkeypatch.setattr(proxy.availability, "availability", failing)
+    monkeypatch.setattr(proxy.availability, "availability_json", failing)
     before = scrape(client)
     r = store.get("/availability", {"service": catalog["service"], "start": "2026-12-01",
                                     "days": "1"})

@@ -304,6 +304,7 @@ def test_versions_not_read_with_the_shop_are_read_by_availability(
         assert availability.availability_json(ctx.db, ctx.clock, ref, query) == first
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite serializes writers
 def test_concurrent_catalog_edits_of_one_shop_neither_deadlock_nor_miss_a_bump(
         ctx: Context, admin: Admin, shop: ShopRef) -> None:
     """PostgreSQL: admin edits of one shop's catalog running at once (services, experts
@@ -314,8 +315,7 @@ def test_concurrent_catalog_edits_of_one_shop_neither_deadlock_nor_miss_a_bump(
 
     from engine.services import catalog, schedules
 
-    if ctx.db.dialect != "postgresql":
-        pytest.skip("SQLite serializes writers (BEGIN IMMEDIATE)")
+    assert ctx.db.dialect == "postgresql"
     cat = make_catalog(admin, experts=2)
     svc, experts = cat["service"], cat["experts"]
     start = ShopRef(shop.id, shop.domain, shop.timezone)

@@ -29,12 +29,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +40,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from demo_process import DEMO_TZ, demo_tomorrow, start_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 LIGHTHOUSE_VERSION = "12.8.2"
@@ -148,33 +149,6 @@ def diagnostics(report: dict[str, Any], limit: int = 6) -> list[str]:
 # --------------------------------------------------------------------------- the demo
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_demo(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSULTBOOK_", "SHOPIFY_"))}
-    env.update(CONSULTBOOK_DATABASE_URL=f"sqlite:///{workdir}/demo.db",
-               CONSULTBOOK_OUTBOX_DIR=str(workdir / "outbox"))
-    with (workdir / "server.log").open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "demo", "--port", str(port)],
-            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return proc, base
-        except requests.RequestException:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("consultbook demo did not start:\n" + (workdir / "server.log").read_text())
-
-
 def services(workdir: Path) -> dict[str, str]:
     """title -> id, from what `consultbook demo` printed."""
     out = {}
@@ -187,18 +161,16 @@ def services(workdir: Path) -> dict[str, str]:
 
 def book_some(base: str, service: str, variant_of: Callable[[str], str], count: int) -> int:
     """``count`` paid bookings through the demo store (hold, cart, checkout)."""
-    from datetime import date, timedelta
-
     made = 0
-    start = (date.today() + timedelta(days=1)).isoformat()
+    start = demo_tomorrow().isoformat()
     slots = requests.get(f"{base}{STORE}/apps/consult/availability", timeout=20, params={
-        "service": service, "start": start, "days": "14", "tz": "Europe/Berlin"}).json()["slots"]
+        "service": service, "start": start, "days": "14", "tz": DEMO_TZ}).json()["slots"]
     for i, slot in enumerate(slots[::5][:count]):
         shopper = requests.Session()
         r = shopper.post(f"{base}{STORE}/apps/consult/holds", timeout=20,
                          headers={"X-Forwarded-For": f"198.51.100.{10 + i}"},
                          json={"service": service, "expert": slot["expert"],
-                               "start": slot["start"], "tz": "Europe/Berlin"})
+                               "start": slot["start"], "tz": DEMO_TZ})
         if r.status_code != 201:
             continue
         hold = r.json()

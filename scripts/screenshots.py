@@ -14,19 +14,14 @@ consultations through the demo store, then drives Debian's Chromium through Play
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import requests
+from demo_process import DEMO_TZ, demo_tomorrow, start_demo  # scripts/ is on sys.path
 from playwright.sync_api import Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,41 +30,12 @@ CHROMIUM = "/usr/bin/chromium"
 SHOTS = ("storefront.png", "storefront-phone.png", "admin-home.png", "admin.png")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_demo(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSULTBOOK_", "SHOPIFY_"))}
-    env.update(CONSULTBOOK_DATABASE_URL=f"sqlite:///{workdir}/demo.db",
-               CONSULTBOOK_OUTBOX_DIR=str(workdir / "outbox"))
-    with (workdir / "server.log").open("w") as log:
-        proc = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
-            [sys.executable, "-m", "engine.cli", "demo", "--port", str(port)],
-            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return proc, base
-        except requests.RequestException:  # not up yet, or slow under load
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("consultbook demo did not start:\n" + (workdir / "server.log").read_text())
-
-
 def book_via_store(base: str, service: str, variant: str, count: int) -> None:
     """``count`` paid bookings through the demo store (hold, cart, checkout), so the
     admin has a business to show."""
-    start = (date.today() + timedelta(days=1)).isoformat()
+    start = demo_tomorrow().isoformat()
     slots = requests.get(f"{base}/demo/store/apps/consult/availability", timeout=20, params={
-        "service": service, "start": start, "days": "10", "tz": "Europe/Berlin"}).json()["slots"]
+        "service": service, "start": start, "days": "10", "tz": DEMO_TZ}).json()["slots"]
     names = [("Noah", "Schmidt"), ("Aiko", "Tanaka"), ("Sofia", "Rossi"), ("Liam", "Byrne"),
              ("Mia", "Weber"), ("Omar", "Haddad")]
     by_day: dict[str, dict[str, Any]] = {}
@@ -80,7 +46,7 @@ def book_via_store(base: str, service: str, variant: str, count: int) -> None:
         r = shopper.post(f"{base}/demo/store/apps/consult/holds", timeout=20,
                          headers={"X-Forwarded-For": f"198.51.100.{20 + i}"},
                          json={"service": service, "expert": slot["expert"],
-                               "start": slot["start"], "tz": "Europe/Berlin"})
+                               "start": slot["start"], "tz": DEMO_TZ})
         if r.status_code != 201:
             continue
         hold = r.json()

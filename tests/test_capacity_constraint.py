@@ -24,8 +24,8 @@ from sqlalchemy.pool import NullPool
 from engine.bootstrap import Context
 from engine.services.claims import refused
 from engine.store.migrate import upgrade
-from engine.store.types import UTCDateTime
 from tests.conftest import Admin, make_catalog
+from tests.schema_0012 import seed_claim, seed_shop
 
 T = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 FUTURE = datetime(2030, 1, 1, tzinfo=UTC)
@@ -213,49 +213,18 @@ def test_one_to_one_never_overlaps_a_session(raw: Raw) -> None:
 # --------------------------------------------------------------------------- migration
 
 
-def _dt(name: str) -> sa.ColumnClause[datetime]:
-    return sa.column(name, UTCDateTime())
-
-
 def test_migration_counts_the_claims_made_before_it(bare_engine: Engine) -> None:
     from alembic import command
 
     from engine.store.migrate import _alembic_config
 
     upgrade(bare_engine, "0012", locations=[])
-    shops = sa.table("shops", sa.column("id"), sa.column("domain"), sa.column("timezone"),
-                     sa.column("installed"), _dt("installed_at"))
-    services = sa.table("services", sa.column("id"), sa.column("shop_id"),
-                        sa.column("title"), sa.column("duration_minutes"),
-                        sa.column("buffer_before_minutes"), sa.column("buffer_after_minutes"),
-                        sa.column("min_notice_minutes"), sa.column("max_days_ahead"),
-                        _dt("created_at"))
-    experts = sa.table("experts", sa.column("id"), sa.column("shop_id"), sa.column("name"),
-                       sa.column("timezone"), _dt("created_at"))
-    claims = sa.table("claims", sa.column("id"), sa.column("shop_id"),
-                      sa.column("service_id"), sa.column("expert_id"), _dt("start_at"),
-                      _dt("end_at"), _dt("claim_start"), _dt("claim_end"),
-                      sa.column("status"), sa.column("sequence"), _dt("created_at"),
-                      _dt("updated_at"))
     # 23:30 UTC on Dec 31st is already Jan 1st 2027 in Berlin: ISO week 2026-W53.
     start = datetime(2026, 12, 31, 23, 30, tzinfo=UTC)
     with bare_engine.begin() as conn:
-        conn.execute(shops.insert().values(id="shop", domain="a.myshopify.com",
-                                           timezone="Europe/Berlin", installed=True,
-                                           installed_at=T))
-        conn.execute(services.insert().values(
-            id="svc", shop_id="shop", title="x", duration_minutes=30,
-            buffer_before_minutes=0, buffer_after_minutes=0, min_notice_minutes=0,
-            max_days_ahead=60, created_at=T))
-        conn.execute(experts.insert().values(id="exp", shop_id="shop", name="E",
-                                             timezone=None, created_at=T))
+        seed_shop(conn, T)
         for i, status in enumerate(("confirmed", "cancelled", "held")):
-            at = start + timedelta(hours=2 * i)
-            conn.execute(claims.insert().values(
-                id=f"c{i}", shop_id="shop", service_id="svc", expert_id="exp", start_at=at,
-                end_at=at + timedelta(minutes=30), claim_start=at,
-                claim_end=at + timedelta(minutes=30), status=status, sequence=0,
-                created_at=T, updated_at=T))
+            seed_claim(conn, f"c{i}", status, start + timedelta(hours=2 * i), T)
     upgrade(bare_engine, "0013", locations=[])
     with bare_engine.connect() as conn:
         keys = dict(conn.execute(text("SELECT id, session_key FROM claims")).all())

@@ -12,47 +12,17 @@ from alembic import command
 from sqlalchemy import Engine, text
 
 from engine.store.migrate import _alembic_config, upgrade
-from engine.store.types import UTCDateTime
+from tests.schema_0012 import dt_column, seed_claim, seed_shop
 
 T = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-
-
-def _dt(name: str) -> sa.ColumnClause[datetime]:
-    return sa.column(name, UTCDateTime())
 
 
 def _seed(engine: Engine) -> None:
     """A shop, a service, an expert and one confirmed claim, in the 0012 schema (0013 then
     gives the claim its session and counters, as it did in production)."""
-    shops = sa.table("shops", sa.column("id"), sa.column("domain"), sa.column("timezone"),
-                     sa.column("installed"), _dt("installed_at"))
-    services = sa.table("services", sa.column("id"), sa.column("shop_id"),
-                        sa.column("title"), sa.column("duration_minutes"),
-                        sa.column("buffer_before_minutes"), sa.column("buffer_after_minutes"),
-                        sa.column("min_notice_minutes"), sa.column("max_days_ahead"),
-                        _dt("created_at"))
-    experts = sa.table("experts", sa.column("id"), sa.column("shop_id"), sa.column("name"),
-                       sa.column("timezone"), _dt("created_at"))
-    claims = sa.table("claims", sa.column("id"), sa.column("shop_id"),
-                      sa.column("service_id"), sa.column("expert_id"), _dt("start_at"),
-                      _dt("end_at"), _dt("claim_start"), _dt("claim_end"),
-                      sa.column("status"), sa.column("sequence"), _dt("created_at"),
-                      _dt("updated_at"))
     with engine.begin() as conn:
-        conn.execute(shops.insert().values(id="shop", domain="a.myshopify.com",
-                                           timezone="Europe/Berlin", installed=True,
-                                           installed_at=T))
-        conn.execute(services.insert().values(
-            id="svc", shop_id="shop", title="x", duration_minutes=30,
-            buffer_before_minutes=0, buffer_after_minutes=0, min_notice_minutes=0,
-            max_days_ahead=60, created_at=T))
-        conn.execute(experts.insert().values(id="exp", shop_id="shop", name="E",
-                                             timezone=None, created_at=T))
-        conn.execute(claims.insert().values(
-            id="c0", shop_id="shop", service_id="svc", expert_id="exp", start_at=T,
-            end_at=T + timedelta(minutes=30), claim_start=T,
-            claim_end=T + timedelta(minutes=30), status="confirmed", sequence=0,
-            created_at=T, updated_at=T))
+        seed_shop(conn, T)
+        seed_claim(conn, "c0", "confirmed", T, T)
 
 
 def _status(engine: Engine, status: str) -> None:
@@ -81,7 +51,7 @@ def test_0014_adds_and_drops_no_show_at_and_keeps_the_capacity_triggers(
     upgrade(bare_engine, "0014", locations=[])
     column = {c["name"]: c for c in sa.inspect(bare_engine).get_columns("claims")}["no_show_at"]
     assert column["nullable"] is True
-    claims = sa.table("claims", sa.column("id"), _dt("no_show_at"))
+    claims = sa.table("claims", sa.column("id"), dt_column("no_show_at"))
     with bare_engine.connect() as conn:
         # A booking made before the migration is not marked.
         assert conn.execute(sa.select(claims.c.no_show_at)).scalar_one() is None

@@ -140,6 +140,23 @@ def test_five_units_book_one_seat_and_refund_four(store: Storefront, admin: Admi
     assert not free(store, cat)
 
 
+@pytest.mark.parametrize(("quantity", "logged"), [
+    (250_000, 249_999),  # above the old 100,000 cut-off, which read it as one unit
+    ("3000000", 2_999_999),
+    (3_000_000_000, 2**31 - 2),  # beyond what refunds.quantity holds: as many as it can
+])
+def test_a_large_quantity_books_one_seat_and_refunds_every_other_unit(
+        store: Storefront, admin: Admin, cat: dict[str, Any], quantity: Any,
+        logged: int) -> None:
+    h = hold(store, cat)
+    deliver(store, "orders/paid", order_payload(14, [h], price="2.00", quantity=quantity))
+    [b] = bookings(admin)
+    assert (b["id"], b["status"], b["seats"]) == (h, "confirmed", 1)
+    assert refunds(admin) == [("extra_quantity", f"{2 * logged}.00", "1400", logged)]
+    redeliver_all(store, 14, [h], price="2.00", quantity=quantity)
+    assert refunds(admin) == [("extra_quantity", f"{2 * logged}.00", "1400", logged)]
+
+
 def test_extra_units_of_a_pending_order_then_paid(store: Storefront, admin: Admin,
                                                   cat: dict[str, Any]) -> None:
     h = hold(store, cat)

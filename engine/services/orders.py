@@ -35,11 +35,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from engine.domain.capacity import session_key
 from engine.domain.mail import clean_text
 from engine.domain.slots import is_offered
 from engine.errors import NotFound
@@ -78,7 +79,8 @@ RANK = {"none": 0, "pending": 1, "paid": 2, "cancelled": 3}
 UNSAFE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 # Ids kept as text: printable ASCII without spaces, as Shopify's and ours are.
 ID_TEXT = re.compile(r"[\x21-\x7e]{1,64}")
-MAX_QUANTITY = 100_000
+# refunds.quantity is a 32-bit integer: the most units one log entry can record.
+MAX_QUANTITY = 2**31 - 1
 MAX_PRICE = Decimal(10) ** 12
 PRICE_PLACES = Decimal("0.000001")
 DEFAULT_PENDING_HOURS = 48
@@ -193,20 +195,22 @@ def _price(value: Any) -> Decimal:
 
 
 def _quantity(value: Any) -> int | None:
-    """Units bought: a whole number 1..100000 (a JSON integer, an integral float, or a
-    string of ASCII digits); 0 or less is None (nothing bought); anything else counts
-    as one unit (what Shopify always sends is an integer)."""
+    """Units bought: a whole number (a JSON integer, an integral float, or a string of
+    ASCII digits), taken as it is up to MAX_QUANTITY and as MAX_QUANTITY above it (so
+    every unit beyond the hold's seats that can be logged is: a large quantity is never
+    read as one unit); 0 or less is None (nothing bought); anything else counts as one
+    unit (what Shopify always sends is an integer)."""
     if isinstance(value, bool):
         return 1
-    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_QUANTITY * 10:
-        value = int(value)
-    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() \
-            and len(value.strip()) <= 6:
-        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(min(max(value, -1.0), float(MAX_QUANTITY)))
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        digits = value.strip().lstrip("0") or "0"
+        value = int(digits) if len(digits) <= 10 else MAX_QUANTITY
     if isinstance(value, int):
         if value <= 0:
             return None
-        return value if value <= MAX_QUANTITY else 1
+        return min(value, MAX_QUANTITY)
     return 1
 
 
@@ -287,6 +291,47 @@ def lock_order(session: Session, shop_id: str, order_id: str, now: datetime) -> 
     order = session.scalars(stmt.returning(Order),
                             execution_options={"populate_existing": True}).one()
     return order
+
+
+def _rank(state: Any) -> Any:
+    """An order state's :data:`RANK`, in SQL."""
+    return case(RANK, value=state, else_=0)
+
+
+def open_order(session: Session, shop_id: str, event: OrderEvent, now: datetime
+               ) -> tuple[Order, bool]:
+    """The order's row after this delivery, locked for the transaction as
+    :func:`lock_order` locks it, and whether this delivery created it.
+
+    A new order is inserted as the delivery says (one statement). An existing one (the
+    insert did nothing: a concurrent delivery creating it was waited for) is moved
+    forward by one ``UPDATE ... RETURNING``: its state to the higher-ranked of the two,
+    its currency kept if it had one, the newest event time kept. Nothing decides an
+    order's lines but under this lock, and only after its row exists, so an order this
+    delivery created has no decided line and no refund entry yet."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    created = session.scalars(
+        insert(Order).values(shop_id=shop_id, order_id=event.order_id, state=event.state,
+                             currency=event.currency, last_event_at=event.event_at,
+                             created_at=now, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["shop_id", "order_id"])
+        .returning(Order), execution_options={"populate_existing": True}).first()
+    if created is not None:
+        return created, True
+    later = event.event_at
+    moved = (update(Order)
+             .where(Order.shop_id == shop_id, Order.order_id == event.order_id)
+             .values(state=case((_rank(Order.state) < RANK[event.state], event.state),
+                                else_=Order.state),
+                     currency=func.coalesce(Order.currency, event.currency),
+                     last_event_at=Order.last_event_at if later is None else case(
+                         (or_(Order.last_event_at.is_(None), Order.last_event_at < later),
+                          later), else_=Order.last_event_at),
+                     updated_at=now)
+             .returning(Order)
+             .execution_options(populate_existing=True, synchronize_session=False))
+    return session.scalars(moved).one(), False
 
 
 def record_outbox(session: Session, claim: Claim, kind: str, now: datetime) -> None:
@@ -489,19 +534,27 @@ def _rebook(session: Session, shop: Shop, order: Order, event: OrderEvent, line:
     confirm(session, shop, claim, now)
 
 
+# A hold and the service it is of, in one statement; the hold locked (PostgreSQL: FOR
+# UPDATE OF claims) so one hold is turned into one booking at a time.
+_HOLD = (select(Claim, Service).outerjoin(Service, Service.id == Claim.service_id)
+         .where(Claim.id == bindparam("hold")).with_for_update(of=Claim))
+
+
 def _decide(session: Session, shop: Shop, order: Order, event: OrderEvent, line: LineItem,
-            paid: bool, now: datetime) -> None:
+            paid: bool, now: datetime, *, new: bool = False, careful: bool = False) -> None:
     """Decide one line item once: book it (from its hold) or log why not. A decided line
     may still move: pending -> confirmed when paid, lapsed -> booked again when paid
-    while its time is free and offered."""
-    if session.scalar(select(Refund.id).where(
+    while its time is free and offered. ``new``: the order was created by this delivery
+    (:func:`open_order`), so none of its lines is decided yet and nothing is looked up.
+    ``careful``: a live hold is booked through :func:`write_claim` 's savepoint too (see
+    :func:`_book_live_hold`)."""
+    if not new and session.scalar(select(Refund.id).where(
             Refund.shop_id == shop.id, Refund.order_id == event.order_id,
             Refund.line_item_id == line.id, Refund.kind == REFUND_LINE)):
         return  # decided: not honoured
-    decided = session.scalar(select(Claim).where(Claim.shop_id == shop.id,
-                                                 Claim.order_id == event.order_id,
-                                                 Claim.line_item_id == line.id)
-                             .with_for_update())
+    decided = None if new else session.scalar(
+        select(Claim).where(Claim.shop_id == shop.id, Claim.order_id == event.order_id,
+                            Claim.line_item_id == line.id).with_for_update())
     if decided is not None:
         if not paid:
             return
@@ -518,8 +571,8 @@ def _decide(session: Session, shop: Shop, order: Order, event: OrderEvent, line:
     if not shop.installed:
         _not_honoured(session, shop, order, event, line, SHOP_UNINSTALLED, now)
         return
-    hold = session.scalar(select(Claim).where(Claim.id == line.hold_id).with_for_update()) \
-        if line.hold_id else None
+    row = session.execute(_HOLD, {"hold": line.hold_id}).first() if line.hold_id else None
+    hold, service = (row[0], row[1]) if row is not None else (None, None)
     if hold is None or hold.shop_id != shop.id:
         _not_honoured(session, shop, order, event, line, HOLD_UNKNOWN, now)
         return
@@ -527,7 +580,7 @@ def _decide(session: Session, shop: Shop, order: Order, event: OrderEvent, line:
         # Another order (or line) already turned this hold into a booking.
         _not_honoured(session, shop, order, event, line, SLOT_UNAVAILABLE, now)
         return
-    if not _sells(session.get(Service, hold.service_id), line):
+    if not _sells(service, line):
         _not_honoured(session, shop, order, event, line, WRONG_PRODUCT, now)
         return
     if hold.start_at <= now:
@@ -550,16 +603,19 @@ def _decide(session: Session, shop: Shop, order: Order, event: OrderEvent, line:
     status: dict[str, Any] = confirmed_changes(now) if paid else {
         "status": PENDING, "updated_at": now,
         "expires_at": now + timedelta(hours=_pending_hours(session, shop))}
-    try:
-        write_claim(session, hold, now, order_id=event.order_id, line_item_id=line.id,
-                    customer_id=event.customer_id, customer_name=event.customer_name,
-                    customer_email=event.customer_email,
-                    line_price=str(line.price), line_quantity=booked, seats=booked,
-                    currency=event.currency or order.currency, **status)
-    except (SlotUnavailable, LimitReached):
-        session.refresh(hold)
-        _not_honoured(session, shop, order, event, line, SLOT_UNAVAILABLE, now)
-        return
+    changes: dict[str, Any] = {
+        "order_id": event.order_id, "line_item_id": line.id,
+        "customer_id": event.customer_id, "customer_name": event.customer_name,
+        "customer_email": event.customer_email, "line_price": str(line.price),
+        "line_quantity": booked, "seats": booked,
+        "currency": event.currency or order.currency, **status}
+    if not (live and not careful and _book_live_hold(hold, changes)):
+        try:
+            write_claim(session, hold, now, **changes)
+        except (SlotUnavailable, LimitReached):
+            session.refresh(hold)
+            _not_honoured(session, shop, order, event, line, SLOT_UNAVAILABLE, now)
+            return
     extra = line.quantity - seats
     if extra > 0:
         # Units beyond the hold's seats are dishonoured: their share of the amount.
@@ -571,9 +627,30 @@ def _decide(session: Session, shop: Shop, order: Order, event: OrderEvent, line:
         after_confirm(session, shop, hold, now)
 
 
-def _cancel_order(session: Session, shop: Shop, event: OrderEvent, now: datetime) -> None:
-    for claim in session.scalars(select(Claim).where(Claim.shop_id == shop.id,
-                                                     Claim.order_id == event.order_id)):
+def _book_live_hold(hold: Claim, changes: dict[str, Any]) -> bool:
+    """Turn a live hold (locked, its start ahead) into its booking without a savepoint,
+    the capacity facts or the session upsert: the booking keeps the hold's range, its
+    session and at most its seats, so it takes nothing the hold did not hold already --
+    its session and counters exist and count it (they did when the hold was written),
+    no other live claim of the expert may overlap it (none could overlap the hold), and
+    fewer seats never pass a cap. The database has no reason to refuse it; should it
+    anyway, the delivery's transaction fails and is run again with ``careful``
+    (engine.services.webhooks), which goes through :func:`write_claim`. False (nothing
+    changed) if the hold's session is not the one its expert, service and start name
+    (a claim written before sessions existed): then the general path decides."""
+    if hold.session_key != session_key(hold.expert_id, hold.service_id, hold.start_at) \
+            or changes["seats"] > hold_seats(hold):
+        return False
+    for name, value in changes.items():
+        setattr(hold, name, value)  # written with the rest of the delivery's writes
+    return True
+
+
+def _cancel_order(session: Session, shop: Shop, event: OrderEvent, now: datetime, *,
+                  new: bool = False) -> None:
+    booked = () if new else session.scalars(select(Claim).where(
+        Claim.shop_id == shop.id, Claim.order_id == event.order_id))
+    for claim in booked:
         cancel_booking(session, claim, now, by="order")
     # Holds named by the cancelled order that were never booked: free them now, so a
     # create that arrives after the cancel finds nothing to book.
@@ -585,25 +662,22 @@ def _cancel_order(session: Session, shop: Shop, event: OrderEvent, now: datetime
                             .values(status=RELEASED, updated_at=now))
 
 
-def apply_order(session: Session, shop: Shop, event: OrderEvent, now: datetime) -> str:
-    """Apply one order delivery; returns the order's state afterwards."""
-    order = lock_order(session, shop.id, event.order_id, now)
-    if RANK[event.state] > RANK[order.state]:
-        order.state = event.state
-    if event.currency and not order.currency:
-        order.currency = event.currency
-    if event.event_at is not None and (order.last_event_at is None
-                                       or event.event_at > order.last_event_at):
-        order.last_event_at = event.event_at
-    order.updated_at = now
+def apply_order(session: Session, shop: Shop, event: OrderEvent, now: datetime, *,
+                careful: bool = False) -> str:
+    """Apply one order delivery; returns the order's state afterwards. ``careful``: take
+    the general path for every line (see :func:`_decide`)."""
+    order, new = open_order(session, shop.id, event, now)
     if order.state == "cancelled":
-        _cancel_order(session, shop, event, now)
+        _cancel_order(session, shop, event, now, new=new)
     else:
         paid = order.state == "paid"
         for line in event.lines:
-            _decide(session, shop, order, event, line, paid, now)
+            _decide(session, shop, order, event, line, paid, now, new=new, careful=careful)
     # Refund entries written while the order was unpaid wait for the payment; a cancelled
     # order's are settled by Shopify's cancellation (engine.services.shopify_actions).
-    shopify_actions.settle_waiting_refunds(session, shop, order, now)
+    # An order this delivery created has none from before: what it wrote now was
+    # written knowing the order's state.
+    if not new:
+        shopify_actions.settle_waiting_refunds(session, shop, order, now)
     session.flush()
     return order.state

@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from engine.providers.base import CalendarProvider, ProviderContext
@@ -167,11 +168,22 @@ class ChannelStore:
         with self.db.read() as session:
             return list(session.execute(sa.select(self.table.c.shop_id).distinct()).scalars())
 
+    def _insert(self, session: Session) -> Any:
+        dialect = session.get_bind().dialect.name
+        return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(self.table)
+
     def add(self, channel: Channel) -> None:
+        """Store ``channel``, replacing a row of the same id. One upsert: the service's
+        first notification may reach the endpoint before this commits (Google's ``sync``
+        right after ``watch``), and the endpoint then records the id as unknown
+        (:meth:`add_orphan`) in a transaction of its own; the channel stored here wins
+        whichever commits first."""
         values = {**channel.__dict__}
         with self.db.write() as session:
-            session.execute(sa.delete(self.table).where(self.table.c.id == channel.id))
-            session.execute(sa.insert(self.table).values(**values))
+            stmt = self._insert(session).values(**values)
+            session.execute(stmt.on_conflict_do_update(
+                index_elements=[self.table.c.id],
+                set_={k: stmt.excluded[k] for k in values if k != "id"}))
 
     def set_state(self, channel_id: str, state: str, *, only_from: Sequence[str] = ()) -> bool:
         """Set a channel's state (optionally only from one of ``only_from``)."""
@@ -204,11 +216,12 @@ class ChannelStore:
                 t.c.shop_id == shop_id, t.c.state == ORPHAN)).scalar_one()
             if count >= MAX_ORPHANS_PER_SHOP:
                 return False
-            session.execute(sa.insert(t).values(
+            # A channel the job is storing right now wins (see :meth:`add`).
+            result: Any = session.execute(self._insert(session).values(
                 id=channel_id, shop_id=shop_id, expert_id="", calendar="",
                 secret_hash="", resource_id=resource_id, state=ORPHAN, expires_at=until,
-                created_at=now))
-        return True
+                created_at=now).on_conflict_do_nothing(index_elements=[t.c.id]))
+        return bool(result.rowcount)
 
 
 class ChannelBackend(Protocol):

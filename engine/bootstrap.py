@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from engine.clock import Clock, SystemClock
 from engine.config import Config
 from engine.crypto import Keyring, parse_keys
+from engine.services import freebusy
 from engine.services.availability import BusySource, no_busy
-from engine.services.freebusy import FreeBusy
 from engine.services.providers import Plugins
 from engine.services.secrets import register_plugin_columns
 from engine.store import Database
@@ -45,9 +45,8 @@ def bootstrap(config: Config, *, db: Database | None = None, clock: Clock | None
                   clock=clock or SystemClock())
     # Busy time from each shop's calendar provider (cached, fail closed); availability
     # combines it with the database's claims.
-    ctx.busy_source = busy = FreeBusy(ctx.plugins)
     # Push sync (plugins) invalidates through the cache free/busy actually uses.
-    ctx.plugins.busy_invalidator = busy.invalidate
+    ctx.busy_source = freebusy.wire(ctx.plugins)
     # After a commit that wrote outbox rows: kick the Celery relay, or wake this
     # process's embedded worker (engine.tasks.kick); best effort either way.
     from engine.tasks.kick import kicker

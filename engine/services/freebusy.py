@@ -732,6 +732,17 @@ class FreeBusy:
             log.exception("could not record free/busy health")
 
 
+def wire(plugins: Plugins) -> FreeBusy:
+    """This process's free/busy over ``plugins``, with the plugins' "this expert's busy
+    time changed" (``ProviderContext.invalidate_busy``, ``host.invalidate_busy`` in
+    routes and jobs) wired to the cache it reads. Every process that runs plugin code --
+    a web process, a Celery worker, the embedded worker -- is wired by this one call, so
+    a plugin's periodic job invalidates as its route does."""
+    busy = FreeBusy(plugins)
+    plugins.busy_invalidator = busy.invalidate
+    return busy
+
+
 def _calendar_of(cls: type[CalendarProvider], expert_id: str, email: str | None) -> str | None:
     """calendar_for_expert without an instance (when the provider could not be made)."""
     if cls.calendar_for_expert is CalendarProvider.calendar_for_expert:
@@ -740,4 +751,4 @@ def _calendar_of(cls: type[CalendarProvider], expert_id: str, email: str | None)
 
 
 __all__ = ["CHUNK", "BusyCache", "DatabaseBusyCache", "FreeBusy", "RedisBusyCache",
-           "lease_timing", "make_cache"]
+           "lease_timing", "make_cache", "wire"]

@@ -79,6 +79,7 @@ def build_deps(config: Config, *, clock: Clock | None = None, db: Database | Non
                extra_plugins: Iterable[tuple[str, object]] = ()) -> Deps:
     from engine.clock import SystemClock
     from engine.crypto import Keyring, parse_keys
+    from engine.services import freebusy
     from engine.services.providers import Plugins
     from engine.services.secrets import register_plugin_columns
     from engine.store import Database as _Database
@@ -88,6 +89,9 @@ def build_deps(config: Config, *, clock: Clock | None = None, db: Database | Non
     keyring = Keyring(parse_keys(",".join(config.encryption_keys)))
     plugins = Plugins.load(config, database, keyring, clk, extra=list(extra_plugins))
     register_plugin_columns(plugins.loaded.secrets)
+    # Plugin jobs run here: their busy-time invalidations reach the shared cache, as the
+    # web process's do (the same wiring as engine.bootstrap's).
+    freebusy.wire(plugins)
     return Deps(config=config, db=database, clock=clk, plugins=plugins)
 
 

@@ -30,7 +30,6 @@ from engine.services.shops import install_shop
 from engine.store.migrate import check_schema, current_revisions, upgrade
 from engine.tasks import jobs
 from tests.conftest import NOW, POSTGRES_URL, Admin, Storefront, make_catalog, make_config
-from tests.plugins.conftest import set_providers
 from tests.tasks.helpers import SLOT, book
 from web.app import create_app
 
@@ -289,6 +288,13 @@ def _end_to_end(ctx: Context) -> None:
     (notes,) = [c for c in admin("GET", "/connections").json["connections"]
                 if c["provider"] == "cbnotes"]
     assert notes["status"] == "connected"
+    # The grant is stored encrypted: the token is nowhere in the row as written.
+    with ctx.db.read() as session:
+        stored = session.execute(text(
+            "SELECT account, credentials FROM provider_connections WHERE provider = 'cbnotes'"
+        )).one()
+    assert stored.account == "https://notes.example"
+    assert stored.credentials and "let-me-in" not in stored.credentials
 
     # Its admin fields: the settings round trip.
     r = admin("GET", "/providers/calendar/cbnotes/settings")
@@ -312,7 +318,11 @@ def _end_to_end(ctx: Context) -> None:
 
     # A paid booking's event reaches the plugin's calendar, with its settings and its
     # (decrypted) connection, through the engine's outbox.
-    set_providers(ctx, shop, calendar="cbnotes", video="none")
+    # The merchant chooses it in the admin's settings, among the registered calendars.
+    offered = admin("GET", "/settings").json["choices"]["calendar_provider"]
+    assert {"name": "cbnotes", "label": "Notes calendar"} in offered
+    r = admin("PATCH", "/settings", {"calendar_provider": "cbnotes", "video_provider": "none"})
+    assert r.status_code == 200 and r.json["calendar_provider"] == "cbnotes", r.text
     catalog = make_catalog(admin)
     booking = book(admin, store, start=SLOT, catalog=catalog)
     jobs.relay_outbox(deps, "third-party")

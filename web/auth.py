@@ -14,7 +14,7 @@ import falcon
 
 from engine.bootstrap import Context
 from engine.services.availability import MAX_ID_LENGTH
-from engine.services.shops import ShopRef, installed_shop
+from engine.services.shops import ShopRef, lookup_shop
 from engine.shopify import (
     SessionTokenError,
     SignatureError,
@@ -58,8 +58,7 @@ class AuthMiddleware:
         # (Not an id: nothing to read; the resource says what is wrong with it.)
         service = named if named and len(named) <= MAX_ID_LENGTH \
             and not unstorable_text(named) else None
-        with self.ctx.db.lookup() as session:
-            shop = installed_shop(session, domain, service=service)
+        shop = lookup_shop(self.ctx.db, domain, service=service)
         self._observe(shop)
         req.context.shop = shop
         req.context.signed = signed
@@ -71,8 +70,7 @@ class AuthMiddleware:
                            "an App Bridge session token is required (Authorization: Bearer)",
                            headers={"WWW-Authenticate": "Bearer"})
         claims = session_claims(self.ctx, token)
-        with self.ctx.db.lookup() as session:
-            shop = installed_shop(session, claims.shop, admin=True)
+        shop = lookup_shop(self.ctx.db, claims.shop, admin=True)
         self._observe(shop)
         req.context.shop = shop
         req.context.session_token = claims

@@ -7,13 +7,15 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from engine.errors import ValidationError
 
@@ -362,6 +364,8 @@ class Database:
             expire_on_commit=False)
         self.cache = ReadCache()
         self.answers = AnswerCache()
+        self._sql: dict[ClauseElement, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+        self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -398,6 +402,67 @@ class Database:
             # unless the caller writes only rows the cache never holds (claims).
             if not keep_cache:
                 self.cache.clear()
+
+    def rows(self, statement: ClauseElement, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of one read-only ``statement`` as the driver returns them (tuples of
+        plain values: no ORM, no result type processing), for the per-request lookups of
+        the storefront's hot path (engine.services.shops.lookup_shop).
+
+        It runs on a pooled connection without the ORM and Core connection layers, which
+        cost more CPU than the round trip itself: the statement is compiled once per
+        dialect, the parameters get the same guard as every other statement
+        (:func:`guard_parameters`), on PostgreSQL the connection runs the statement in
+        autocommit (one round trip, as in :meth:`lookup`), and a driver error comes out
+        as SQLAlchemy's DBAPIError -- with a connection the server dropped invalidated,
+        not returned to the pool -- so that it maps (503, 400) like any other. Only
+        plain bind parameters: no expanding (IN) ones."""
+        sql, names, defaults = self._compiled(statement)
+        given = {**defaults, **params} if defaults else params
+        args: Any = given if names is None else tuple(given[n] for n in names)
+        _check_parameters(args)
+        try:
+            fairy = self.engine.raw_connection()  # the pool's checkout events still run
+        except self._driver_error as error:  # could not connect: as Core would say it
+            raise exc.DBAPIError.instance(sql, args, error, self._driver_error,
+                                          dialect=self.engine.dialect,
+                                          connection_invalidated=True) from error
+        cursor = None
+        try:
+            dbapi: Any = fairy.dbapi_connection
+            postgres = self.dialect == "postgresql"
+            if postgres:
+                dbapi.autocommit = True
+            try:
+                cursor = fairy.cursor()
+                cursor.execute(sql, args)
+                return list(cursor.fetchall())
+            finally:
+                if cursor is not None:
+                    cursor.close()
+                if postgres and not dbapi.closed:
+                    dbapi.autocommit = False
+        except self._driver_error as error:
+            if self.engine.dialect.is_disconnect(cast(Any, error), fairy.dbapi_connection,
+                                                 cursor):
+                fairy.invalidate(error)
+            raise exc.DBAPIError.instance(sql, args, error, self._driver_error,
+                                          dialect=self.engine.dialect) from error
+        finally:
+            fairy.close()
+
+    def _compiled(self, statement: ClauseElement
+                  ) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
+        """``statement``'s SQL for this database's driver, the order of its parameter
+        names when the driver binds by position (SQLite), and the values the statement
+        itself binds (literals in it) -- compiled once."""
+        found = self._sql.get(statement)
+        if found is None:
+            compiled = cast(SQLCompiler, statement.compile(dialect=self.engine.dialect))
+            names = tuple(compiled.positiontup) if compiled.positional \
+                and compiled.positiontup is not None else None
+            defaults = {k: v for k, v in compiled.params.items() if v is not None}
+            found = self._sql[statement] = (str(compiled), names, defaults)
+        return found
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -142,6 +142,11 @@ def serve(config: Config, *, host: str, port: int, workers: int) -> None:
         "graceful_timeout": 10,
         "keepalive": 5,
         "proc_name": "consultbook",
+        # The app is never mounted under a prefix: SCRIPT_NAME and PATH_INFO come from
+        # the request line only, never from a request header (gunicorn maps those from
+        # forwarded_allow_ips, 127.0.0.1 by default, and a SCRIPT_NAME the path does not
+        # start with was a 500).
+        "forwarder_headers": "",
         "worker_exit": _stop_embedded_worker,
         "child_exit": _mark_metrics_dead,
     }

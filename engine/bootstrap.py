@@ -41,7 +41,7 @@ class Context:
 
 
 def bootstrap(config: Config, *, db: Database | None = None, clock: Clock | None = None) -> Context:
-    ctx = Context(config=config, db=db or Database(config.database_url),
+    ctx = Context(config=config, db=db or Database.of(config),
                   clock=clock or SystemClock())
     # Busy time from each shop's calendar provider (cached, fail closed); availability
     # combines it with the database's claims.

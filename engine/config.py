@@ -27,6 +27,11 @@ class Config:
     """The settings of one process. Tests build it directly; `from_env` reads the environment."""
 
     database_url: str = "sqlite:///consultbook.db"
+    # PostgreSQL: let psycopg prepare a statement on a connection after its fifth run
+    # (server-side prepared statements: a third of the database's CPU for the storefront's
+    # lookups). Off by default: PgBouncer in transaction pooling breaks them
+    # (docs/operations.md, "PgBouncer").
+    database_prepared_statements: bool = False
     broker_url: str | None = None
     api_key: str = DEMO_API_KEY
     api_secret: str = DEMO_API_SECRET
@@ -243,6 +248,7 @@ def from_env(env: Mapping[str, str] | None = None, *, demo: bool = False,
     outbox = env.get("CONSULTBOOK_OUTBOX_DIR", "").strip() or "outbox"
     return Config(
         database_url=database_url,
+        database_prepared_statements=_flag(env, "CONSULTBOOK_DATABASE_PREPARED_STATEMENTS"),
         broker_url=_url(env, "CONSULTBOOK_BROKER_URL", None, ("redis", "rediss", "amqp")),
         api_key=api_key,
         api_secret=api_secret,

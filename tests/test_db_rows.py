@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import bindparam, literal, select, text
 
+from engine.config import ConfigError, from_env
+from engine.crypto import generate_key
 from engine.errors import ValidationError
 from engine.store.db import Database, database_unavailable
 from engine.store.models import Shop
@@ -70,3 +72,31 @@ def test_a_dropped_connection_is_unavailable_then_replaced(db_url: str) -> None:
         assert db.rows(select(text("pg_backend_pid()")), {})[0][0] != pid
     finally:
         db.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("prepared", [False, True])
+def test_prepared_statements_only_when_asked_for(db_url: str, prepared: bool) -> None:
+    """CONSULTBOOK_DATABASE_PREPARED_STATEMENTS: off (the default, safe behind PgBouncer in
+    transaction pooling) no statement is prepared on the server however often it runs;
+    on, the storefront's lookup is prepared after a few runs."""
+    config = from_env({"CONSULTBOOK_DATABASE_URL": db_url, "SHOPIFY_API_KEY": "k",
+                       "SHOPIFY_API_SECRET": "s", "CONSULTBOOK_ENCRYPTION_KEYS": generate_key(),
+                       **({"CONSULTBOOK_DATABASE_PREPARED_STATEMENTS": "true"}
+                          if prepared else {})})
+    assert config.database_prepared_statements is prepared
+    db = Database.of(config)
+    try:
+        for _ in range(8):
+            db.rows(BY_ZONE, {"zone": "UTC"})
+        statements = db.rows(select(text("statement FROM pg_prepared_statements")), {})
+        assert any("shops" in s for (s,) in statements) is prepared, statements
+    finally:
+        db.dispose()
+
+
+def test_the_setting_is_a_flag() -> None:
+    with pytest.raises(ConfigError, match="CONSULTBOOK_DATABASE_PREPARED_STATEMENTS"):
+        from_env({"CONSULTBOOK_DATABASE_PREPARED_STATEMENTS": "sometimes",
+                  "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "s",
+                  "CONSULTBOOK_ENCRYPTION_KEYS": generate_key()})

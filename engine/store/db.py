@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
@@ -44,8 +44,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for `url`. SQLite gets WAL, foreign keys and a busy timeout."""
+def make_engine(url: str, *, prepared_statements: bool = False, **kwargs: Any) -> Engine:
+    """An engine for `url`. SQLite gets WAL, foreign keys and a busy timeout; PostgreSQL
+    server-side prepared statements only with ``prepared_statements``."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(url, **kwargs)
@@ -63,12 +64,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         connect_args = dict(kwargs.pop("connect_args", None) or {})
         if "connect_timeout" not in parsed.query:
             connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
-        # No server-side prepared statements: psycopg prepares a query after its fifth
-        # run on a connection, and behind PgBouncer in transaction pooling the next
-        # transaction may run on another server connection that never saw it ("prepared
-        # statement does not exist"). Nothing here depends on session state
-        # (docs/operations.md, PgBouncer); tests/faults/test_pgbouncer.py holds it.
-        connect_args.setdefault("prepare_threshold", None)
+        # No server-side prepared statements unless asked for: psycopg prepares a query
+        # after its fifth run on a connection, and behind PgBouncer in transaction
+        # pooling the next transaction may run on another server connection that never
+        # saw it ("prepared statement does not exist"). Nothing else here depends on
+        # session state (docs/operations.md, PgBouncer); tests/faults/test_pgbouncer.py
+        # holds it. Talking to PostgreSQL directly, they save parsing and planning.
+        connect_args.setdefault("prepare_threshold", 5 if prepared_statements else None)
         kwargs["connect_args"] = connect_args
     if kwargs.get("poolclass") is None:
         kwargs.setdefault("pool_size", 10)
@@ -349,12 +351,23 @@ class AnswerCache:
             self._entries.clear()
 
 
+class DatabaseSettings(Protocol):
+    """What :meth:`Database.of` reads of a configuration (engine.config.Config)."""
+
+    @property
+    def database_url(self) -> str: ...
+    @property
+    def database_prepared_statements(self) -> bool: ...
+
+
 class Database:
     """One database: the engine and its sessions. Transaction boundaries live in services."""
 
-    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+    def __init__(self, url: str, *, prepared_statements: bool = False,
+                 **engine_kwargs: Any) -> None:
         self.url = url
-        self.engine = make_engine(url, **engine_kwargs)
+        self.engine = make_engine(url, prepared_statements=prepared_statements,
+                                  **engine_kwargs)
         self.dialect = self.engine.dialect.name
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(
@@ -402,6 +415,12 @@ class Database:
             # unless the caller writes only rows the cache never holds (claims).
             if not keep_cache:
                 self.cache.clear()
+
+    @classmethod
+    def of(cls, config: DatabaseSettings) -> Database:
+        """The database a process's configuration names, with its settings."""
+        return cls(config.database_url,
+                   prepared_statements=config.database_prepared_statements)
 
     def rows(self, statement: ClauseElement, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """The rows of one read-only ``statement`` as the driver returns them (tuples of

@@ -84,7 +84,7 @@ def build_deps(config: Config, *, clock: Clock | None = None, db: Database | Non
     from engine.services.secrets import register_plugin_columns
     from engine.store import Database as _Database
 
-    database = db or _Database(config.database_url)
+    database = db or _Database.of(config)
     clk = clock or SystemClock()
     keyring = Keyring(parse_keys(",".join(config.encryption_keys)))
     plugins = Plugins.load(config, database, keyring, clk, extra=list(extra_plugins))

@@ -36,7 +36,7 @@ TUE_10 = "2026-12-01T09:00:00Z"
 HOLD_DISTINCT = {"sqlite": 7, "postgres": 6}  # a new session: its counters are written
 HOLD_JOIN = {"sqlite": 6, "postgres": 6}  # a session with live seats: no counter written
 HOLD_LIMITED = {"sqlite": 7, "postgres": 6}  # limits: the same, one expiry UPDATE
-WEBHOOK_FIRST = {"sqlite": 22, "postgres": 19}  # orders/paid, one line booking its hold
+WEBHOOK_FIRST = {"sqlite": 12, "postgres": 8}  # orders/paid: a new order, its live hold booked
 WEBHOOK_DUPLICATE = {"sqlite": 2, "postgres": 1}  # one indexed lookup, no transaction
 
 

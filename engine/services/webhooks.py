@@ -16,13 +16,14 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from engine.clock import Clock
 from engine.services import privacy
 from engine.services.orders import BadPayload, apply_order, parse_order
 from engine.store import Database
-from engine.store.models import Shop, WebhookDelivery
+from engine.store.models import Shop, ShopSettings, WebhookDelivery
 
 log = logging.getLogger("consultbook.webhooks")
 
@@ -76,26 +77,72 @@ def _first_time(session: Session, d: Delivery, now: datetime) -> bool:
     return session.execute(stmt).first() is not None
 
 
+# How many times a delivery's transaction is run when the database asks for it again.
+ATTEMPTS = 3
+
+
+def _retry(error: DBAPIError) -> bool:
+    """A deadlock or a serialization failure (PostgreSQL SQLSTATE 40P01 / 40001): the
+    transaction was rolled back and may simply be run again. Deliveries of one shop run
+    side by side; two orders naming the same holds in opposite orders can deadlock."""
+    return getattr(error.orig, "sqlstate", None) in ("40P01", "40001")
+
+
 def handle(db: Database, clock: Clock, d: Delivery, *, outbox_dir: str | None = None
            ) -> Outcome:
-    now = clock.now()
+    """Record and apply one delivery in one transaction. The transaction is run again
+    (from the start: it was rolled back) after a deadlock, and once more in ``careful``
+    mode (engine.services.orders.apply_order) if the database refused one of its writes
+    (an IntegrityError that the fast path for a live hold does not expect)."""
     if d.topic not in TOPICS:
         return Outcome("ignored", f"topic {d.topic!r} is not handled")
+    careful = False
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _handle_once(db, clock, d, outbox_dir=outbox_dir, careful=careful)
+        except IntegrityError:
+            if careful or attempt == ATTEMPTS:
+                raise
+            log.warning("webhook %s for %s: a write was refused; running it again "
+                        "carefully", d.topic, d.shop_domain)
+            careful = True
+        except DBAPIError as exc:
+            if not _retry(exc) or attempt == ATTEMPTS:
+                raise
+            log.info("webhook %s for %s: %s; running it again", d.topic, d.shop_domain,
+                     type(exc.orig).__name__)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _handle_once(db: Database, clock: Clock, d: Delivery, *, outbox_dir: str | None,
+                 careful: bool) -> Outcome:
+    now = clock.now()
     with db.write() as session:
         if not _first_time(session, d, now):
             return Outcome("duplicate")
-        # The shop row is locked against deletion for the rest of the transaction (FOR
-        # KEY SHARE on PostgreSQL: deliveries of one shop still run side by side, only a
-        # concurrent shop/redact waits; SQLite's BEGIN IMMEDIATE serializes anyway). So a
-        # delivery either sees the shop and finishes its writes before shop/redact
+        # The shop row is locked against deletion for the rest of the transaction. An
+        # order delivery takes FOR KEY SHARE (SQLAlchemy: read=True with key_share=True;
+        # key_share alone would render FOR NO KEY UPDATE, which serialized every delivery
+        # of a shop behind the one before it, commit included): deliveries of one shop
+        # run side by side, as their foreign keys' checks would let them anyway, and are
+        # serialized per order and per hold by those rows' locks (engine.services.orders).
+        # So a delivery either sees the shop and finishes its writes before shop/redact
         # deletes it, or does not see it at all -- never a write against a row that
         # vanished underneath (StaleDataError, a foreign-key violation: a 500).
-        # shop/redact itself takes the row exclusively (FOR UPDATE), so two of them
-        # queue instead of deadlocking on each other's share locks; the second then
-        # finds no shop.
-        lock = (select(Shop).where(Shop.domain == d.shop_domain)
-                .with_for_update(key_share=d.topic != "shop/redact"))
-        shop = session.scalar(lock)
+        # The other topics (uninstall, the privacy ones) take the row exclusively (FOR
+        # UPDATE): each waits for the order deliveries in flight and they for it, so a
+        # redaction never misses a booking written beside it, and two of them queue
+        # instead of deadlocking on each other's share locks (the second redact then
+        # finds no shop). SQLite's BEGIN IMMEDIATE serializes everything anyway.
+        # The shop's settings come with it (they are read by an order's bookings and
+        # refunds: reminders, pending hours, auto-refund), one statement for both.
+        shared = d.topic in ORDER_TOPICS
+        lock = (select(Shop, ShopSettings)
+                .outerjoin(ShopSettings, ShopSettings.shop_id == Shop.id)
+                .where(Shop.domain == d.shop_domain)
+                .with_for_update(read=shared, key_share=shared, of=Shop))
+        found = session.execute(lock).first()
+        shop = found[0] if found is not None else None
         if shop is None:
             # Nothing of this shop is stored (never installed, or already redacted).
             log.info("webhook %s for unknown shop %s ignored", d.topic, d.shop_domain)
@@ -113,7 +160,7 @@ def handle(db: Database, clock: Clock, d: Delivery, *, outbox_dir: str | None = 
                 log.exception("webhook %s for %s: the payload could not be parsed",
                               d.topic, d.shop_domain)
                 return Outcome("ignored", "the payload could not be parsed")
-            state = apply_order(session, shop, event, now)
+            state = apply_order(session, shop, event, now, careful=careful)
             return Outcome("processed", state)
         if d.topic == "app/uninstalled":
             privacy.uninstall(session, shop, now)

@@ -280,6 +280,10 @@ class Bench:
             "SHOPIFY_API_SECRET": API_SECRET,
             "CONSULTBOOK_ENCRYPTION_KEYS": generate_key(),
             "CONSULTBOOK_OUTBOX_DIR": os.path.join(self.tmp, "outbox"),
+            # The server talks to PostgreSQL directly (no PgBouncer): as operators would
+            # run it so (docs/operations.md); the caller's environment may say otherwise.
+            "CONSULTBOOK_DATABASE_PREPARED_STATEMENTS": os.environ.get(
+                "CONSULTBOOK_DATABASE_PREPARED_STATEMENTS", "true"),
             **(extra_env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None

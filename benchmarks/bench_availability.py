@@ -375,7 +375,11 @@ def main() -> int:
     key = generate_key()
     env = {**os.environ, "CONSULTBOOK_DATABASE_URL": url, "SHOPIFY_API_KEY": API_KEY,
            "SHOPIFY_API_SECRET": API_SECRET, "CONSULTBOOK_ENCRYPTION_KEYS": key,
-           "CONSULTBOOK_OUTBOX_DIR": str(workdir / "outbox")}
+           "CONSULTBOOK_OUTBOX_DIR": str(workdir / "outbox"),
+           # Direct to PostgreSQL, no PgBouncer: prepared statements on, as operators
+           # would run it so (docs/operations.md); the caller's environment may say otherwise.
+           "CONSULTBOOK_DATABASE_PREPARED_STATEMENTS": os.environ.get(
+               "CONSULTBOOK_DATABASE_PREPARED_STATEMENTS", "true")}
     env.pop("CONSULTBOOK_BROKER_URL", None)
     server = None
     try:
@@ -391,7 +395,8 @@ def main() -> int:
         sample = check(port, signed_paths(ids["service"], first_day, 1)[0])
         slots = len(sample["slots"])
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-              f"{_pg_version(url)}; consultbook serve --workers {args.workers}; "
+              f"{_pg_version(url)}; consultbook serve --workers {args.workers} (prepared "
+              f"statements {env['CONSULTBOOK_DATABASE_PREPARED_STATEMENTS']}); "
               f"{DAYS} days, {CLAIMS} confirmed claims, {slots} slots per response "
               f"({len(json.dumps(sample))} bytes)")
         use_wrk = shutil.which("wrk") is not None and not args.threads_client

@@ -168,7 +168,7 @@ def serving(tmp_path: Path, migrated: str, port: int) -> Iterator[subprocess.Pop
             try:
                 if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet, or too busy to answer in 1 s
                 pass
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()
             assert time.monotonic() < deadline, "server did not come up"

@@ -7,6 +7,10 @@ proxy on the same machine, or any local client). A ``SCRIPT_NAME`` the path does
 start with was a ``500`` (gunicorn's ``ConfigurationProblem``), and ``PATH_INFO``
 replaced the path the request line names. The app is never mounted under a prefix, so
 the server takes neither from a request.
+
+A request gunicorn refuses before the app sees it (a malformed request line or header,
+limits, a bad chunk) is answered in the contract's error shape too, not with gunicorn's
+HTML page.
 """
 
 from __future__ import annotations
@@ -66,13 +70,21 @@ def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 def _raw(port: int, request: bytes) -> tuple[int, bytes]:
+    status, _, body = _exchange(port, request)
+    return status, body
+
+
+def _exchange(port: int, request: bytes) -> tuple[int, bytes, bytes]:
+    """(status, head, body) of the first answer on a new connection."""
     with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
         s.sendall(request)
         data = b""
         while chunk := s.recv(65536):
             data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    return int(head.split(b" ", 2)[1]), head, rest[:length]
 
 
 def _get(path: str, *headers: str) -> bytes:
@@ -90,3 +102,37 @@ def test_a_client_cannot_set_the_script_name_or_the_path_info(port: int, header:
     status, body = _raw(port, _get("/nothing-here", header))
     assert status == 404, body
     assert json.loads(body)["error"]["code"] == "not_found"
+
+
+BAD_REQUESTS = {
+    "request line": (b"GET /healthz HTTP/1.1 extra\r\nHost: x\r\n\r\n", 400),
+    "bytes in the path": (b"GET /proxy/holds/\xed\xa0\x80 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "HTTP version": (b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", 400),
+    "folded header": (b"GET /healthz HTTP/1.1\r\nHost: x\r\n folded: y\r\n\r\n", 400),
+    "control in a header": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: a\x00b\r\n\r\n",
+                            400),
+    "two Content-Lengths": (b"POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                            b"Content-Length: 2\r\n\r\nab", 400),
+    "a coding not chunked": (b"POST /webhooks HTTP/1.1\r\nHost: x\r\n"
+                             b"Transfer-Encoding: gzip\r\n\r\nx", 400),
+    "contradicting schemes": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\n"
+                              b"X-Forwarded-Ssl: off\r\n\r\n", 400),
+    "odd expectation": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n", 417),
+    "request line over the limit": (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                                    414),
+    "header over the limit": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000
+                              + b"\r\n\r\n", 431),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_REQUESTS))
+def test_what_the_http_server_refuses_is_a_json_error(port: int, name: str) -> None:
+    request, want = BAD_REQUESTS[name]
+    status, head, body = _exchange(port, request)
+    assert status == want, (head, body)
+    assert b"content-type: application/json" in head.lower(), head
+    doc = json.loads(body)
+    assert set(doc) == {"error"} and set(doc["error"]) == {"code", "message"}, doc
+    assert doc["error"]["code"].replace("_", "").isalpha() and doc["error"]["message"]
+    # and the server keeps serving
+    assert _raw(port, _get("/healthz"))[0] == 200

@@ -103,6 +103,35 @@ def _stop_embedded_worker(server: Any, worker: Any) -> None:
     embedded.stop(timeout=5.0)
 
 
+#: The ``code`` of each answer gunicorn itself gives to a request it cannot parse
+#: (before the app sees it); anything else is ``bad_request``.
+_PARSER_CODES = {403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
+                 431: "headers_too_large", 500: "internal_error", 501: "not_implemented"}
+
+
+def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's answer to a request it refuses before the app (a malformed request
+    line or header, a request line or header over its limits, a bad chunk), in the
+    contract's error shape instead of gunicorn's HTML page. Installed in each worker as
+    ``gunicorn.util.write_error`` (:func:`_json_error_pages`), which gunicorn calls for
+    exactly those answers."""
+    import json
+
+    from gunicorn.util import write_nonblock
+
+    body = json.dumps({"error": {"code": _PARSER_CODES.get(status_int, "bad_request"),
+                                 "message": mesg or reason}}).encode("ascii")
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    write_nonblock(sock, head.encode("latin-1") + body)
+
+
+def _json_error_pages(worker: Any) -> None:
+    import gunicorn.util
+
+    gunicorn.util.write_error = write_json_error
+
+
 def _mark_metrics_dead(server: Any, worker: Any) -> None:
     """Multiprocess metrics (``PROMETHEUS_MULTIPROC_DIR``): a worker that exits leaves its
     counters in the directory (they keep adding up) but its live gauges are dropped."""
@@ -147,6 +176,7 @@ def serve(config: Config, *, host: str, port: int, workers: int) -> None:
         # forwarded_allow_ips, 127.0.0.1 by default, and a SCRIPT_NAME the path does not
         # start with was a 500).
         "forwarder_headers": "",
+        "post_worker_init": _json_error_pages,
         "worker_exit": _stop_embedded_worker,
         "child_exit": _mark_metrics_dead,
     }

@@ -21,13 +21,40 @@ from engine.shopify import (
     decode_session_token,
     verify_proxy,
 )
+from engine.shopify.signatures import check_age
 from engine.store.db import unstorable_text
 from web.errors import ApiError
+
+
+class VerifiedQueries:
+    """App Proxy query strings whose signature this process has verified, with what they
+    signed and their timestamp: the storefront repeats the same signed URL (a calendar
+    page, its retries, a month switched back), and parsing and hashing it again was a
+    tenth of a cached availability answer's CPU. Whether a query string's signature is
+    right depends on nothing but the string (and the app's one secret), so only its age
+    is checked again on each use. Bounded: full, it starts over."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[dict[str, str], int]] = {}
+
+    def verify(self, query: str, secret: str, *, now: int, max_age: int) -> dict[str, str]:
+        found = self._entries.get(query)
+        if found is None:
+            signed = verify_proxy(parse_qsl(query, keep_blank_values=True), secret, now=now,
+                                  max_age=max_age)
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[query] = found = (signed, int(signed["timestamp"]))
+        else:
+            check_age(found[1], now=now, max_age=max_age)
+        return dict(found[0])  # the caller's own copy
 
 
 class AuthMiddleware:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.verified = VerifiedQueries()
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          params: dict[str, Any]) -> None:
@@ -41,10 +68,10 @@ class AuthMiddleware:
         return int(self.ctx.clock.now().timestamp())
 
     def _proxy(self, req: falcon.Request) -> None:
-        pairs = parse_qsl(req.query_string, keep_blank_values=True)
         try:
-            signed = verify_proxy(pairs, self.ctx.config.api_secret, now=self._now(),
-                                  max_age=self.ctx.config.proxy_max_age_seconds)
+            signed = self.verified.verify(req.query_string, self.ctx.config.api_secret,
+                                          now=self._now(),
+                                          max_age=self.ctx.config.proxy_max_age_seconds)
         except SignatureError as exc:
             raise ApiError(falcon.HTTP_401, "invalid_signature", str(exc)) from None
         domain = signed.get("shop", "")

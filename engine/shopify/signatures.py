@@ -134,6 +134,15 @@ def sign_proxy(params: Mapping[str, str | Sequence[str]], secret: str) -> str:
 PROXY_IDENTITY_PARAMS = ("shop", "logged_in_customer_id")
 
 
+def check_age(timestamp: int, *, now: int, max_age: int) -> None:
+    """SignatureError unless ``abs(now - timestamp) <= max_age``."""
+    age = now - timestamp
+    if age > max_age:
+        raise SignatureError("The request has expired: its timestamp is too old.")
+    if -age > max_age:
+        raise SignatureError("The request's timestamp is too far in the future.")
+
+
 def verify_proxy(
     params: Sequence[tuple[str, str]], secret: str, *, now: int, max_age: int
 ) -> dict[str, str]:
@@ -165,11 +174,7 @@ def verify_proxy(
     timestamp = _single(params, "timestamp")
     if not _TIMESTAMP.fullmatch(timestamp):
         raise SignatureError("The timestamp parameter is not a whole number of seconds.")
-    age = now - int(timestamp)
-    if age > max_age:
-        raise SignatureError("The request has expired: its timestamp is too old.")
-    if -age > max_age:
-        raise SignatureError("The request's timestamp is too far in the future.")
+    check_age(int(timestamp), now=now, max_age=max_age)
     for name in PROXY_IDENTITY_PARAMS:
         if sum(1 for key, _ in params if key == name) > 1:
             raise SignatureError(f"The request has more than one {name} parameter.")

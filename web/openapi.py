@@ -32,7 +32,6 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from zoneinfo import available_timezones
 
 import falcon
 import falcon.inspect
@@ -421,7 +420,7 @@ def _schemas(ctx: Context | None) -> dict[str, Any]:
                                        "broker": {"type": "string"}},
                         "description": "ok, embedded (no broker configured) or "
                                        "unavailable: <why>"},
-        "Timezone": {"type": "string", "enum": sorted(available_timezones()),
+        "Timezone": {"type": "string", "enum": sorted(validation.iana_zones()),
                      "description": "an IANA timezone name"},
         "Decimal": {"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
                     "description": "a decimal amount as a string"},

@@ -98,14 +98,23 @@ def email(name: str, value: Any) -> str:
 
 
 _ZONES: frozenset[str] | None = None
+# Names in the zone folder that are not zones of the tz database: ``localtime`` is a
+# link to the host's own zone (/etc/localtime), so it would mean whatever the machine
+# running the app is set to.
+_NOT_ZONES = frozenset({"localtime"})
+
+
+def iana_zones() -> frozenset[str]:
+    """Every zone name :func:`timezone` accepts: the tz database's, never the host's."""
+    global _ZONES
+    if _ZONES is None:
+        _ZONES = frozenset(available_timezones()) - _NOT_ZONES
+    return _ZONES
 
 
 def timezone(name: str, value: Any) -> str:
     """An IANA zone name as the tz database spells it (``Europe/Berlin``, ``UTC``)."""
-    global _ZONES
-    if _ZONES is None:
-        _ZONES = frozenset(available_timezones())
-    if not isinstance(value, str) or value not in _ZONES:
+    if not isinstance(value, str) or value not in iana_zones():
         raise ValidationError(f"{name} must be an IANA timezone such as 'Europe/Berlin'",
                               field=name)
     try:

@@ -185,6 +185,25 @@ def test_a_late_line_after_the_notice_closed_is_refunded(store: Storefront, admi
     assert refunds(admin) == [("slot_unavailable", "50.00", "800", 1)]
 
 
+def test_a_late_line_beyond_the_horizon_now_is_refunded(store: Storefront, admin: Admin,
+                                                        cat: dict[str, Any], ctx: Any) -> None:
+    thu_9 = "2026-12-03T08:00:00Z"  # 68 hours ahead
+    h = hold(store, cat, thu_9)
+    ctx.clock.advance(HOUR)  # the hold expired
+    # The merchant now offers one day ahead only: Thursday is beyond the horizon.
+    assert admin("PATCH", f"/services/{cat['service']}",
+                 {"max_days_ahead": 1}).status_code == 200
+    deliver(store, "orders/paid", order_payload(15, [h]))
+    assert bookings(admin) == []
+    assert refunds(admin) == [("slot_unavailable", "50.00", "1500", 1)]
+    # A live hold's time is its own, whatever the horizon says since.
+    admin("PATCH", f"/services/{cat['service']}", {"max_days_ahead": 60})
+    live = hold(store, cat, thu_9, ip="192.0.2.2")
+    admin("PATCH", f"/services/{cat['service']}", {"max_days_ahead": 1})
+    deliver(store, "orders/paid", order_payload(16, [live]))
+    assert [(b["id"], b["status"]) for b in bookings(admin)] == [(live, "confirmed")]
+
+
 def test_a_late_line_still_offered_and_free_books(store: Storefront, admin: Admin,
                                                   cat: dict[str, Any], ctx: Any) -> None:
     h = hold(store, cat)

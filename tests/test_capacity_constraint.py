@@ -6,7 +6,10 @@ Python check can stand in for the database's: the triggers on ``claims`` keep
 changes, seat changes, moves to another session and deletes; the trigger on
 ``claim_sessions`` keeps ``capacity_counters.used`` equal to the sessions with a live
 seat; the check constraints refuse one seat or one session too many; a live claim whose
-session or counters were never prepared is refused rather than counted as nothing.
+session or counters were never prepared is refused rather than counted as nothing
+(SQLite), or gets them from its trigger (PostgreSQL, migration 0017: there the
+capacities come from the catalog rows as the claim is written, so the tests set those
+too).
 Then migration 0013 itself: live claims made before it get their sessions and counters.
 """
 
@@ -35,6 +38,7 @@ PERIODS = ("D2026-12-01", "W2026-W49", "M2026-12")
 class Raw:
     def __init__(self, engine: Engine, shop: str, service: str, experts: list[str]) -> None:
         self.engine, self.shop, self.service, self.experts = engine, shop, service, experts
+        self.pg = engine.dialect.name == "postgresql"
 
     def ts(self, value: datetime | None) -> str:
         if value is None:
@@ -51,6 +55,11 @@ class Raw:
             "seats_max, seats_used, day_key, week_key, month_key, created_at) VALUES "
             f"('{key}', '{self.shop}', '{self.experts[expert]}', '{self.service}', "
             f"{self.ts(start)}, {seats}, 0, '{day}', '2026-W49', '2026-12', {self.ts(T)})")
+        if self.pg:
+            # PostgreSQL's claim trigger takes a session's capacity from the service as
+            # the claim is written (migration 0017): the catalog says the same.
+            conn.exec_driver_sql(f"UPDATE services SET seats = {seats} "
+                                 f"WHERE id = '{self.service}'")
 
     def counters(self, conn: Connection, *, expert: int = 0, day_cap: int | None = None,
                  day: str = "2026-12-01") -> None:
@@ -61,6 +70,10 @@ class Raw:
                     "INSERT INTO capacity_counters (expert_id, scope, period, used, cap) "
                     f"VALUES ('{self.experts[expert]}', '{scope}', '{period}', 0, "
                     f"{'NULL' if cap is None else cap}) ON CONFLICT DO NOTHING")
+        if self.pg and day_cap is not None:
+            # (The counters' caps likewise come from the limits: migration 0017.)
+            conn.exec_driver_sql(f"UPDATE experts SET limits = '{{\"day\": {day_cap}}}' "
+                                 f"WHERE id = '{self.experts[expert]}'")
 
     def claim(self, conn: Connection, id: str, key: str, *, seats: int = 1,
               status: str = "held", expert: int = 0, minutes: int = 0) -> None:
@@ -184,6 +197,21 @@ def test_moving_a_claim_moves_its_seats_and_its_count(raw: Raw) -> None:
 
 
 def test_an_unprepared_claim_is_refused_not_uncounted(raw: Raw) -> None:
+    if raw.pg:
+        # PostgreSQL (migration 0017): the claim's trigger makes its session and
+        # counters (the periods in the expert's zone: the shop's, Berlin) and counts it.
+        with raw.engine.begin() as conn:
+            raw.claim(conn, "a", "nowhere")
+            raw.claim(conn, "d", "gone", status="cancelled")
+        assert raw.used("nowhere") == 1 and raw.counted() == 1
+        assert raw.counted(PERIODS[2], scope=raw.service) == 1
+        with raw.engine.connect() as conn:
+            assert conn.execute(text("SELECT seats_max, day_key, week_key, month_key FROM "
+                                     "claim_sessions WHERE key = 'nowhere'")).one() == (
+                1, "2026-12-01", "2026-W49", "2026-12")
+            assert conn.execute(text("SELECT count(*) FROM claim_sessions WHERE key = 'gone'"
+                                     )).scalar_one() == 0  # a dead claim makes nothing
+        return
     with pytest.raises(IntegrityError, match="capacity_session_missing"):
         with raw.engine.begin() as conn:
             raw.claim(conn, "a", "nowhere")

@@ -9,10 +9,12 @@ not seen here); what it reads before (the catalog from the read cache, the calen
 provider's busy time) depends on caches with a time-to-live and is not pinned. A
 webhook delivery is counted whole: nothing on its path is cached.
 
-PostgreSQL, one hold: the visitor's advisory lock, the visitor's live holds, the expiry
-of stale claims over the range (and the limit periods: one UPDATE), the capacity facts
-(one SELECT), the session and its counters (one statement), the claim. SQLite has no
-advisory lock and writes the counters apart from the session, only for a new session.
+PostgreSQL, one hold: the visitor's advisory lock and live holds (one function call:
+migration 0017), the expiry of stale claims over the range (and the limit periods: one
+UPDATE), the claim -- whose triggers make its session and counters from the catalog rows
+(migration 0017). SQLite has no advisory lock and no time zones in SQL: the visitor's
+live holds, the capacity facts (one SELECT), the expiry, the session, the counters
+(only for a new session), the claim.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ TUE_930 = "2026-12-01T08:30:00Z"
 TUE_10 = "2026-12-01T09:00:00Z"
 
 # (sqlite, postgres)
-HOLD_DISTINCT = {"sqlite": 7, "postgres": 6}  # a new session: its counters are written
-HOLD_JOIN = {"sqlite": 6, "postgres": 6}  # a session with live seats: no counter written
-HOLD_LIMITED = {"sqlite": 7, "postgres": 6}  # limits: the same, one expiry UPDATE
+# PostgreSQL: the visitor's lock and count (one call), the expiry, the claim (its
+# triggers make the session and counters: migration 0017).
+HOLD_DISTINCT = {"sqlite": 7, "postgres": 3}  # a new session: its counters are written
+HOLD_JOIN = {"sqlite": 6, "postgres": 3}  # a session with live seats: no counter written
+HOLD_LIMITED = {"sqlite": 7, "postgres": 3}  # limits: the same, one expiry UPDATE
 WEBHOOK_FIRST = {"sqlite": 12, "postgres": 8}  # orders/paid: a new order, its live hold booked
 WEBHOOK_DUPLICATE = {"sqlite": 2, "postgres": 1}  # one indexed lookup, no transaction
 

@@ -1,8 +1,9 @@
 """Seats and limits, held by the database.
 
-Before a claim becomes live, :func:`prepare` makes sure its session row and its six
-counter rows exist and carry today's capacity (the service's ``seats``; the service's and
-the expert's ``limits``). Then the claim is written, and the database does the counting:
+Before a claim becomes live, its session row and its six counter rows must exist and
+carry today's capacity (the service's ``seats``; the service's and the expert's
+``limits``): :func:`prepare` on SQLite, the triggers themselves on PostgreSQL (see
+below). Then the claim is written, and the database does the counting:
 triggers on ``claims`` add and subtract the claim's seats on its session, a trigger on
 ``claim_sessions`` adds and subtracts one session on its counters when the session's
 seats go from none to some and back, and check constraints refuse a session past its
@@ -14,16 +15,16 @@ docs/bookings.md.
 A capacity lowered below what is already taken keeps what is taken (the row's maximum
 becomes what is used) and refuses anything new.
 
-Cost (a hold's write path, issue 14): what the rows are made of -- the service's seats
-and limits, the expert's limits and zone -- is read in the claim's own transaction, in
-one statement (:func:`facts`; never from the read cache: these values decide bookings).
-The session is upserted with ``RETURNING`` its seats: a session that already has live
-seats has its counters (the trigger refused it any other way, and counters are never
-deleted but with their expert), so a claim joining it writes no counter at all; only a
-session going from none to some seats upserts its six counters, for the periods the
-session row itself carries (the ones the trigger will look for), and a counter whose cap
-is already right is not rewritten. On PostgreSQL the session and its counters are one
-statement (a data-modifying CTE); every statement is built once.
+Cost (a hold's write path, issue 14): on PostgreSQL the triggers make the rows they
+count on (migration 0017): a live claim's insert or update upserts its session (the
+service's seats, the claim's periods in the expert's zone, read in that transaction),
+and a session going from none to some seats upserts its six counters with the caps the
+limits give then. So :func:`prepare` sends nothing there; the write itself is the one
+statement. SQLite has no time zones in SQL: there :func:`prepare` reads the
+:func:`facts` in the claim's own transaction (one statement; never from the read cache:
+these values decide bookings) and upserts the session with ``RETURNING`` its seats; only
+a session going from none to some seats upserts its six counters, and a counter whose
+cap is already right is not rewritten. Every statement is built once.
 """
 
 from __future__ import annotations
@@ -136,9 +137,10 @@ _SESSION_VALUES = """
     ON CONFLICT (key) DO UPDATE SET seats_max = {bigger}(excluded.seats_max, cs.seats_used)
     RETURNING seats_used, day_key, week_key, month_key"""
 
-# The six counters (service scope and '*', each period); the period keys come from the
-# session row, so they are the ones its trigger counts on even if the expert's zone
-# changed since the session was made.
+# SQLite only (PostgreSQL's triggers make these rows since migration 0017). The six
+# counters (service scope and '*', each period); the period keys come from the session
+# row, so they are the ones its trigger counts on even if the expert's zone changed
+# since the session was made.
 _COUNTER_ROWS = ", ".join(
     f"({scope}, '{kind}', CAST(:{prefix}_{period} AS INTEGER))"
     for scope, prefix in (("CAST(:service_id AS VARCHAR(32))", "s"), ("'*'", "e"))
@@ -153,15 +155,6 @@ def _typed(sql: str) -> Any:
     return text(sql).bindparams(bindparam("start_at", type_=UTCDateTime()),
                                 bindparam("created_at", type_=UTCDateTime()))
 
-
-# PostgreSQL: the session and (when it has no live seat yet) its counters, one statement.
-_PG_PREPARE = _typed(
-    "WITH s AS (" + _SESSION_VALUES.format(bigger="greatest") + ")\n"
-    "INSERT INTO capacity_counters AS cc (expert_id, scope, period, used, cap)\n"
-    "SELECT :expert_id, v.scope, v.kind || CASE v.kind WHEN 'D' THEN s.day_key"
-    " WHEN 'W' THEN s.week_key ELSE s.month_key END, 0, v.cap\n"
-    f"FROM s, (VALUES {_COUNTER_ROWS}) AS v (scope, kind, cap)\n"
-    "WHERE s.seats_used = 0\n" + _COUNTERS_CONFLICT.format(bigger="greatest"))
 
 # SQLite: the session, then the counters only if it has no live seat yet (every writer
 # holds the database lock, so nothing changes in between).
@@ -179,27 +172,29 @@ def prepare(session: Session, claim: Claim, now: datetime, known: Facts | None =
     """Set the claim's ``session_key`` and make its session and counters ready for it
     (see the module docstring). Call before the claim is inserted or made live, in the
     same transaction; the write itself is what the database then accepts or refuses.
-    ``known``: the claim's :func:`facts`, if the caller has read them already."""
+    ``known``: the claim's :func:`facts`, if the caller has read them in this
+    transaction already (never from a cache: they make the rows' capacities).
+
+    PostgreSQL (migration 0017): the claim's triggers make its session and counters
+    from the rows as the writing transaction sees them; nothing is sent here."""
+    claim.session_key = session_key(claim.expert_id, claim.service_id, claim.start_at)
+    if session.get_bind().dialect.name == "postgresql":
+        return
     with session.no_autoflush:  # the claim must not reach the database before its rows
         known = known or facts(session, claim)
-        _prepare(session, claim, now, known)
+        _prepare_sqlite(session, claim, now, known)
 
 
-def _prepare(session: Session, claim: Claim, now: datetime, known: Facts) -> None:
-    key = session_key(claim.expert_id, claim.service_id, claim.start_at)
-    claim.session_key = key
+def _prepare_sqlite(session: Session, claim: Claim, now: datetime, known: Facts) -> None:
     periods = periods_of(claim.start_at, ZoneInfo(known.tz))
     params: dict[str, Any] = {
-        "key": key, "shop_id": claim.shop_id, "expert_id": claim.expert_id,
+        "key": claim.session_key, "shop_id": claim.shop_id, "expert_id": claim.expert_id,
         "service_id": claim.service_id, "start_at": claim.start_at,
         "seats_max": known.seats, "day_key": periods.day, "week_key": periods.week,
         "month_key": periods.month, "created_at": now}
     for period in PERIODS:
         params[f"s_{period}"] = known.service_caps[period]
         params[f"e_{period}"] = known.expert_caps[period]
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(_PG_PREPARE, params)
-        return
     used, day, week, month = session.execute(_SQLITE_SESSION, params).one()
     if used == 0:
         params.update(day_key=day, week_key=week, month_key=month)

@@ -147,12 +147,14 @@ def expire_stale_holds(session: Session, now: datetime, *, expert_id: str | None
 
 
 def _expire_for_limits(session: Session, claim: Claim, now: datetime, *,
-                       own_range: bool = False) -> capacity.Facts:
+                       own_range: bool = False, known: capacity.Facts | None = None
+                       ) -> capacity.Facts:
     """A limited claim's counters must not count stale holds anywhere in its periods:
     expire the expert's stale claims over the union of its day, ISO week and month
     (with ``own_range``, over the claim's own range too: one UPDATE for both). Returns
-    the claim's capacity facts (engine.services.capacity.facts), read once for both."""
-    known = capacity.facts(session, claim)
+    the claim's capacity facts (engine.services.capacity.facts), read once for both --
+    or ``known``, when the caller has them (which only chooses how wide to expire)."""
+    known = known or capacity.facts(session, claim)
     window = capacity.limit_window(session, claim, known)
     if window is not None and own_range:
         window = (min(window[0], claim.claim_start), max(window[1], claim.claim_end))
@@ -196,15 +198,25 @@ def _attach(session: Session, claim: Claim) -> None:
     session.add(claim)
 
 
-def insert_last(session: Session, claim: Claim, now: datetime) -> None:
+def insert_last(session: Session, claim: Claim, now: datetime,
+                window: capacity.Facts | None = None) -> None:
     """Insert a new claim as the transaction's last write: no savepoint (two round trips
     fewer); an overlap, a full session or a reached limit raises its conflict
     (:func:`refused`) and the caller's transaction rolls back. A live claim first
     expires the expert's stale claims over its range (and its limit periods: one
-    UPDATE) and gets its session and counters ready."""
+    UPDATE) and gets its session and counters ready.
+
+    ``window``: the claim's capacity facts as the caller knows them (a hold's catalog
+    cache), used on PostgreSQL only to choose how wide to expire, not read again. (The
+    rows' capacities are the triggers' there, read in this transaction; a limit added
+    a moment ago can at worst refuse this claim for a stale hold in its period, never
+    let one too many through. SQLite reads the facts here, as its capacities come from
+    them.)"""
     if claim.status in LIVE_STATUSES:
-        known = _expire_for_limits(session, claim, now, own_range=True)
-        capacity.prepare(session, claim, now, known)
+        if window is not None and session.get_bind().dialect.name != "postgresql":
+            window = None
+        known = _expire_for_limits(session, claim, now, own_range=True, known=window)
+        capacity.prepare(session, claim, now, known)  # (PostgreSQL: only the key)
     new = inspect(claim).transient
     try:
         if not new:  # already added to the session: the ORM inserts it

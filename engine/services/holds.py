@@ -30,10 +30,11 @@ from engine.clock import Clock
 from engine.config import Config
 from engine.domain.slots import ExpertCalendar, ServiceRules, claimed_range, is_offered
 from engine.errors import NotFound, TooManyRequests, Unprocessable, ValidationError
-from engine.services import assignment, questions
+from engine.services import assignment, capacity, questions
 from engine.services.availability import (
     ANY,
     BusySource,
+    catalog_version,
     expert_calendars,
     no_busy,
     rules_of,
@@ -117,15 +118,22 @@ def appointment_text(start: datetime, end: datetime, shop_tz: str, customer_tz: 
     return f"{_describe(start, end, zone(customer_tz))} / {shop_words}"
 
 
-_VISITOR_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+# PostgreSQL (migration 0017): the visitor's transaction-scoped advisory lock, then the
+# visitor's live holds counted after it, in one round trip.
+_VISITOR_HOLDS = text("SELECT consultbook_visitor_holds(:k, :shop, :visitor, :now)"
+                      ).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
-def _visitor_lock(session: Any, shop_id: str, visitor: str) -> None:
-    """Serialize one visitor's hold requests on PostgreSQL (SQLite's writers already are)."""
+def _visitor_holds(session: Session, shop_id: str, visitor: str, now: datetime) -> int:
+    """The visitor's live holds (the per-visitor limit), with one visitor's hold
+    requests serialized until the transaction ends: the advisory lock on PostgreSQL
+    (taken first, then counted), the database lock on SQLite (every writer holds it)."""
+    params = {"shop": shop_id, "visitor": visitor, "now": now}
     if session.get_bind().dialect.name == "postgresql":
         key = int.from_bytes(hashlib.sha256(f"{shop_id}\0{visitor}".encode()).digest()[:8],
                              "big", signed=True)
-        session.execute(_VISITOR_LOCK, {"k": key})
+        return int(session.scalar(_VISITOR_HOLDS, {"k": key, **params}) or 0)
+    return int(session.scalar(_LIVE_HOLDS, params) or 0)
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,7 @@ class _ServiceFacts:
     seats: int = 1
     assignment: str = assignment.LEAST_BOOKED
     questions: tuple[dict[str, Any], ...] = ()
+    caps: dict[str, int | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,7 @@ class _ExpertFacts:
     name: str
     priority: int = 50
     weight: int = 1
+    caps: dict[str, int | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -155,6 +165,14 @@ class _Facts:
     cals: tuple[ExpertCalendar, ...]
     emails: dict[str, str | None]
 
+    def window(self, expert_id: str) -> capacity.Facts:
+        """The hold's capacity facts as this cache has them: only for how wide its
+        insert expires stale claims (engine.services.claims.insert_last), never for
+        the capacities the database counts against."""
+        tz = next(c.tz.key for c in self.cals if c.expert_id == expert_id)
+        return capacity.Facts(self.service.seats, self.service.caps,
+                              self.experts[expert_id].caps, tz)
+
 
 def _load_facts(session: Session, shop: ShopRef, req: HoldRequest, local_day: date
                 ) -> _Facts:
@@ -162,7 +180,7 @@ def _load_facts(session: Session, shop: ShopRef, req: HoldRequest, local_day: da
     facts = _ServiceFacts(service.id, service.duration_minutes, rules_of(service),
                           max(1, int(service.seats or 1)),
                           service.assignment or assignment.LEAST_BOOKED,
-                          tuple(service.questions or ()))
+                          tuple(service.questions or ()), capacity.caps(service.limits))
     first, last = local_day - timedelta(days=2), local_day + timedelta(days=2)
     if req.expert_id != ANY:
         expert = live_expert(session, shop.id, req.expert_id)
@@ -172,7 +190,8 @@ def _load_facts(session: Session, shop: ShopRef, req: HoldRequest, local_day: da
             cals, emails = expert_calendars(session, shop, service.id, expert.id, first, last)
         except NotFound:
             cals, emails = [], {}
-        one = _ExpertFacts(expert.id, expert.name, expert.priority, expert.weight)
+        one = _ExpertFacts(expert.id, expert.name, expert.priority, expert.weight,
+                           capacity.caps(expert.limits))
         return _Facts(facts, {expert.id: one}, tuple(cals), emails)
     # Every live expert of the service: their calendars, then their names, priorities
     # and weights in one more query.
@@ -180,23 +199,28 @@ def _load_facts(session: Session, shop: ShopRef, req: HoldRequest, local_day: da
     experts: dict[str, _ExpertFacts] = {}
     if cals:
         for r in session.execute(select(Expert.id, Expert.name, Expert.priority,
-                                        Expert.weight)
+                                        Expert.weight, Expert.limits)
                                  .where(Expert.id.in_([c.expert_id for c in cals]))):
-            experts[r.id] = _ExpertFacts(r.id, r.name, int(r.priority), int(r.weight or 1))
+            experts[r.id] = _ExpertFacts(r.id, r.name, int(r.priority), int(r.weight or 1),
+                                         capacity.caps(r.limits))
     return _Facts(facts, experts, tuple(cals), emails)
 
 
 def _facts(db: Database, session: Session, shop: ShopRef, req: HoldRequest) -> _Facts:
     """The catalog facts of a hold: the service (rules, seats, assignment, questions) and
     the expert asked for -- or, for ``any``, every live expert offering the service --
-    with their calendars. From the read cache (at most 1 s old, void after a local
-    catalog write): none of it decides a booking, the database does."""
+    with their calendars. From the read cache while the shop's catalog version is the
+    one they were read at (migration 0016: any process's catalog write moves it; the
+    version is read with the shop, before these rows), so never older than the version
+    the request read. None of it decides a booking: the seats and limits are read again
+    in the write transaction, and the database refuses what is taken."""
     local_day = req.start.date()
-    key = ("hold", shop.id, req.service_id, req.expert_id, local_day)
-    cached: _Facts | None = db.cache.get(key)
+    key = ("hold", shop.id, shop.timezone, req.service_id, req.expert_id, local_day)
+    version = catalog_version(session, shop)
+    cached: _Facts | None = db.cache.get(key, version=version)
     if cached is None:
         cached = _load_facts(session, shop, req, local_day)
-        db.cache.put(key, cached)
+        db.cache.put(key, cached, version=version)
     return cached
 
 
@@ -212,7 +236,7 @@ def _new_hold(config: Config, shop: ShopRef, req: HoldRequest, service: _Service
                  answers=answers or None, sequence=0, created_at=now, updated_at=now)
 
 
-def _assign(session: Session, now: datetime, service: _ServiceFacts,
+def _assign(session: Session, now: datetime, facts: _Facts,
             candidates: list[_ExpertFacts], make: Callable[[str], Claim]) -> Claim:
     """``expert: "any"``: try the candidates in the contract's order
     (engine.services.assignment), each in a savepoint of its own, and keep the first
@@ -220,6 +244,7 @@ def _assign(session: Session, now: datetime, service: _ServiceFacts,
     a limit by now is passed over; ``409 slot_unavailable`` only when none can take it.
     (A refused savepoint releases what it locked, on PostgreSQL too, so a loser holds
     no lock of an expert it did not get.)"""
+    service = facts.service
     stats = assignment.booking_stats(session, service.id, [c.id for c in candidates], now)
     order = assignment.ranked(service.assignment,
                               [assignment.Candidate(c.id, c.priority, c.weight)
@@ -228,12 +253,15 @@ def _assign(session: Session, now: datetime, service: _ServiceFacts,
         hold = make(candidate.id)
         try:
             with session.begin_nested():
-                insert_last(session, hold, now)  # expires the stale claims over it first
+                # (expires the stale claims over it first)
+                insert_last(session, hold, now, facts.window(candidate.id))
         except (SlotUnavailable, LimitReached):
             continue
         return hold
     raise SlotUnavailable("no expert can take this time any more; please choose another")
 
+
+_DAY = 86400
 
 # The visitor's live holds (the per-visitor limit), built once.
 _C = Claim.__table__.c
@@ -268,8 +296,12 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
                                 "(check the hours, notice and booking horizon)",
                                 code="not_a_slot")
         a, b = claimed_range(start_ts, service.rules)
+        # Asked for the whole UTC days around the range, not the range itself: the same
+        # question for every hold of that expert and day, so a provider's cached answer
+        # (the local calendar's read cache, a remote provider's week chunks) serves the
+        # next hold too; only what overlaps [a, b) counts below.
         external = busy_source(session, shop.id, {e: facts.emails.get(e) for e in offered},
-                               a, b)
+                               a - a % _DAY, b + (-b) % _DAY)
         # Time the shop's calendar provider says is busy is not for sale either.
         free = [facts.experts[e] for e in offered
                 if not any(s < b and a < t for s, t in external.get(e, ()))]
@@ -281,23 +313,21 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
     # A hold writes only a claim (and its session and counters), which no cached read
     # holds: the cache stays valid.
     with db.write(keep_cache=True) as session:
-        _visitor_lock(session, shop.id, visitor)
-        live = session.scalar(_LIVE_HOLDS, {"shop": shop.id, "visitor": visitor, "now": now})
-        if (live or 0) >= config.max_holds_per_visitor:
+        if _visitor_holds(session, shop.id, visitor, now) >= config.max_holds_per_visitor:
             raise TooManyRequests(
                 f"you already hold {config.max_holds_per_visitor} appointments; book or "
                 "release one first", code="too_many_holds")
         if not free:
             raise SlotUnavailable()
         if req.expert_id == ANY:
-            hold = _assign(session, now, service, free, make)
+            hold = _assign(session, now, facts, free, make)
         else:
             # One expert: no savepoint, the insert is the transaction's last write. A
             # taken time, a session without that many seats left or a reached limit is
             # the database's refusal (engine.services.claims.refused).
             # insert_last expires the expert's stale claims over the range first.
             hold = make(free[0].id)
-            insert_last(session, hold, now)
+            insert_last(session, hold, now, facts.window(free[0].id))
         expert = facts.experts[hold.expert_id]
         assert hold.expires_at is not None
         return {

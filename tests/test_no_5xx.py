@@ -234,6 +234,19 @@ def test_webhook_with_nul_and_surrogates_still_decides_its_good_lines(
     assert sorted(_refunds(ctx, "501")) == ["hold_unknown", "hold_unknown"]
 
 
+@pytest.mark.parametrize("webhook_id", ["\ud800", "a\udfffb", "\udbff\x00"])
+def test_a_lone_surrogate_in_the_webhook_id_still_books_once(
+        store: Storefront, cat: dict[str, Any], ctx: Context, client: Any,
+        webhook_id: str) -> None:
+    h = store.hold(cat["service"], cat["expert"], TUE_9, ip="192.0.2.15").json["hold"]
+    body = json.dumps(order_payload(504, [h])).encode()
+    answers = [_raw_webhook(client, store.domain, "orders/paid", body,
+                            **{"X-Shopify-Webhook-Id": webhook_id}) for _ in range(2)]
+    assert [r.status_code for r in answers] == [200, 200], [r.text for r in answers]
+    assert [r.json["status"] for r in answers] == ["processed", "duplicate"]
+    assert [(c.id, c.status) for c in _booked(ctx, "504")] == [(h, "confirmed")]
+
+
 def test_webhook_weird_payloads_never_5xx(store: Storefront, cat: dict[str, Any],
                                           ctx: Context, client: Any) -> None:
     first = store.hold(cat["service"], cat["expert"], TUE_10, ip="192.0.2.11").json["hold"]

@@ -131,6 +131,7 @@ def test_what_the_http_server_refuses_is_a_json_error(port: int, name: str) -> N
     status, head, body = _exchange(port, request)
     assert status == want, (head, body)
     assert b"content-type: application/json" in head.lower(), head
+    assert b"\r\nx-request-id: " in head.lower(), head
     doc = json.loads(body)
     assert set(doc) == {"error"} and set(doc["error"]) == {"code", "message"}, doc
     assert doc["error"]["code"].replace("_", "").isalpha() and doc["error"]["message"]

@@ -116,13 +116,16 @@ def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None
     ``gunicorn.util.write_error`` (:func:`_json_error_pages`), which gunicorn calls for
     exactly those answers."""
     import json
+    import uuid
 
     from gunicorn.util import write_nonblock
 
     body = json.dumps({"error": {"code": _PARSER_CODES.get(status_int, "bad_request"),
                                  "message": mesg or reason}}).encode("ascii")
+    # A request-id of its own, as every answer has (the request's could not be read).
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"X-Request-Id: {uuid.uuid4().hex}\r\n\r\n")
     write_nonblock(sock, head.encode("latin-1") + body)
 
 

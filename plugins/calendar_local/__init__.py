@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from engine import hookimpl
@@ -41,6 +41,14 @@ from plugins.calendar_local.models import IcsFeed, LocalBusyBlock, LocalCalendar
 #: Seconds between refreshes of every ``.ics`` feed URL.
 ICS_FEEDS_EVERY = 900.0
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+# Built once: every hold and uncached availability answer runs it.
+_BUSY = (select(LocalBusyBlock.expert_id, LocalBusyBlock.start, LocalBusyBlock.end)
+         .where(LocalBusyBlock.shop_id == bindparam("shop"),
+                LocalBusyBlock.expert_id.in_(bindparam("ids", expanding=True)),
+                LocalBusyBlock.start < bindparam("end"),
+                LocalBusyBlock.end > bindparam("start")))
 
 
 class LocalCalendar(CalendarProvider):
@@ -70,11 +78,8 @@ class LocalCalendar(CalendarProvider):
         if cached is not None:
             return cached
         found: dict[str, list[tuple[datetime, datetime]]] = {c: [] for c in calendars}
-        rows = session.execute(
-            select(LocalBusyBlock.expert_id, LocalBusyBlock.start, LocalBusyBlock.end)
-            .where(LocalBusyBlock.shop_id == self.ctx.shop.id,
-                   LocalBusyBlock.expert_id.in_(list(calendars)),
-                   LocalBusyBlock.start < end, LocalBusyBlock.end > start))
+        rows = session.execute(_BUSY, {"shop": self.ctx.shop.id, "ids": list(calendars),
+                                       "start": start, "end": end})
         for expert_id, s, e in rows:
             found[expert_id].append((s, e))
         answer = {c: CalendarBusy(tuple(merge_clip(found[c], start, end))) for c in calendars}

@@ -214,3 +214,22 @@ def test_the_migration_up_and_down(bare_engine: Engine) -> None:
     upgrade(bare_engine, "0017", locations=[])  # and up again
     if pg:
         assert "consultbook_visitor_holds" in _functions(bare_engine)
+
+
+def test_a_busy_block_that_day_refuses_only_the_holds_it_overlaps(
+        ctx: Context, admin: Admin, store: Storefront) -> None:
+    """A hold asks the calendar provider about its whole UTC day (one cached question per
+    expert and day); only what overlaps the hold's own range refuses it -- and a block
+    added by this process is seen by the very next hold (the write clears the cache)."""
+    cat = make_catalog(admin)
+    svc, exp = cat["service"], cat["expert"]
+    assert store.hold(svc, exp, TUE_9, customer="1").status_code == 201  # question cached
+    block = admin("POST", "/calendar/busy", {"expert": exp, "start": "2026-12-01T09:00:00Z",
+                                             "end": "2026-12-01T10:00:00Z"})
+    assert block.status_code == 201, block.text
+    before = store.hold(svc, exp, "2026-12-01T08:30:00Z", customer="2")  # ends at 09:00
+    assert before.status_code == 201, before.text
+    for n, start in enumerate(("2026-12-01T09:00:00Z", "2026-12-01T09:30:00Z")):
+        r = store.hold(svc, exp, start, customer=f"b{n}")
+        assert r.status_code == 409 and r.json["error"]["code"] == "slot_unavailable", r.text
+    assert store.hold(svc, exp, "2026-12-01T10:00:00Z", customer="3").status_code == 201

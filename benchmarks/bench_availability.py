@@ -20,7 +20,7 @@ What it does:
    dates, all 31 days long, timestamps signed right before each run):
 
    * one client, sequential: p50 / p99 latency   (target p50 <= 5 ms)
-   * 20 concurrent connections: req/s, p50 / p99 (target >= 1500 req/s, p99 <= 50 ms: issue 14)
+   * 20 concurrent connections: req/s, p50 / p99 (target >= 1500 req/s, p99 <= 50 ms)
    * ``/healthz`` with 20 connections: req/s (the ceiling of the stack)
    * with ``--history N`` (e.g. 2000000): N past claims are added (1/40 of them the
      measured expert's) and both availability rows are measured again; target p50

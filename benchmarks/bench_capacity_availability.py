@@ -1,5 +1,5 @@
 """HTTP benchmark of ``GET /proxy/availability?expert=any`` for a month, with limits
-(issue 11), through the real server on PostgreSQL.
+through the real server on PostgreSQL.
 
 Run by hand (not a test)::
 
@@ -148,7 +148,7 @@ def measure(bench: Bench, service: str, first_day: date, count: int,
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description="availability with limits, expert=any (issue 11)")
+    p = argparse.ArgumentParser(description="availability with limits, expert=any")
     p.add_argument("--postgres", default=DEFAULT_SERVER)
     p.add_argument("--experts", type=int, default=20)
     p.add_argument("--seats", type=int, default=1, help="the service's seats (1 = 1:1)")

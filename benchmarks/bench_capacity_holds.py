@@ -1,4 +1,4 @@
-"""Benchmark of holds on one seated session (issue 11) against a real ``consultbook serve``.
+"""Benchmark of holds on one seated session against a real ``consultbook serve``.
 
 Run: ``python benchmarks/bench_capacity_holds.py`` (SQLite: a fresh database file) or
 ``python benchmarks/bench_capacity_holds.py --postgres URL`` (a fresh database on that
@@ -74,7 +74,7 @@ def code_of(body: bytes) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description="holds on one seated session (issue 11)")
+    p = argparse.ArgumentParser(description="holds on one seated session")
     p.add_argument("--postgres", default=None, help="PostgreSQL server URL (default: SQLite)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     p.add_argument("--seats", type=int, default=50)

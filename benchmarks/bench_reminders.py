@@ -1,4 +1,4 @@
-"""Benchmark of the reminder scan (issue 5) on PostgreSQL.
+"""Benchmark of the reminder scan on PostgreSQL.
 
 Run: ``python benchmarks/bench_reminders.py`` (``--postgres URL``, default
 ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``; ``--bookings 100000``,

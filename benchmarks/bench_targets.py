@@ -1,4 +1,4 @@
-"""Every issue-14 speed figure beside its target, in one table.
+"""Every speed figure beside its target, in one table.
 
 Run: ``python benchmarks/bench_targets.py`` (the whole set, as ``docs/benchmarks.md``
 reports it; tens of minutes on 2 cores) or ``--quick`` (small sizes, a few minutes: for a
@@ -327,7 +327,7 @@ def run_two_instances(args: argparse.Namespace, folder: Path) -> Figure:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description="issue-14 figures beside their targets")
+    p = argparse.ArgumentParser(description="speed figures beside their targets")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     p.add_argument("--only", help="comma-separated subset of: "
                    + ", ".join(b.name for b in BENCHES) + ", two_instances")

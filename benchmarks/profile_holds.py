@@ -180,6 +180,7 @@ def run(args: argparse.Namespace, url: str) -> int:
     if prof:
         pstats.Stats(prof).sort_stats("cumulative").print_stats(args.profile)
         pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
+        pstats.Stats(prof).print_callees("insert_last|create_hold")
     ctx.db.dispose()
     return 0
 

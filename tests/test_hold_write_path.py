@@ -8,8 +8,9 @@ visitor's lock and count are one call (engine.services.holds, capacity).
   written: raising the seats lets the session take more, lowering them keeps what is
   taken and refuses more (and confirming a hold of a session over its lowered capacity
   still works), a limit added later caps the next session.
-* ``consultbook_visitor_holds`` counts after it locks: a second transaction of the same
-  visitor waits, then sees the first one's hold.
+* ``consultbook_hold_begin`` counts after it locks: a second transaction of the same
+  visitor waits, then sees the first one's hold; it expires the expert's stale claims
+  over the range it is given, and only those.
 * Up and down: 0016 <-> 0017 on both databases (SQLite: nothing changes).
 """
 
@@ -143,7 +144,7 @@ def test_the_visitor_count_waits_for_the_visitors_other_transaction(ctx: Context
     cat = make_catalog(admin)
     engine = create_engine(ctx.config.database_url, poolclass=NullPool)
     now = datetime(2026, 11, 30, tzinfo=UTC)
-    count = text("SELECT consultbook_visitor_holds(42, :shop, 'v', :now)")
+    count = text("SELECT consultbook_hold_begin(42, :shop, 'v', :now, NULL, NULL, NULL)")
     seen: list[int] = []
     try:
         with engine.connect() as conn:
@@ -198,11 +199,11 @@ def test_the_migration_up_and_down(bare_engine: Engine) -> None:
     before = sa.inspect(bare_engine).get_table_names()
     if pg:
         functions, source = _functions(bare_engine), _claim_seats_source(bare_engine)
-        assert "consultbook_visitor_holds" not in functions
+        assert "consultbook_hold_begin" not in functions
     upgrade(bare_engine, "0017", locations=[])
     assert sa.inspect(bare_engine).get_table_names() == before
     if pg:
-        assert "consultbook_visitor_holds" in _functions(bare_engine)
+        assert "consultbook_hold_begin" in _functions(bare_engine)
         assert "INSERT INTO claim_sessions" in _claim_seats_source(bare_engine)
     cfg = _alembic_config([])
     with bare_engine.begin() as conn:
@@ -213,7 +214,7 @@ def test_the_migration_up_and_down(bare_engine: Engine) -> None:
         assert _claim_seats_source(bare_engine) == source
     upgrade(bare_engine, "0017", locations=[])  # and up again
     if pg:
-        assert "consultbook_visitor_holds" in _functions(bare_engine)
+        assert "consultbook_hold_begin" in _functions(bare_engine)
 
 
 def test_a_busy_block_that_day_refuses_only_the_holds_it_overlaps(
@@ -233,3 +234,39 @@ def test_a_busy_block_that_day_refuses_only_the_holds_it_overlaps(
         r = store.hold(svc, exp, start, customer=f"b{n}")
         assert r.status_code == 409 and r.json["error"]["code"] == "slot_unavailable", r.text
     assert store.hold(svc, exp, "2026-12-01T10:00:00Z", customer="3").status_code == 201
+
+
+def test_hold_begin_expires_the_experts_stale_claims_in_its_range(ctx: Context,
+                                                                  admin: Admin) -> None:
+    _pg(ctx)
+    cat = make_catalog(admin, experts=2)
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    t = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    engine = create_engine(ctx.config.database_url, poolclass=NullPool)
+    rows = [("in", 0, "held", now - timedelta(seconds=1), 0),  # stale, in range: expired
+            ("live", 0, "held", now + timedelta(minutes=5), 60),  # not stale
+            ("after", 0, "held", now - timedelta(seconds=1), 120),  # out of range
+            ("other", 1, "pending", now - timedelta(seconds=1), 0),  # another expert
+            ("pend", 0, "pending", now, 30)]  # expires_at <= now: expired
+    try:
+        with engine.begin() as conn:
+            shop = conn.execute(text("SELECT id FROM shops")).scalar_one()
+            for id_, expert, status, expires, minutes in rows:
+                a = t + timedelta(minutes=minutes)
+                conn.execute(text(
+                    "INSERT INTO claims (id, shop_id, service_id, expert_id, start_at, "
+                    "end_at, claim_start, claim_end, status, expires_at, sequence, "
+                    "created_at, updated_at, session_key, seats) VALUES (:id, :shop, :s, :e, "
+                    ":a, :b, :a, :b, :st, :x, 0, :now, :now, :id, 1)"),
+                    {"id": id_, "shop": shop, "s": cat["service"],
+                     "e": cat["experts"][expert], "a": a, "b": a + timedelta(minutes=30),
+                     "st": status, "x": expires, "now": now - timedelta(hours=1)})
+            assert conn.execute(text(
+                "SELECT consultbook_hold_begin(7, :shop, 'v', :now, :e, :lo, :hi)"),
+                {"shop": shop, "now": now, "e": cat["experts"][0], "lo": t,
+                 "hi": t + timedelta(minutes=90)}).scalar_one() == 0
+            status = dict(conn.execute(text("SELECT id, status FROM claims")).all())
+    finally:
+        engine.dispose()
+    assert status == {"in": "expired", "live": "held", "after": "held", "other": "pending",
+                      "pend": "expired"}

@@ -9,10 +9,10 @@ not seen here); what it reads before (the catalog from the read cache, the calen
 provider's busy time) depends on caches with a time-to-live and is not pinned. A
 webhook delivery is counted whole: nothing on its path is cached.
 
-PostgreSQL, one hold: the visitor's advisory lock and live holds (one function call:
-migration 0017), the expiry of stale claims over the range (and the limit periods: one
-UPDATE), the claim -- whose triggers make its session and counters from the catalog rows
-(migration 0017). SQLite has no advisory lock and no time zones in SQL: the visitor's
+PostgreSQL, one hold: the visitor's advisory lock, the expiry of stale claims over the
+range (and the limit periods) and the visitor's live holds (one function call), then the
+claim -- whose triggers make its session and counters from the catalog rows (both
+migration 0017). SQLite has no advisory lock and no time zones in SQL: the visitor's
 live holds, the capacity facts (one SELECT), the expiry, the session, the counters
 (only for a new session), the claim.
 """
@@ -35,13 +35,13 @@ TUE_930 = "2026-12-01T08:30:00Z"
 TUE_10 = "2026-12-01T09:00:00Z"
 
 # (sqlite, postgres)
-# PostgreSQL: the visitor's lock and count (one call), the expiry, the claim (its
+# PostgreSQL: the visitor's lock, the expiry and the count (one call), the claim (its
 # triggers make the session and counters: migration 0017).
-HOLD_DISTINCT = {"sqlite": 7, "postgres": 3}  # a new session: its counters are written
-HOLD_JOIN = {"sqlite": 6, "postgres": 3}  # a session with live seats: no counter written
-HOLD_LIMITED = {"sqlite": 7, "postgres": 3}  # limits: the same, one expiry UPDATE
-WEBHOOK_FIRST = {"sqlite": 12, "postgres": 8}  # orders/paid: a new order, its live hold booked
-WEBHOOK_DUPLICATE = {"sqlite": 2, "postgres": 1}  # one indexed lookup, no transaction
+HOLD_DISTINCT = {"sqlite": 7, "postgres": 2}  # a new session: its counters are written
+HOLD_JOIN = {"sqlite": 6, "postgres": 2}  # a session with live seats: no counter written
+HOLD_LIMITED = {"sqlite": 7, "postgres": 2}  # limits: the same, one expiry UPDATE
+WEBHOOK_FIRST = {"sqlite": 9, "postgres": 8}  # orders/paid: a new order, its live hold booked
+WEBHOOK_DUPLICATE = {"sqlite": 1, "postgres": 1}  # one indexed lookup, no transaction
 
 
 class Statements:
@@ -67,11 +67,21 @@ def counting(ctx: Context) -> Iterator[Statements]:
         if conn.get_execution_options().get("sqlite_begin") == "IMMEDIATE":
             seen.write.append(statement)
 
+    # Database.rows runs its statement on the driver's cursor, below the engine's events.
+    rows = ctx.db.rows
+
+    def counted_rows(statement: Any, params: Any) -> Any:
+        if threading.get_ident() == me:
+            seen.all.append(str(statement))
+        return rows(statement, params)
+
     event.listen(ctx.db.engine, "before_cursor_execute", listener)
+    ctx.db.rows = counted_rows  # type: ignore[method-assign]
     try:
         yield seen
     finally:
         event.remove(ctx.db.engine, "before_cursor_execute", listener)
+        del ctx.db.rows
 
 
 def _dialect(ctx: Context) -> str:

@@ -155,15 +155,24 @@ def _expire_for_limits(session: Session, claim: Claim, now: datetime, *,
     the claim's capacity facts (engine.services.capacity.facts), read once for both --
     or ``known``, when the caller has them (which only chooses how wide to expire)."""
     known = known or capacity.facts(session, claim)
-    window = capacity.limit_window(session, claim, known)
-    if window is not None and own_range:
-        window = (min(window[0], claim.claim_start), max(window[1], claim.claim_end))
-    elif window is None and own_range:
-        window = (claim.claim_start, claim.claim_end)
+    window = expiry_window(session, claim, known, own_range=own_range)
     if window is not None:
         expire_stale_holds(session, now, expert_id=claim.expert_id, start=window[0],
                            end=window[1])
     return known
+
+
+def expiry_window(session: Session, claim: Claim, known: capacity.Facts, *,
+                  own_range: bool = True) -> tuple[datetime, datetime] | None:
+    """The range over which a write of ``claim`` expires the expert's stale claims
+    first (:func:`_expire_for_limits`): its limit periods, with ``own_range`` its own
+    range too; None: nothing to expire."""
+    window = capacity.limit_window(session, claim, known)
+    if window is not None and own_range:
+        return (min(window[0], claim.claim_start), max(window[1], claim.claim_end))
+    if window is None and own_range:
+        return (claim.claim_start, claim.claim_end)
+    return window
 
 
 _CLAIM_INSERT = insert(_CLAIMS)
@@ -199,7 +208,7 @@ def _attach(session: Session, claim: Claim) -> None:
 
 
 def insert_last(session: Session, claim: Claim, now: datetime,
-                window: capacity.Facts | None = None) -> None:
+                window: capacity.Facts | None = None, *, expired: bool = False) -> None:
     """Insert a new claim as the transaction's last write: no savepoint (two round trips
     fewer); an overlap, a full session or a reached limit raises its conflict
     (:func:`refused`) and the caller's transaction rolls back. A live claim first
@@ -211,11 +220,17 @@ def insert_last(session: Session, claim: Claim, now: datetime,
     rows' capacities are the triggers' there, read in this transaction; a limit added
     a moment ago can at worst refuse this claim for a stale hold in its period, never
     let one too many through. SQLite reads the facts here, as its capacities come from
-    them.)"""
+    them.) ``expired``: the caller has expired the stale claims over
+    :func:`expiry_window` in this transaction already (PostgreSQL's
+    ``consultbook_hold_begin``, migration 0017; with ``window``)."""
     if claim.status in LIVE_STATUSES:
-        if window is not None and session.get_bind().dialect.name != "postgresql":
+        pg = session.get_bind().dialect.name == "postgresql"
+        if window is not None and not pg:
             window = None
-        known = _expire_for_limits(session, claim, now, own_range=True, known=window)
+        if expired and window is not None:
+            known = window
+        else:
+            known = _expire_for_limits(session, claim, now, own_range=True, known=window)
         capacity.prepare(session, claim, now, known)  # (PostgreSQL: only the key)
     new = inspect(claim).transient
     try:

@@ -24,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from engine.clock import Clock
@@ -42,7 +43,7 @@ from engine.services.availability import (
 )
 from engine.services.capacity import LimitReached
 from engine.services.catalog import live_expert, live_service
-from engine.services.claims import SlotUnavailable, insert_last
+from engine.services.claims import SlotUnavailable, expiry_window, insert_last
 from engine.services.shops import ShopRef
 from engine.services.validation import integer
 from engine.services.validation import timezone as parse_timezone
@@ -118,22 +119,31 @@ def appointment_text(start: datetime, end: datetime, shop_tz: str, customer_tz: 
     return f"{_describe(start, end, zone(customer_tz))} / {shop_words}"
 
 
-# PostgreSQL (migration 0017): the visitor's transaction-scoped advisory lock, then the
-# visitor's live holds counted after it, in one round trip.
-_VISITOR_HOLDS = text("SELECT consultbook_visitor_holds(:k, :shop, :visitor, :now)"
-                      ).bindparams(bindparam("now", type_=UTCDateTime()))
+# PostgreSQL (migration 0017): the visitor's transaction-scoped advisory lock, the
+# expiry of the expert's stale claims over the hold's range, then the visitor's live holds
+# counted after the lock -- one round trip.
+_HOLD_BEGIN = text("SELECT consultbook_hold_begin(:k, :shop, :visitor, :now, :expert, :lo, "
+                   ":hi)").bindparams(bindparam("now", type_=UTCDateTime()),
+                                      bindparam("lo", type_=UTCDateTime()),
+                                      bindparam("hi", type_=UTCDateTime()))
 
 
-def _visitor_holds(session: Session, shop_id: str, visitor: str, now: datetime) -> int:
+def _begin(session: Session, shop_id: str, visitor: str, now: datetime,
+           expire: tuple[str, tuple[datetime, datetime]] | None) -> tuple[int, bool]:
     """The visitor's live holds (the per-visitor limit), with one visitor's hold
     requests serialized until the transaction ends: the advisory lock on PostgreSQL
-    (taken first, then counted), the database lock on SQLite (every writer holds it)."""
+    (taken first, then counted), the database lock on SQLite (every writer holds it).
+    On PostgreSQL ``expire`` (an expert and a range) has that expert's stale claims over
+    the range expired in the same call. Returns (live holds, whether it expired)."""
     params = {"shop": shop_id, "visitor": visitor, "now": now}
     if session.get_bind().dialect.name == "postgresql":
         key = int.from_bytes(hashlib.sha256(f"{shop_id}\0{visitor}".encode()).digest()[:8],
                              "big", signed=True)
-        return int(session.scalar(_VISITOR_HOLDS, {"k": key, **params}) or 0)
-    return int(session.scalar(_LIVE_HOLDS, params) or 0)
+        expert, (lo, hi) = expire if expire is not None else (None, (now, now))
+        live = session.scalar(_HOLD_BEGIN, {"k": key, "expert": expert, "lo": lo, "hi": hi,
+                                            **params})
+        return int(live or 0), expire is not None
+    return int(session.scalar(_LIVE_HOLDS, params) or 0), False
 
 
 @dataclass(frozen=True)
@@ -310,10 +320,32 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
     def make(expert_id: str) -> Claim:
         return _new_hold(config, shop, req, service, expert_id, claimed, answers, visitor, now)
 
+    # Two holds of one expert inserting overlapping claims of different sessions at once
+    # can each wait for the other in the overlap check (PostgreSQL breaks that with a
+    # deadlock error, 40P01): the one aborted runs again once, and then meets the other's
+    # claim as a plain refusal (or wins, if the other one did not).
+    try:
+        return _write_hold(db, config, shop, req, visitor, now, facts, free, make, answers)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "40P01":
+            raise
+    return _write_hold(db, config, shop, req, visitor, now, facts, free, make, answers)
+
+
+def _write_hold(db: Database, config: Config, shop: ShopRef, req: HoldRequest,
+                visitor: str, now: datetime, facts: _Facts, free: list[_ExpertFacts],
+                make: Callable[[str], Claim], answers: dict[str, str]) -> dict[str, Any]:
+    service = facts.service
     # A hold writes only a claim (and its session and counters), which no cached read
     # holds: the cache stays valid.
     with db.write(keep_cache=True) as session:
-        if _visitor_holds(session, shop.id, visitor, now) >= config.max_holds_per_visitor:
+        one = make(free[0].id) if free and req.expert_id != ANY else None
+        expire = None
+        if one is not None:
+            window = expiry_window(session, one, facts.window(one.expert_id))
+            expire = None if window is None else (one.expert_id, window)
+        live, expired = _begin(session, shop.id, visitor, now, expire)
+        if live >= config.max_holds_per_visitor:
             raise TooManyRequests(
                 f"you already hold {config.max_holds_per_visitor} appointments; book or "
                 "release one first", code="too_many_holds")
@@ -324,10 +356,12 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
         else:
             # One expert: no savepoint, the insert is the transaction's last write. A
             # taken time, a session without that many seats left or a reached limit is
-            # the database's refusal (engine.services.claims.refused).
-            # insert_last expires the expert's stale claims over the range first.
-            hold = make(free[0].id)
-            insert_last(session, hold, now, facts.window(free[0].id))
+            # the database's refusal (engine.services.claims.refused). The expert's
+            # stale claims over the range were expired by _begin (PostgreSQL), else
+            # insert_last expires them first.
+            assert one is not None
+            hold = one
+            insert_last(session, hold, now, facts.window(hold.expert_id), expired=expired)
         expert = facts.experts[hold.expert_id]
         assert hold.expires_at is not None
         return {

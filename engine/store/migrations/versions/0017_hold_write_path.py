@@ -1,5 +1,6 @@
 """A hold's write path in fewer statements (issue 14): on PostgreSQL the capacity triggers
-make the rows they count on, and the per-visitor lock and count are one call.
+make the rows they count on, and the per-visitor lock, the expiry and the count are one
+call.
 
 * ``consultbook_claim_seats()`` (the ``claims_seats_*`` triggers of 0013): a live claim
   no longer needs its ``claim_sessions`` row made beforehand. Adding a claim's seats is
@@ -15,10 +16,12 @@ make the rows they count on, and the per-visitor lock and count are one call.
   the service's and the expert's ``limits`` give now (a cap lowered below what is used
   becomes what is used) and adds itself; going back subtracts itself, as before.
   ``capacity_counters_cap`` still refuses the session too many.
-* ``consultbook_visitor_holds(key, shop, visitor, now)``: takes the visitor's
-  transaction-scoped advisory lock, then counts the visitor's live holds -- in one round
-  trip, and still after the lock (a volatile function's query takes its own snapshot),
-  so two requests of one visitor are counted one after the other.
+* ``consultbook_hold_begin(key, shop, visitor, now, expert, lo, hi)``: a hold's first
+  statement. Takes the visitor's transaction-scoped advisory lock, expires the expert's
+  stale claims over ``[lo, hi)`` (what engine.services.claims.expire_stale_holds does;
+  no expert: none), then counts the visitor's live holds -- one round trip, each query
+  with its own snapshot (a volatile function), so the count is still taken after the
+  lock and two requests of one visitor are counted one after the other.
 
 The claim's ``session_key`` is still the application's (engine.domain.capacity); what
 used to be ``engine.services.capacity.prepare``'s statements on PostgreSQL is now the
@@ -124,11 +127,18 @@ LANGUAGE plpgsql AS $$
         RETURN NULL;
     END $$"""
 
-PG_VISITOR_HOLDS = """CREATE FUNCTION consultbook_visitor_holds(
-        lock_key bigint, shop varchar, who varchar, at timestamptz) RETURNS bigint
+PG_HOLD_BEGIN = """CREATE FUNCTION consultbook_hold_begin(
+        lock_key bigint, shop varchar, who varchar, at timestamptz,
+        expert varchar, lo timestamptz, hi timestamptz) RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
     BEGIN
         PERFORM pg_advisory_xact_lock(lock_key);
+        IF expert IS NOT NULL THEN
+            -- engine.services.claims.expire_stale_holds, for one expert and range
+            UPDATE claims SET status = 'expired', updated_at = at
+             WHERE status IN ('held', 'pending') AND expires_at <= at
+               AND expert_id = expert AND claim_start < hi AND claim_end > lo;
+        END IF;
         RETURN (SELECT count(*) FROM claims
                  WHERE shop_id = shop AND visitor = who AND status = 'held'
                    AND expires_at > at);
@@ -182,14 +192,15 @@ LANGUAGE plpgsql AS $$
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return  # SQLite: 0013's triggers stay; the application prepares the rows
-    for statement in (PG_CLAIM_SEATS, PG_SESSION_COUNT, PG_INSERT_TRIGGER, PG_VISITOR_HOLDS):
+    for statement in (PG_CLAIM_SEATS, PG_SESSION_COUNT, PG_INSERT_TRIGGER, PG_HOLD_BEGIN):
         op.execute(statement)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute("DROP FUNCTION consultbook_visitor_holds(bigint, varchar, varchar, timestamptz)")
+    op.execute("DROP FUNCTION consultbook_hold_begin(bigint, varchar, varchar, timestamptz, "
+               "varchar, timestamptz, timestamptz)")
     op.execute("DROP TRIGGER claim_sessions_count_insert ON claim_sessions")
     op.execute(OLD_SESSION_COUNT)
     op.execute(OLD_CLAIM_SEATS)

@@ -102,19 +102,17 @@ def test_a_refused_fast_booking_is_run_again_carefully(
     back and run again through write_claim, which books it: one booking, one outbox row,
     the webhook id recorded once."""
     h = store.hold(cat["service"], cat["expert"], TUE_9, customer="1").json["hold"]
-    real = orders._book_live_hold
-    calls: list[bool] = []
+    real = orders._write_booking
+    calls: list[str] = []
 
-    def broken(hold: Any, changes: dict[str, Any]) -> bool:
-        ok = real(hold, changes)
-        calls.append(ok)
-        hold.session_key = "no-such-session"
-        return ok
+    def broken(conn: Any, hold_id: str, changes: dict[str, Any]) -> None:
+        calls.append(hold_id)
+        real(conn, hold_id, {**changes, "session_key": "no-such-session"})
 
-    monkeypatch.setattr(orders, "_book_live_hold", broken)
+    monkeypatch.setattr(orders, "_write_booking", broken)
     r = store.webhook("orders/paid", order_payload(9, [h]), webhook_id="wh-careful")
     assert r.status_code == 200 and r.json == {"status": "processed"}, r.text
-    assert calls == [True]  # the second run did not take the fast path
+    assert calls == [h]  # the second run did not take the fast path
     assert _statuses(ctx) == [("9", "confirmed")]
     with ctx.db.read() as session:
         assert session.execute(text("SELECT count(*) FROM outbox WHERE booking_id = :h "

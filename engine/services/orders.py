@@ -33,9 +33,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import bindparam, case, func, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, case, func, or_, select, update
+from sqlalchemy import insert as insert_into
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -84,6 +85,7 @@ MAX_QUANTITY = 2**31 - 1
 MAX_PRICE = Decimal(10) ** 12
 PRICE_PLACES = Decimal("0.000001")
 DEFAULT_PENDING_HOURS = 48
+DEFAULT_REMINDERS = (1440, 60)  # a shop without settings: a day and an hour before
 
 # Refund-log reasons (the contract's list).
 SLOT_UNAVAILABLE = "slot_unavailable"
@@ -319,6 +321,12 @@ def open_order(session: Session, shop_id: str, event: OrderEvent, now: datetime
         .returning(Order), execution_options={"populate_existing": True}).first()
     if created is not None:
         return created, True
+    return move_forward(session, shop_id, event, now), False
+
+
+def move_forward(session: Session, shop_id: str, event: OrderEvent, now: datetime) -> Order:
+    """An existing order moved forward by what the delivery says, in one ``UPDATE ...
+    RETURNING`` that locks its row (see :func:`open_order`)."""
     later = event.event_at
     moved = (update(Order)
              .where(Order.shop_id == shop_id, Order.order_id == event.order_id)
@@ -331,7 +339,7 @@ def open_order(session: Session, shop_id: str, event: OrderEvent, now: datetime
                      updated_at=now)
              .returning(Order)
              .execution_options(populate_existing=True, synchronize_session=False))
-    return session.scalars(moved).one(), False
+    return session.scalars(moved).one()
 
 
 def record_outbox(session: Session, claim: Claim, kind: str, now: datetime) -> None:
@@ -344,11 +352,21 @@ def schedule_reminders(session: Session, claim: Claim, now: datetime) -> None:
     """One reminder row per offset; one already due at confirmation is skipped (the
     confirmation stands in for it)."""
     settings = session.get(ShopSettings, claim.shop_id)
-    offsets = settings.reminders if settings is not None else [1440, 60]
-    for offset in sorted(set(int(o) for o in offsets)):
-        due = claim.start_at - timedelta(minutes=offset)
+    offsets = settings.reminders if settings is not None else DEFAULT_REMINDERS
+    for offset, due, status in reminders_of(offsets, claim.start_at, now):
         session.add(Reminder(shop_id=claim.shop_id, booking_id=claim.id, offset_minutes=offset,
-                             due_at=due, status="pending" if due > now else "skipped"))
+                             due_at=due, status=status))
+
+
+def reminders_of(offsets: Any, start: datetime, now: datetime
+                 ) -> list[tuple[int, datetime, str]]:
+    """The reminders of a booking starting at ``start``: (offset in minutes, due, status)
+    per distinct offset, ``skipped`` when already due."""
+    out = []
+    for offset in sorted(set(int(o) for o in offsets)):
+        due = start - timedelta(minutes=offset)
+        out.append((offset, due, "pending" if due > now else "skipped"))
+    return out
 
 
 def confirmed_changes(now: datetime) -> dict[str, Any]:
@@ -453,7 +471,11 @@ def _not_honoured(session: Session, shop: Shop, order: Order, event: OrderEvent,
 
 def _pending_hours(session: Session, shop: Shop) -> int:
     settings = session.get(ShopSettings, shop.id)
-    hours = settings.pending_hold_hours if settings is not None else None
+    return pending_hours_of(settings.pending_hold_hours if settings is not None else None)
+
+
+def pending_hours_of(hours: int | None) -> int:
+    """How long a pending booking keeps its slot, given the shop's setting (or None)."""
     return int(hours) if hours else DEFAULT_PENDING_HOURS
 
 
@@ -463,13 +485,18 @@ def _sells(service: Service | None, line: LineItem) -> bool:
     neither is not tied to a product)."""
     if service is None:
         return False
-    wanted_variant = shopify_number(service.variant_id)
+    return _sells_ids(service.variant_id, service.product_id, line)
+
+
+def _sells_ids(variant_id: str | None, product_id: str | None, line: LineItem) -> bool:
+    """:func:`_sells`, given the service's variant and product ids."""
+    wanted_variant = shopify_number(variant_id)
     if wanted_variant is not None:
         return line.variant_id == wanted_variant
-    wanted_product = shopify_number(service.product_id)
+    wanted_product = shopify_number(product_id)
     if wanted_product is not None:
         return line.product_id == wanted_product
-    return service.variant_id is None and service.product_id is None
+    return variant_id is None and product_id is None
 
 
 def offered_now(session: Session, shop: Shop, claim: Claim, now: datetime) -> bool:
@@ -646,29 +673,187 @@ def _book_live_hold(hold: Claim, changes: dict[str, Any]) -> bool:
     return True
 
 
-def _cancel_order(session: Session, shop: Shop, event: OrderEvent, now: datetime, *,
+def _cancel_order(session: Session, shop_id: str, event: OrderEvent, now: datetime, *,
                   new: bool = False) -> None:
     booked = () if new else session.scalars(select(Claim).where(
-        Claim.shop_id == shop.id, Claim.order_id == event.order_id))
+        Claim.shop_id == shop_id, Claim.order_id == event.order_id))
     for claim in booked:
         cancel_booking(session, claim, now, by="order")
     # Holds named by the cancelled order that were never booked: free them now, so a
     # create that arrives after the cancel finds nothing to book.
     for line in event.lines:
         if line.hold_id:
-            session.execute(update(Claim)
-                            .where(Claim.id == line.hold_id, Claim.shop_id == shop.id,
-                                   Claim.order_id.is_(None), Claim.status == HELD)
-                            .values(status=RELEASED, updated_at=now))
+            session.connection().execute(_RELEASE, {
+                "b_hold": line.hold_id, "b_shop": shop_id, "status": RELEASED,
+                "updated_at": now})
 
 
-def apply_order(session: Session, shop: Shop, event: OrderEvent, now: datetime, *,
+class ShopFacts(NamedTuple):
+    """What an order delivery reads of its shop, with the shop row's lock, its settings
+    included (engine.services.webhooks): ``settings`` is whether the shop has a
+    settings row; without one its reminders and pending hours are the defaults."""
+
+    id: str
+    domain: str
+    timezone: str
+    installed: bool
+    access_token: str | None
+    settings: str | None
+    reminders: Any
+    pending_hold_hours: int | None
+
+
+_CLAIMS = cast(Table, Claim.__table__)
+_SERVICES = cast(Table, Service.__table__)
+_ORDERS = cast(Table, Order.__table__)
+
+# The columns of ShopFacts, in order, for the statement that locks the shop.
+SHOP_FACTS = (Shop.__table__.c.id, Shop.__table__.c.domain, Shop.__table__.c.timezone,
+              Shop.__table__.c.installed, Shop.__table__.c.access_token,
+              ShopSettings.__table__.c.shop_id.label("settings"),
+              ShopSettings.__table__.c.reminders,
+              ShopSettings.__table__.c.pending_hold_hours)
+
+# Statements of the path a new order takes, built once: executed on the session's
+# connection (Core: no ORM objects, no unit of work). An UPDATE or INSERT without
+# values() sets the columns its parameters name.
+_NEW_ORDER = {
+    name: insert(_ORDERS).on_conflict_do_nothing(index_elements=["shop_id", "order_id"])
+    .returning(_ORDERS.c.id)
+    for name, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
+# A hold and what its service sells, the hold locked as _HOLD locks it.
+_HOLD_ROW = (select(_CLAIMS.c.id, _CLAIMS.c.shop_id, _CLAIMS.c.service_id,
+                    _CLAIMS.c.expert_id, _CLAIMS.c.start_at, _CLAIMS.c.status,
+                    _CLAIMS.c.expires_at, _CLAIMS.c.order_id, _CLAIMS.c.session_key,
+                    _CLAIMS.c.seats, _CLAIMS.c.sequence,
+                    _SERVICES.c.id.label("service"), _SERVICES.c.variant_id,
+                    _SERVICES.c.product_id)
+             .select_from(_CLAIMS.outerjoin(_SERVICES, _SERVICES.c.id == _CLAIMS.c.service_id))
+             .where(_CLAIMS.c.id == bindparam("hold")).with_for_update(of=_CLAIMS))
+_BOOK = update(_CLAIMS).where(_CLAIMS.c.id == bindparam("b_hold"))
+_RELEASE = update(_CLAIMS).where(
+    _CLAIMS.c.id == bindparam("b_hold"), _CLAIMS.c.shop_id == bindparam("b_shop"),
+    _CLAIMS.c.order_id.is_(None), _CLAIMS.c.status == HELD)
+_OUTBOX = insert_into(cast(Table, OutboxItem.__table__))
+_REMINDERS = insert_into(cast(Table, Reminder.__table__))
+
+
+def _book_new_line(conn: Connection, shop: ShopFacts, event: OrderEvent, line: LineItem,
+                   paid: bool, now: datetime) -> bool:
+    """Book a line of an order this delivery created from its live hold, in Core: what
+    :func:`_decide` does for such a line (``new``, not ``careful``) without loading ORM
+    objects -- the hold locked and read with its service, the hold turned into the
+    booking in one UPDATE (as :func:`_book_live_hold` does it: the booking takes
+    nothing the hold did not hold), then, paid, its outbox rows and reminders
+    (:func:`after_confirm`). False, having written nothing, for any line that is not
+    simply that (no hold or not this shop's, taken, another product, its start passed,
+    not live, a session not the one it names, units beyond its seats, the shop
+    uninstalled): :func:`_decide` then decides it."""
+    if not shop.installed or not line.hold_id:
+        return False
+    hold = conn.execute(_HOLD_ROW, {"hold": line.hold_id}).first()
+    if hold is None or hold.shop_id != shop.id or hold.order_id is not None \
+            or hold.status != HELD or hold.service is None \
+            or not _sells_ids(hold.variant_id, hold.product_id, line) \
+            or hold.start_at <= now or hold.expires_at is None or hold.expires_at <= now \
+            or hold.session_key != session_key(hold.expert_id, hold.service_id,
+                                               hold.start_at):
+        return False
+    seats = max(1, int(hold.seats or 1))  # hold_seats
+    if line.quantity > seats:
+        return False  # the extra units' refund entry: the general path
+    status: dict[str, Any] = confirmed_changes(now) if paid else {
+        "status": PENDING, "updated_at": now,
+        "expires_at": now + timedelta(hours=pending_hours_of(
+            shop.pending_hold_hours if shop.settings is not None else None))}
+    changes: dict[str, Any] = {
+        "order_id": event.order_id, "line_item_id": line.id,
+        "customer_id": event.customer_id, "customer_name": event.customer_name,
+        "customer_email": event.customer_email, "line_price": str(line.price),
+        "line_quantity": line.quantity, "currency": event.currency, **status}
+    if hold.seats != line.quantity:
+        changes["seats"] = line.quantity  # fewer units than the hold's seats
+    _write_booking(conn, hold.id, changes)
+    if paid:
+        # after_confirm: the confirmation work, a tag for a shop on Shopify, reminders.
+        outbox = [{"shop_id": shop.id, "booking_id": hold.id, "kind": "booking.confirmed",
+                   "payload": {"sequence": hold.sequence}, "status": "pending",
+                   "attempts": 0, "available_at": now, "created_at": now}]
+        if shop.access_token:
+            outbox.append({**outbox[0], "kind": shopify_actions.TAG_KIND,
+                           "payload": {"order_id": event.order_id}})
+        conn.execute(_OUTBOX, outbox)
+        offsets = shop.reminders if shop.settings is not None else DEFAULT_REMINDERS
+        reminders = [{"shop_id": shop.id, "booking_id": hold.id, "offset_minutes": offset,
+                      "due_at": due, "status": state}
+                     for offset, due, state in reminders_of(offsets, hold.start_at, now)]
+        if reminders:
+            conn.execute(_REMINDERS, reminders)
+    return True
+
+
+def _write_booking(conn: Connection, hold_id: str, changes: dict[str, Any]) -> None:
+    """The hold turned into its booking: one UPDATE of the columns ``changes`` names."""
+    conn.execute(_BOOK, {"b_hold": hold_id, **changes})
+
+
+def apply_order(session: Session, shop: ShopFacts, event: OrderEvent, now: datetime, *,
                 careful: bool = False) -> str:
     """Apply one order delivery; returns the order's state afterwards. ``careful``: take
-    the general path for every line (see :func:`_decide`)."""
+    the general path for every line (see :func:`_decide`).
+
+    A new order (the common case: one delivery per order gets there first) is written
+    in Core (:func:`_book_new_line`); an existing one, and any line that is not a live
+    hold simply booked, go through the ORM path, which loads the shop and the order."""
+    if careful:
+        return _apply(session, _shop_of(session, shop), event, now, careful=True)
+    conn = session.connection()
+    created = conn.execute(_NEW_ORDER[conn.dialect.name], {
+        "shop_id": shop.id, "order_id": event.order_id, "state": event.state,
+        "currency": event.currency, "last_event_at": event.event_at, "created_at": now,
+        "updated_at": now}).first()
+    if created is None:
+        # It exists (a concurrent delivery creating it was waited for): moved forward.
+        orm_shop = _shop_of(session, shop)
+        moved = move_forward(session, shop.id, event, now)
+        return _decide_all(session, orm_shop, moved, event, now, new=False, careful=False)
+    if event.state == "cancelled":
+        _cancel_order(session, shop.id, event, now, new=True)
+        return event.state
+    paid = event.state == "paid"
+    orm: tuple[Shop, Order] | None = None
+    for line in event.lines:
+        if _book_new_line(conn, shop, event, line, paid, now):
+            continue
+        if orm is None:
+            order = session.get(Order, created.id)
+            assert order is not None  # inserted just now
+            orm = (_shop_of(session, shop), order)
+        # careful: a live hold is never booked here without a savepoint (the fast path
+        # declined it), so nothing is left unflushed between the Core statements.
+        _decide(session, orm[0], orm[1], event, line, paid, now, new=True, careful=True)
+    session.flush()
+    return event.state
+
+
+def _shop_of(session: Session, shop: ShopFacts) -> Shop:
+    """The ORM row of a shop whose row this transaction has locked already."""
+    found = session.get(Shop, shop.id)
+    assert found is not None  # locked: it cannot have been deleted
+    return found
+
+
+def _apply(session: Session, shop: Shop, event: OrderEvent, now: datetime, *,
+           careful: bool) -> str:
+    """The general path of :func:`apply_order`: the ORM throughout."""
     order, new = open_order(session, shop.id, event, now)
+    return _decide_all(session, shop, order, event, now, new=new, careful=careful)
+
+
+def _decide_all(session: Session, shop: Shop, order: Order, event: OrderEvent,
+                now: datetime, *, new: bool, careful: bool) -> str:
     if order.state == "cancelled":
-        _cancel_order(session, shop, event, now, new=new)
+        _cancel_order(session, shop.id, event, now, new=new)
     else:
         paid = order.state == "paid"
         for line in event.lines:

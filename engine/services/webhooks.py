@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, outerjoin, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from engine.clock import Clock
 from engine.services import privacy
-from engine.services.orders import BadPayload, apply_order, parse_order
+from engine.services.orders import SHOP_FACTS, BadPayload, ShopFacts, apply_order, parse_order
 from engine.store import Database
 from engine.store.models import Shop, ShopSettings, WebhookDelivery
 
@@ -47,20 +47,28 @@ class Outcome:
     detail: str = ""
 
 
-_SEEN = select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == bindparam("id")).limit(1)
+_DELIVERIES = cast(Table, WebhookDelivery.__table__)
+_SEEN = select(_DELIVERIES.c.id).where(_DELIVERIES.c.webhook_id == bindparam("id")).limit(1)
 
 
 def seen(db: Database, topic: str, webhook_id: str | None) -> bool:
     """Whether a delivery is a redelivery of one already recorded: one indexed lookup
-    (autocommit on PostgreSQL: no transaction), made before the body is parsed, so a
-    duplicate costs next to nothing. Only an answer of True is final: a delivery not
-    seen here still goes through :func:`handle`, whose insert decides a race between
-    two concurrent deliveries of one id. A topic not handled is never "seen" (it is
-    answered ``ignored`` and never recorded)."""
+    (:meth:`Database.rows`: autocommit on PostgreSQL, no transaction, no ORM), made
+    before the body is parsed, so a duplicate costs next to nothing. Only an answer of
+    True is final: a delivery not seen here still goes through :func:`handle`, whose
+    insert decides a race between two concurrent deliveries of one id. A topic not
+    handled is never "seen" (it is answered ``ignored`` and never recorded)."""
     if not webhook_id or topic not in TOPICS:
         return False
-    with db.lookup() as session:
-        return session.execute(_SEEN, {"id": webhook_id[:128]}).first() is not None
+    # Database.rows: one precompiled statement on a pooled connection, no ORM.
+    return bool(db.rows(_SEEN, {"id": webhook_id[:128]}))
+
+
+# The webhook id recorded, unless it was already: built once per dialect.
+_RECORD = {
+    name: insert(_DELIVERIES)
+    .on_conflict_do_nothing(index_elements=["webhook_id"]).returning(_DELIVERIES.c.id)
+    for name, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
 
 
 def _first_time(session: Session, d: Delivery, now: datetime) -> bool:
@@ -68,13 +76,20 @@ def _first_time(session: Session, d: Delivery, now: datetime) -> bool:
     concurrent request, which then decides)."""
     if not d.webhook_id:
         return True
-    values = {"webhook_id": d.webhook_id[:128], "shop_domain": d.shop_domain[:255],
-              "topic": d.topic[:64], "received_at": now}
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(WebhookDelivery).values(**values).on_conflict_do_nothing(
-        index_elements=["webhook_id"]).returning(WebhookDelivery.id)
-    return session.execute(stmt).first() is not None
+    conn = session.connection()
+    return conn.execute(_RECORD[conn.dialect.name], {
+        "webhook_id": d.webhook_id[:128], "shop_domain": d.shop_domain[:255],
+        "topic": d.topic[:64], "received_at": now}).first() is not None
+
+
+# The shop of an order delivery and its settings (orders.ShopFacts), the shop row
+# locked FOR KEY SHARE (see _handle_once); Core, no ORM objects.
+_SHOPS, _SETTINGS = cast(Table, Shop.__table__), cast(Table, ShopSettings.__table__)
+_SHOP_FOR_ORDER = (select(*SHOP_FACTS)
+                   .select_from(outerjoin(_SHOPS, _SETTINGS,
+                                          _SETTINGS.c.shop_id == _SHOPS.c.id))
+                   .where(_SHOPS.c.domain == bindparam("domain"))
+                   .with_for_update(read=True, key_share=True, of=_SHOPS))
 
 
 # How many times a delivery's transaction is run when the database asks for it again.
@@ -134,20 +149,14 @@ def _handle_once(db: Database, clock: Clock, d: Delivery, *, outbox_dir: str | N
         # redaction never misses a booking written beside it, and two of them queue
         # instead of deadlocking on each other's share locks (the second redact then
         # finds no shop). SQLite's BEGIN IMMEDIATE serializes everything anyway.
-        # The shop's settings come with it (they are read by an order's bookings and
-        # refunds: reminders, pending hours, auto-refund), one statement for both.
-        shared = d.topic in ORDER_TOPICS
-        lock = (select(Shop, ShopSettings)
-                .outerjoin(ShopSettings, ShopSettings.shop_id == Shop.id)
-                .where(Shop.domain == d.shop_domain)
-                .with_for_update(read=shared, key_share=shared, of=Shop))
-        found = session.execute(lock).first()
-        shop = found[0] if found is not None else None
-        if shop is None:
-            # Nothing of this shop is stored (never installed, or already redacted).
-            log.info("webhook %s for unknown shop %s ignored", d.topic, d.shop_domain)
-            return Outcome("ignored", "unknown shop")
+        # An order delivery's shop comes with its settings (read by its bookings:
+        # reminders, pending hours), one statement for both.
         if d.topic in ORDER_TOPICS:
+            row = session.connection().execute(
+                _SHOP_FOR_ORDER, {"domain": d.shop_domain}).first()
+            if row is None:
+                return _unknown_shop(d)
+            facts = ShopFacts(*row)
             try:
                 event = parse_order(d.topic, d.payload, d.triggered_at)
             except BadPayload as exc:
@@ -160,8 +169,12 @@ def _handle_once(db: Database, clock: Clock, d: Delivery, *, outbox_dir: str | N
                 log.exception("webhook %s for %s: the payload could not be parsed",
                               d.topic, d.shop_domain)
                 return Outcome("ignored", "the payload could not be parsed")
-            state = apply_order(session, shop, event, now, careful=careful)
+            state = apply_order(session, facts, event, now, careful=careful)
             return Outcome("processed", state)
+        lock = (select(Shop).where(Shop.domain == d.shop_domain).with_for_update(of=Shop))
+        shop = session.scalars(lock).first()
+        if shop is None:
+            return _unknown_shop(d)
         if d.topic == "app/uninstalled":
             privacy.uninstall(session, shop, now)
         elif d.topic == "customers/data_request":
@@ -172,3 +185,9 @@ def _handle_once(db: Database, clock: Clock, d: Delivery, *, outbox_dir: str | N
         elif d.topic == "shop/redact":
             privacy.redact_shop(session, shop)
         return Outcome("processed")
+
+
+def _unknown_shop(d: Delivery) -> Outcome:
+    # Nothing of this shop is stored (never installed, or already redacted).
+    log.info("webhook %s for unknown shop %s ignored", d.topic, d.shop_domain)
+    return Outcome("ignored", "unknown shop")

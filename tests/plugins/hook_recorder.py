@@ -83,6 +83,15 @@ def _register(self: pluggy.PluginManager, plugin: object, name: str | None = Non
 pluggy.PluginManager.register = _register  # type: ignore[method-assign]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist the tests run in the workers, where this module is not loaded,
+    # and the file would be written empty by the controller: refuse instead.
+    workers = getattr(config.option, "numprocesses", None)
+    if workers not in (None, 0, "0"):
+        raise pytest.UsageError("-p tests.plugins.hook_recorder records the hook calls in "
+                                "the process that runs the tests: run it with -n 0")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     global _current

@@ -42,9 +42,15 @@ def hook_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, A
 
     record = tmp_path_factory.mktemp("hooks") / "record.json"
     env = {**os.environ, RECORD_ENV: str(record)}
-    env.pop("PYTEST_XDIST_WORKER", None)
+    # Under pytest-xdist this process is a worker: the child is a run of its own (its
+    # Redis database stays this worker's, already in CONSULTBOOK_TEST_REDIS_URL).
+    for name in [n for n in env if n.startswith("PYTEST_XDIST_")]:
+        env.pop(name)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        # -n 0: in one process even when addopts distributes the run (pytest-xdist), since
+        # the recorder sees the calls in the process that runs the tests and writes the
+        # file from there.
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
          "-p", "tests.plugins.hook_recorder", "-k", "test_hook_ and not postgres",
          str(ROOT / "tests" / "plugins")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)

@@ -63,25 +63,15 @@ def counting(ctx: Context) -> Iterator[Statements]:
             return
         seen.all.append(statement)
         # Write transactions run on the engine with sqlite_begin=IMMEDIATE (both
-        # dialects: engine.store.db.Database.write).
-        if conn.get_execution_options().get("sqlite_begin") == "IMMEDIATE":
+        # dialects: engine.store.db.Database.write); Database.rows has no Connection.
+        if conn is not None and conn.get_execution_options().get("sqlite_begin") == "IMMEDIATE":
             seen.write.append(statement)
 
-    # Database.rows runs its statement on the driver's cursor, below the engine's events.
-    rows = ctx.db.rows
-
-    def counted_rows(statement: Any, params: Any) -> Any:
-        if threading.get_ident() == me:
-            seen.all.append(str(statement))
-        return rows(statement, params)
-
     event.listen(ctx.db.engine, "before_cursor_execute", listener)
-    ctx.db.rows = counted_rows  # type: ignore[method-assign]
     try:
         yield seen
     finally:
         event.remove(ctx.db.engine, "before_cursor_execute", listener)
-        del ctx.db.rows
 
 
 def _dialect(ctx: Context) -> str:

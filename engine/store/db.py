@@ -429,8 +429,9 @@ class Database:
 
         It runs on a pooled connection without the ORM and Core connection layers, which
         cost more CPU than the round trip itself: the statement is compiled once per
-        dialect, the parameters get the same guard as every other statement
-        (:func:`guard_parameters`), on PostgreSQL the connection runs the statement in
+        dialect, the engine's ``before_cursor_execute`` listeners see it as they see every
+        other statement (the bind guard, :func:`guard_parameters`, and anything that
+        counts statements), on PostgreSQL the connection runs the statement in
         autocommit (one round trip, as in :meth:`lookup`), and a driver error comes out
         as SQLAlchemy's DBAPIError -- with a connection the server dropped invalidated,
         not returned to the pool -- so that it maps (503, 400) like any other. Only
@@ -438,7 +439,9 @@ class Database:
         sql, names, defaults = self._compiled(statement)
         given = {**defaults, **params} if defaults else params
         args: Any = given if names is None else tuple(given[n] for n in names)
-        _check_parameters(args)
+        listeners = self.engine.dispatch.before_cursor_execute
+        if listeners:  # no Connection or execution context here: None for both
+            listeners(None, None, sql, args, None, False)
         try:
             fairy = self.engine.raw_connection()  # the pool's checkout events still run
         except self._driver_error as error:  # could not connect: as Core would say it

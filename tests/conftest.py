@@ -50,6 +50,17 @@ if os.environ.get("CONSULTBOOK_TEST_REDIS_URL"):
         os.environ["CONSULTBOOK_TEST_REDIS_URL"], os.environ.get("PYTEST_XDIST_WORKER", ""))
 
 POSTGRES_URL = os.environ.get("CONSULTBOOK_TEST_POSTGRES_URL", "")
+# PgBouncer in transaction pooling in front of that PostgreSQL (.ci/run starts one): the
+# tests of PGBOUNCER_SUBSET also run through it, as the ``pgbouncer`` database variant.
+PGBOUNCER_URL = os.environ.get("CONSULTBOOK_TEST_PGBOUNCER_URL", "")
+#: What runs through PgBouncer besides directly: claims (the database's refusals),
+#: holds, webhooks and the money path, and the process-level races on them.
+PGBOUNCER_SUBSET = frozenset({
+    "test_claims_constraint.py", "test_claims_concurrency.py", "test_holds_api.py",
+    "test_hold_write_path.py", "test_webhooks.py", "test_webhook_ingest_paths.py",
+    "test_money_path.py", "capacity/test_concurrency_processes.py",
+})
+TESTS = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("CONSULTBOOK_TEST_REDIS_URL", "")
 
 API_KEY = "test-api-key"
@@ -72,14 +83,29 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("db_url") == "postgres":
+        variant = callspec.params.get("db_url") if callspec is not None else None
+        if variant == "pgbouncer" and not _in_pgbouncer_subset(item):
+            dropped.append(item)
+            continue
+        if variant in ("postgres", "pgbouncer"):
             item.add_marker(pytest.mark.postgres)
         group = _xdist_group(item)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+        keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+def _in_pgbouncer_subset(item: pytest.Item) -> bool:
+    path = Path(str(item.fspath)).resolve()
+    return path.is_relative_to(TESTS) and path.relative_to(TESTS).as_posix() in PGBOUNCER_SUBSET
 
 
 def _xdist_group(item: pytest.Item) -> str | None:
@@ -146,15 +172,24 @@ def _truncate(url: str) -> None:
             conn.execute(table.delete())
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "pgbouncer"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
-    """A migrated, empty database: SQLite, and PostgreSQL when configured."""
+    """A migrated, empty database: SQLite, and PostgreSQL when configured -- directly, and
+    for the tests of PGBOUNCER_SUBSET also through PgBouncer when that is configured (the
+    same database, migrated and emptied directly: migrations do not go through the
+    pooler, docs/operations.md)."""
     if request.param == "sqlite":
         path = tmp_path / "consultbook.db"
         shutil.copy(sqlite_template, path)
         return f"sqlite:///{path}"
+    if request.param == "pgbouncer" and not PGBOUNCER_URL:
+        pytest.skip("CONSULTBOOK_TEST_PGBOUNCER_URL is not set")
     url: str = request.getfixturevalue("postgres_database")
     _truncate(url)
+    if request.param == "pgbouncer":
+        bouncer = make_url(PGBOUNCER_URL)
+        return make_url(url).set(host=bouncer.host, port=bouncer.port) \
+            .render_as_string(hide_password=False)
     return url
 
 

@@ -53,11 +53,15 @@ def register_plugin_routes(app: falcon.App, ctx: Context) -> None:
     ``auth`` is imposed on the resource, so AuthMiddleware authenticates it exactly like
     the engine's own; a path the engine already serves stops start-up."""
     host = RouteHost(ctx.plugins)
-    for route in ctx.plugins.loaded.routes:
+    routes = ctx.plugins.loaded.routes
+    # All checked before any is added: Falcon compiles its router again on the first
+    # find after a change, and that compile was most of an app's construction.
+    for route in routes:
         sample = route.path.replace("{", "").replace("}", "")
         if app._router.find(route.path) is not None or app._router.find(sample) is not None:
             raise PluginError(f"plugin {route.plugin!r} registers {route.path}, which the "
                               "engine serves already")
+    for route in routes:
         resource = route.factory(host)
         resource.auth = None if route.auth == "none" else route.auth  # type: ignore[attr-defined]
         app.add_route(route.path, resource)

@@ -69,16 +69,6 @@ def main() -> int:
         statements: list[str] = []
         event.listen(ctx.db.engine, "before_cursor_execute",
                      lambda _c, _cur, s, *_a: statements.append(s))
-        # Database.rows runs below the engine's events: counted here.
-        rows, sql = ctx.db.rows, {}
-
-        def counted_rows(statement: Any, params: Any) -> Any:
-            if statement not in sql:
-                sql[statement] = str(statement)
-            statements.append(sql[statement])
-            return rows(statement, params)
-
-        ctx.db.rows = counted_rows  # type: ignore[method-assign]
         reqs = [delivery(1001 + i, h, f"prof-{i}") for i, h in enumerate(holds)]
 
         def send(r: Any) -> None:
@@ -111,10 +101,9 @@ def main() -> int:
             if prof:
                 pstats.Stats(prof).sort_stats("cumulative").print_stats(args.top)
                 pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
-            if kind == "first":
-                per = len(statements) // len(batch)
-                for s in statements[-per:]:
-                    print("   ", " ".join(s.split())[:150])
+            per = len(statements) // len(batch)
+            for s in statements[-per:]:
+                print("   ", " ".join(s.split())[:150])
         ctx.db.dispose()
     return 0
 

@@ -105,9 +105,9 @@ def test_a_refused_fast_booking_is_run_again_carefully(
     real = orders._write_booking
     calls: list[str] = []
 
-    def broken(conn: Any, hold_id: str, changes: dict[str, Any]) -> None:
+    def broken(conn: Any, hold_id: str, changes: dict[str, Any], *rows: Any) -> None:
         calls.append(hold_id)
-        real(conn, hold_id, {**changes, "session_key": "no-such-session"})
+        real(conn, hold_id, {**changes, "session_key": "no-such-session"}, *rows)
 
     monkeypatch.setattr(orders, "_write_booking", broken)
     r = store.webhook("orders/paid", order_payload(9, [h]), webhook_id="wh-careful")

@@ -40,7 +40,10 @@ TUE_10 = "2026-12-01T09:00:00Z"
 HOLD_DISTINCT = {"sqlite": 7, "postgres": 2}  # a new session: its counters are written
 HOLD_JOIN = {"sqlite": 6, "postgres": 2}  # a session with live seats: no counter written
 HOLD_LIMITED = {"sqlite": 7, "postgres": 2}  # limits: the same, one expiry UPDATE
-WEBHOOK_FIRST = {"sqlite": 9, "postgres": 8}  # orders/paid: a new order, its live hold booked
+# orders/paid, a new order, its live hold booked: the duplicate check, the webhook id,
+# the shop, the order, the hold, then the booking with its outbox rows and reminders (one
+# statement on PostgreSQL: data-modifying CTEs; three on SQLite, which also has BEGIN).
+WEBHOOK_FIRST = {"sqlite": 9, "postgres": 6}
 WEBHOOK_DUPLICATE = {"sqlite": 1, "postgres": 1}  # one indexed lookup, no transaction
 
 
@@ -63,8 +66,13 @@ def counting(ctx: Context) -> Iterator[Statements]:
             return
         seen.all.append(statement)
         # Write transactions run on the engine with sqlite_begin=IMMEDIATE (both
-        # dialects: engine.store.db.Database.write); Database.rows has no Connection.
-        if conn is not None and conn.get_execution_options().get("sqlite_begin") == "IMMEDIATE":
+        # dialects: engine.store.db.Database.write), or without a Connection but with
+        # their cursor (Database.transaction: a hold on PostgreSQL); Database.rows (a
+        # lookup, autocommit) has neither.
+        if conn is None:
+            if _cursor is not None:
+                seen.write.append(statement)
+        elif conn.get_execution_options().get("sqlite_begin") == "IMMEDIATE":
             seen.write.append(statement)
 
     event.listen(ctx.db.engine, "before_cursor_execute", listener)

@@ -29,6 +29,7 @@ External work (calendar, video, mail, Shopify refunds) is only written to the ou
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -730,12 +731,9 @@ _HOLD_ROW = (select(_CLAIMS.c.id, _CLAIMS.c.shop_id, _CLAIMS.c.service_id,
                     _SERVICES.c.product_id)
              .select_from(_CLAIMS.outerjoin(_SERVICES, _SERVICES.c.id == _CLAIMS.c.service_id))
              .where(_CLAIMS.c.id == bindparam("hold")).with_for_update(of=_CLAIMS))
-_BOOK = update(_CLAIMS).where(_CLAIMS.c.id == bindparam("b_hold"))
 _RELEASE = update(_CLAIMS).where(
     _CLAIMS.c.id == bindparam("b_hold"), _CLAIMS.c.shop_id == bindparam("b_shop"),
     _CLAIMS.c.order_id.is_(None), _CLAIMS.c.status == HELD)
-_OUTBOX = insert_into(cast(Table, OutboxItem.__table__))
-_REMINDERS = insert_into(cast(Table, Reminder.__table__))
 
 
 def _book_new_line(conn: Connection, shop: ShopFacts, event: OrderEvent, line: LineItem,
@@ -773,28 +771,73 @@ def _book_new_line(conn: Connection, shop: ShopFacts, event: OrderEvent, line: L
         "line_quantity": line.quantity, "currency": event.currency, **status}
     if hold.seats != line.quantity:
         changes["seats"] = line.quantity  # fewer units than the hold's seats
-    _write_booking(conn, hold.id, changes)
+    outbox: list[dict[str, Any]] = []
+    reminders: list[dict[str, Any]] = []
     if paid:
         # after_confirm: the confirmation work, a tag for a shop on Shopify, reminders.
-        outbox = [{"shop_id": shop.id, "booking_id": hold.id, "kind": "booking.confirmed",
-                   "payload": {"sequence": hold.sequence}, "status": "pending",
-                   "attempts": 0, "available_at": now, "created_at": now}]
+        outbox.append({"shop_id": shop.id, "booking_id": hold.id, "kind": "booking.confirmed",
+                       "payload": {"sequence": hold.sequence}, "status": "pending",
+                       "attempts": 0, "available_at": now, "created_at": now})
         if shop.access_token:
             outbox.append({**outbox[0], "kind": shopify_actions.TAG_KIND,
                            "payload": {"order_id": event.order_id}})
-        conn.execute(_OUTBOX, outbox)
         offsets = shop.reminders if shop.settings is not None else DEFAULT_REMINDERS
         reminders = [{"shop_id": shop.id, "booking_id": hold.id, "offset_minutes": offset,
-                      "due_at": due, "status": state}
+                      "due_at": due, "status": state, "attempts": 0}
                      for offset, due, state in reminders_of(offsets, hold.start_at, now)]
-        if reminders:
-            conn.execute(_REMINDERS, reminders)
+    _write_booking(conn, hold.id, changes, outbox, reminders)
     return True
 
 
-def _write_booking(conn: Connection, hold_id: str, changes: dict[str, Any]) -> None:
-    """The hold turned into its booking: one UPDATE of the columns ``changes`` names."""
-    conn.execute(_BOOK, {"b_hold": hold_id, **changes})
+_OUTBOX_COLUMNS = ("shop_id", "booking_id", "kind", "payload", "status", "attempts",
+                   "available_at", "created_at")
+# Every column without a server default, as given: a CTE's INSERT gets no Core defaults.
+_REMINDER_COLUMNS = ("shop_id", "booking_id", "offset_minutes", "due_at", "status",
+                     "attempts")
+
+
+@functools.lru_cache(maxsize=64)
+def _booking_statement(dialect: str, changes: tuple[str, ...], outbox: int, reminders: int
+                       ) -> tuple[Any, ...]:
+    """The statements that write a booking: the hold's UPDATE setting ``changes``, then
+    ``outbox`` outbox rows and ``reminders`` reminder rows (multi-row INSERTs, their
+    parameters named ``o<i>_<column>`` / ``r<i>_<column>``). On PostgreSQL one statement
+    (the UPDATE and the outbox INSERT as data-modifying CTEs, which run to completion
+    whether or not anything reads them); on SQLite, which has none, up to three."""
+    book = update(_CLAIMS).where(_CLAIMS.c.id == bindparam("b_hold")).values(
+        {name: bindparam(f"b_{name}", type_=_CLAIMS.c[name].type) for name in changes})
+    inserts = [_rows_insert(cast(Table, OutboxItem.__table__), _OUTBOX_COLUMNS, "o", outbox),
+               _rows_insert(cast(Table, Reminder.__table__), _REMINDER_COLUMNS, "r",
+                            reminders)]
+    parts = [book, *(i for i in inserts if i is not None)]
+    if dialect != "postgresql":
+        return tuple(parts)
+    last = parts[-1]
+    for n, part in enumerate(parts[:-1]):
+        last = last.add_cte(part.cte(f"write_{n}"))
+    return (last,)
+
+
+def _rows_insert(table: Table, columns: tuple[str, ...], prefix: str, rows: int) -> Any:
+    if not rows:
+        return None
+    return insert_into(table).values([
+        {name: bindparam(f"{prefix}{i}_{name}", type_=table.c[name].type)
+         for name in columns} for i in range(rows)])
+
+
+def _write_booking(conn: Connection, hold_id: str, changes: dict[str, Any],
+                   outbox: list[dict[str, Any]], reminders: list[dict[str, Any]]) -> None:
+    """The hold turned into its booking (one UPDATE of the columns ``changes`` names)
+    and the rows that follow it written (:func:`_booking_statement`)."""
+    params: dict[str, Any] = {"b_hold": hold_id}
+    params.update({f"b_{name}": value for name, value in changes.items()})
+    for prefix, rows in (("o", outbox), ("r", reminders)):
+        for i, row in enumerate(rows):
+            params.update({f"{prefix}{i}_{name}": value for name, value in row.items()})
+    for statement in _booking_statement(conn.dialect.name, tuple(changes), len(outbox),
+                                        len(reminders)):
+        conn.execute(statement, params)
 
 
 def apply_order(session: Session, shop: ShopFacts, event: OrderEvent, now: datetime, *,

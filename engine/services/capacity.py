@@ -112,11 +112,15 @@ def limit_window(session: Session, claim: Claim, known: Facts | None = None
     """The instants of the claim's limit periods together (its local month and ISO week
     in the expert's zone), or None when neither its service nor its expert has a limit
     (then only the claim's own range matters to its rules)."""
-    known = known or facts(session, claim)
+    return limit_window_at(claim.start_at, known or facts(session, claim))
+
+
+def limit_window_at(start_at: datetime, known: Facts) -> tuple[datetime, datetime] | None:
+    """:func:`limit_window` of a claim starting at ``start_at`` with these facts."""
     if not known.limited:
         return None
     tz = ZoneInfo(known.tz)
-    local = claim.start_at.astimezone(tz)
+    local = start_at.astimezone(tz)
     month = local.date().replace(day=1)
     week = local.date() - timedelta(days=local.weekday())
     first = min(month, week)

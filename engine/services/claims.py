@@ -14,7 +14,7 @@ marked ``expired`` in the same transaction, whether or not the sweeper has run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from engine.domain.slots import Instant
 from engine.errors import Conflict
 from engine.services import capacity
+from engine.store.db import Transaction
 from engine.store.models import CONFIRMED, EXPIRED, HELD, LIVE_STATUSES, PENDING, Claim
 from engine.store.types import UTCDateTime, epoch
 
@@ -167,12 +168,20 @@ def expiry_window(session: Session, claim: Claim, known: capacity.Facts, *,
     """The range over which a write of ``claim`` expires the expert's stale claims
     first (:func:`_expire_for_limits`): its limit periods, with ``own_range`` its own
     range too; None: nothing to expire."""
-    window = capacity.limit_window(session, claim, known)
-    if window is not None and own_range:
-        return (min(window[0], claim.claim_start), max(window[1], claim.claim_end))
-    if window is None and own_range:
-        return (claim.claim_start, claim.claim_end)
-    return window
+    if own_range:
+        return claim_expiry_window(claim.start_at, (claim.claim_start, claim.claim_end),
+                                   known)
+    return capacity.limit_window(session, claim, known)
+
+
+def claim_expiry_window(start_at: datetime, claimed: tuple[datetime, datetime],
+                        known: capacity.Facts) -> tuple[datetime, datetime]:
+    """:func:`expiry_window` (``own_range``) of a new claim starting at ``start_at`` and
+    claiming ``claimed``, without a Claim object: its limit periods and its own range."""
+    window = capacity.limit_window_at(start_at, known)
+    if window is None:
+        return claimed
+    return (min(window[0], claimed[0]), max(window[1], claimed[1]))
 
 
 _CLAIM_INSERT = insert(_CLAIMS)
@@ -246,6 +255,42 @@ def insert_last(session: Session, claim: Claim, now: datetime,
         raise
     if new:
         _attach(session, claim)
+
+
+# A new live claim written outside the ORM (engine.store.db.Database.transaction): every
+# column the ORM's flush of a hold sends, built once, with the Python-side scalar
+# defaults of the others (sequence, reschedules) bound as the ORM would.
+_NEW_CLAIM_COLUMNS = ("id", "shop_id", "service_id", "expert_id", "start_at", "end_at",
+                      "claim_start", "claim_end", "status", "expires_at", "visitor",
+                      "customer_tz", "seats", "answers", "session_key", "created_at",
+                      "updated_at")
+_NEW_CLAIM_DEFAULTS = {column: default for _, column, default in _CLAIM_COLUMNS
+                       if default is not None and column not in _NEW_CLAIM_COLUMNS}
+_NEW_CLAIM = insert(_CLAIMS).values(
+    {c: bindparam(c) for c in (*_NEW_CLAIM_COLUMNS, *_NEW_CLAIM_DEFAULTS)})
+
+
+def insert_new(tx: Transaction, values: Mapping[str, Any]) -> None:
+    """Insert a new claim (``values``: every column of :data:`_NEW_CLAIM_COLUMNS`, its
+    ``session_key`` set, datetimes aware) as the last write of a PostgreSQL
+    :meth:`~engine.store.db.Database.transaction`; an overlap, a full session or a
+    reached limit raises its conflict (:func:`refused`) and the transaction rolls
+    back. What :func:`insert_last` does there with ``expired``: the caller has expired
+    the expert's stale claims over :func:`claim_expiry_window` in this transaction
+    (``consultbook_hold_begin``), and the claim's triggers make its session and counters
+    (migration 0017). ``answers`` is a dict or None (sent as JSON)."""
+    from psycopg.types.json import Json  # (PostgreSQL only)
+
+    params = {**_NEW_CLAIM_DEFAULTS, **values}
+    if params["answers"] is not None:
+        params["answers"] = Json(params["answers"])
+    try:
+        tx.rows(_NEW_CLAIM, params)
+    except IntegrityError as exc:
+        error = refused(exc)
+        if error is not None:
+            raise error from None
+        raise
 
 
 def write_claim(session: Session, claim: Claim, now: datetime, **changes: object) -> None:

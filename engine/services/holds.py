@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from engine.clock import Clock
 from engine.config import Config
+from engine.domain.capacity import session_key
 from engine.domain.slots import ExpertCalendar, ServiceRules, claimed_range, is_offered
 from engine.errors import NotFound, TooManyRequests, Unprocessable, ValidationError
 from engine.services import assignment, capacity, questions
@@ -43,7 +44,13 @@ from engine.services.availability import (
 )
 from engine.services.capacity import LimitReached
 from engine.services.catalog import live_expert, live_service
-from engine.services.claims import SlotUnavailable, expiry_window, insert_last
+from engine.services.claims import (
+    SlotUnavailable,
+    claim_expiry_window,
+    expiry_window,
+    insert_last,
+    insert_new,
+)
 from engine.services.shops import ShopRef
 from engine.services.validation import integer
 from engine.services.validation import timezone as parse_timezone
@@ -137,8 +144,7 @@ def _begin(session: Session, shop_id: str, visitor: str, now: datetime,
     the range expired in the same call. Returns (live holds, whether it expired)."""
     params = {"shop": shop_id, "visitor": visitor, "now": now}
     if session.get_bind().dialect.name == "postgresql":
-        key = int.from_bytes(hashlib.sha256(f"{shop_id}\0{visitor}".encode()).digest()[:8],
-                             "big", signed=True)
+        key = _visitor_key(shop_id, visitor)
         expert, (lo, hi) = expire if expire is not None else (None, (now, now))
         live = session.scalar(_HOLD_BEGIN, {"k": key, "expert": expert, "lo": lo, "hi": hi,
                                             **params})
@@ -325,17 +331,23 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
     # deadlock error, 40P01): the one aborted runs again once, and then meets the other's
     # claim as a plain refusal (or wins, if the other one did not).
     try:
-        return _write_hold(db, config, shop, req, visitor, now, facts, free, make, answers)
+        return _write_hold(db, config, shop, req, visitor, now, facts, free, make, answers,
+                           claimed)
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) != "40P01":
             raise
-    return _write_hold(db, config, shop, req, visitor, now, facts, free, make, answers)
+    return _write_hold(db, config, shop, req, visitor, now, facts, free, make, answers,
+                       claimed)
 
 
 def _write_hold(db: Database, config: Config, shop: ShopRef, req: HoldRequest,
                 visitor: str, now: datetime, facts: _Facts, free: list[_ExpertFacts],
-                make: Callable[[str], Claim], answers: dict[str, str]) -> dict[str, Any]:
+                make: Callable[[str], Claim], answers: dict[str, str],
+                claimed: tuple[datetime, datetime]) -> dict[str, Any]:
     service = facts.service
+    if db.dialect == "postgresql" and req.expert_id != ANY:
+        return _write_one_pg(db, config, shop, req, visitor, now, facts, free, answers,
+                             claimed)
     # A hold writes only a claim (and its session and counters), which no cached read
     # holds: the cache stays valid.
     with db.write(keep_cache=True) as session:
@@ -362,23 +374,75 @@ def _write_hold(db: Database, config: Config, shop: ShopRef, req: HoldRequest,
             assert one is not None
             hold = one
             insert_last(session, hold, now, facts.window(hold.expert_id), expired=expired)
-        expert = facts.experts[hold.expert_id]
         assert hold.expires_at is not None
-        return {
-            "hold": hold.id,
-            "expert": expert.id,
-            "seats": hold.seats,
-            "expires_at": hold.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "start": req.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "end": hold.end_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "line_item_properties": {
-                "_hold": hold.id,
-                "Appointment": appointment_text(req.start, hold.end_at, shop.timezone,
-                                                req.tz),
-                "Expert": expert.name,
-                **questions.properties(service.questions, answers),
-            },
-        }
+        return _answer(shop, req, service, facts.experts[hold.expert_id], hold.id,
+                       hold.expires_at, hold.end_at, answers)
+
+
+def _answer(shop: ShopRef, req: HoldRequest, service: _ServiceFacts, expert: _ExpertFacts,
+            hold_id: str, expires_at: datetime, end: datetime, answers: dict[str, str]
+            ) -> dict[str, Any]:
+    """The 201 body of a hold won."""
+    return {
+        "hold": hold_id,
+        "expert": expert.id,
+        "seats": req.seats,
+        "expires_at": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "start": req.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "end": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "line_item_properties": {
+            "_hold": hold_id,
+            "Appointment": appointment_text(req.start, end, shop.timezone, req.tz),
+            "Expert": expert.name,
+            **questions.properties(service.questions, answers),
+        },
+    }
+
+
+def _write_one_pg(db: Database, config: Config, shop: ShopRef, req: HoldRequest,
+                  visitor: str, now: datetime, facts: _Facts, free: list[_ExpertFacts],
+                  answers: dict[str, str], claimed: tuple[datetime, datetime]
+                  ) -> dict[str, Any]:
+    """One expert's hold on PostgreSQL: the same transaction as :func:`_write_hold`'s
+    (``consultbook_hold_begin``, then the claim's INSERT, whose constraints and
+    triggers refuse an overlap, a full session or a reached limit), sent through
+    :meth:`~engine.store.db.Database.transaction`: no ORM session, no Claim object,
+    no Core execution context -- half a hold's CPU in this process before."""
+    service = facts.service
+    expert = free[0] if free else None
+    params: dict[str, Any] = {"shop": shop.id, "visitor": visitor, "now": now,
+                              "k": _visitor_key(shop.id, visitor),
+                              "expert": None, "lo": now, "hi": now}
+    end = req.start + timedelta(minutes=service.duration_minutes)
+    if expert is not None:
+        params["expert"] = expert.id
+        params["lo"], params["hi"] = claim_expiry_window(req.start, claimed,
+                                                         facts.window(expert.id))
+    with db.transaction() as tx:
+        live = tx.rows(_HOLD_BEGIN, params)[0][0]
+        if int(live or 0) >= config.max_holds_per_visitor:
+            raise TooManyRequests(
+                f"you already hold {config.max_holds_per_visitor} appointments; book or "
+                "release one first", code="too_many_holds")
+        if expert is None:
+            raise SlotUnavailable()
+        hold_id = new_id("bk")
+        expires_at = now + timedelta(seconds=config.hold_ttl_seconds)
+        insert_new(tx, {
+            "id": hold_id, "shop_id": shop.id, "service_id": service.id,
+            "expert_id": expert.id, "start_at": req.start, "end_at": end,
+            "claim_start": claimed[0], "claim_end": claimed[1], "status": HELD,
+            "expires_at": expires_at, "visitor": visitor, "customer_tz": req.tz,
+            "seats": req.seats, "answers": answers or None,
+            "session_key": session_key(expert.id, service.id, req.start),
+            "created_at": now, "updated_at": now})
+    return _answer(shop, req, service, expert, hold_id, expires_at, end, answers)
+
+
+def _visitor_key(shop_id: str, visitor: str) -> int:
+    """The visitor's advisory lock key (``consultbook_hold_begin``)."""
+    return int.from_bytes(hashlib.sha256(f"{shop_id}\0{visitor}".encode()).digest()[:8],
+                          "big", signed=True)
 
 
 def release_hold(db: Database, clock: Clock, shop: ShopRef, hold_id: str) -> None:

@@ -472,6 +472,47 @@ class Database:
         finally:
             fairy.close()
 
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A PostgreSQL write transaction on one pooled connection without the ORM and
+        Core connection layers (:meth:`rows`, but several statements, committed when the
+        block ends without an exception and rolled back otherwise): for a write path
+        whose few statements are all prebuilt and whose CPU the session's unit of work
+        and Core's execution context would double (a hold: engine.services.holds).
+        Statements are seen by the engine's ``before_cursor_execute`` listeners (with
+        the cursor, no Connection); a driver error -- the commit's too -- comes out as
+        SQLAlchemy's DBAPIError subclass (IntegrityError, OperationalError), a dropped
+        connection invalidated. Like :meth:`write` with ``keep_cache``: the read cache
+        is left alone, so write only rows it never holds. PostgreSQL only (SQLite's
+        writers need ``BEGIN IMMEDIATE``: use :meth:`write`)."""
+        assert self.dialect == "postgresql", "Database.transaction is for PostgreSQL"
+        try:
+            fairy = self.engine.raw_connection()
+        except self._driver_error as error:
+            raise exc.DBAPIError.instance("BEGIN", None, error, self._driver_error,
+                                          dialect=self.engine.dialect,
+                                          connection_invalidated=True) from error
+        cursor = None
+        try:
+            dbapi: Any = fairy.dbapi_connection
+            dbapi.autocommit = False  # (psycopg sends BEGIN before the first statement)
+            cursor = fairy.cursor()
+            tx = Transaction(self, fairy, cursor)
+            try:
+                yield tx
+                tx.run("COMMIT", None, dbapi.commit)
+            except BaseException:
+                if not dbapi.closed:
+                    try:
+                        dbapi.rollback()
+                    except self._driver_error as error:
+                        fairy.invalidate(error)
+                raise
+        finally:
+            if cursor is not None:
+                cursor.close()
+            fairy.close()
+
     def _compiled(self, statement: ClauseElement
                   ) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
         """``statement``'s SQL for this database's driver, the order of its parameter
@@ -488,3 +529,36 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class Transaction:
+    """The statements of one :meth:`Database.transaction`."""
+
+    def __init__(self, db: Database, fairy: Any, cursor: Any) -> None:
+        self._db, self._fairy, self._cursor = db, fairy, cursor
+
+    def rows(self, statement: ClauseElement, params: Mapping[str, Any]
+             ) -> list[tuple[Any, ...]]:
+        """Run one prebuilt statement (plain bind parameters, no result type processing:
+        as :meth:`Database.rows`); its rows, if it returns any."""
+        sql, names, defaults = self._db._compiled(statement)
+        given = {**defaults, **params} if defaults else params
+        args: Any = given if names is None else tuple(given[n] for n in names)
+        listeners = self._db.engine.dispatch.before_cursor_execute
+        if listeners:
+            listeners(None, self._cursor, sql, args, None, False)
+        cursor = self._cursor
+        self.run(sql, args, lambda: cursor.execute(sql, args))
+        return list(cursor.fetchall()) if cursor.description is not None else []
+
+    def run(self, sql: str, args: Any, call: Any) -> None:
+        """``call()``, its driver error as SQLAlchemy's (a dropped connection invalidated)."""
+        db = self._db
+        try:
+            call()
+        except db._driver_error as error:
+            if db.engine.dialect.is_disconnect(cast(Any, error), self._fairy.dbapi_connection,
+                                               self._cursor):
+                self._fairy.invalidate(error)
+            raise exc.DBAPIError.instance(sql, args, error, db._driver_error,
+                                          dialect=db.engine.dialect) from error

@@ -4,16 +4,17 @@ delivery fails here and has to change the pinned number on purpose. Time is not
 asserted (the machine is shared).
 
 A hold is counted inside its write transaction (what serializes holds: SQLite's
-``BEGIN IMMEDIATE`` is one statement, PostgreSQL's ``BEGIN`` is sent by the driver and
-not seen here); what it reads before (the catalog from the read cache, the calendar
-provider's busy time) depends on caches with a time-to-live and is not pinned. A
-webhook delivery is counted whole: nothing on its path is cached.
+``BEGIN IMMEDIATE`` is one statement; on PostgreSQL a one-expert hold is one statement
+run in autocommit, a transaction by itself); what it reads before (the catalog from the
+read cache, the calendar provider's busy time) depends on caches with a time-to-live and
+is not pinned. A webhook delivery is counted whole: nothing on its path is cached.
 
-PostgreSQL, one hold: the visitor's advisory lock, the expiry of stale claims over the
-range (and the limit periods) and the visitor's live holds (one function call), then the
-claim -- whose triggers make its session and counters from the catalog rows (both
-migration 0017). SQLite has no advisory lock and no time zones in SQL: the visitor's
-live holds, the capacity facts (one SELECT), the expiry, the session, the counters
+PostgreSQL, one hold: one INSERT .. SELECT whose condition calls consultbook_hold_begin
+(the visitor's advisory lock, the expiry of stale claims over the range and the limit
+periods, the visitor's live holds: inserted only under the limit), the claim's triggers
+making its session and counters from the catalog rows (both migration 0017). SQLite has
+no advisory lock and no time zones in SQL: the visitor's live holds, the capacity facts
+(one SELECT), the expiry, the session, the counters
 (only for a new session), the claim.
 """
 
@@ -35,11 +36,11 @@ TUE_930 = "2026-12-01T08:30:00Z"
 TUE_10 = "2026-12-01T09:00:00Z"
 
 # (sqlite, postgres)
-# PostgreSQL: the visitor's lock, the expiry and the count (one call), the claim (its
-# triggers make the session and counters: migration 0017).
-HOLD_DISTINCT = {"sqlite": 7, "postgres": 2}  # a new session: its counters are written
-HOLD_JOIN = {"sqlite": 6, "postgres": 2}  # a session with live seats: no counter written
-HOLD_LIMITED = {"sqlite": 7, "postgres": 2}  # limits: the same, one expiry UPDATE
+# PostgreSQL: the claim inserted under the condition of the visitor's lock, the expiry
+# and the count (one statement; its triggers make the session and counters: 0017).
+HOLD_DISTINCT = {"sqlite": 7, "postgres": 1}  # a new session: its counters are written
+HOLD_JOIN = {"sqlite": 6, "postgres": 1}  # a session with live seats: no counter written
+HOLD_LIMITED = {"sqlite": 7, "postgres": 1}  # limits: the same, one expiry UPDATE
 # orders/paid, a new order, its live hold booked: the duplicate check, the webhook id,
 # the shop, the order, the hold, then the booking with its outbox rows and reminders (one
 # statement on PostgreSQL: data-modifying CTEs; three on SQLite, which also has BEGIN).

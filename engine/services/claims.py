@@ -266,17 +266,28 @@ _NEW_CLAIM_COLUMNS = ("id", "shop_id", "service_id", "expert_id", "start_at", "e
                       "updated_at")
 _NEW_CLAIM_DEFAULTS = {column: default for _, column, default in _CLAIM_COLUMNS
                        if default is not None and column not in _NEW_CLAIM_COLUMNS}
-_NEW_CLAIM = insert(_CLAIMS).values(
-    {c: bindparam(c) for c in (*_NEW_CLAIM_COLUMNS, *_NEW_CLAIM_DEFAULTS)})
+_NEW_CLAIM_ALL = (*_NEW_CLAIM_COLUMNS, *_NEW_CLAIM_DEFAULTS)
 
 
-def insert_new(tx: Transaction, values: Mapping[str, Any]) -> None:
-    """Insert a new claim (``values``: every column of :data:`_NEW_CLAIM_COLUMNS`, its
-    ``session_key`` set, datetimes aware) as the last write of a PostgreSQL
-    :meth:`~engine.store.db.Database.transaction`; an overlap, a full session or a
-    reached limit raises its conflict (:func:`refused`) and the transaction rolls
-    back. What :func:`insert_last` does there with ``expired``: the caller has expired
-    the expert's stale claims over :func:`claim_expiry_window` in this transaction
+def new_claim_insert(where: ColumnElement[bool]) -> Any:
+    """``INSERT INTO claims (...) SELECT <the new claim's values> WHERE <where>
+    RETURNING id``, for :func:`insert_new`: the claim is inserted only when ``where``
+    holds (evaluated once, before the insert: a volatile function there runs first, in
+    the same statement). Build it once."""
+    values = select(*[bindparam(c, type_=_CLAIMS.c[c].type) for c in _NEW_CLAIM_ALL])
+    return (insert(_CLAIMS).from_select(list(_NEW_CLAIM_ALL), values.where(where))
+            .returning(_CLAIMS.c.id))
+
+
+def insert_new(tx: Transaction, statement: Any, values: Mapping[str, Any]) -> bool:
+    """Insert a new claim with ``statement`` (:func:`new_claim_insert`; ``values``: every
+    column of :data:`_NEW_CLAIM_COLUMNS`, its ``session_key`` set, datetimes aware,
+    and the parameters of the statement's condition) on PostgreSQL, outside the ORM
+    (engine.store.db.Database.transaction); whether it was inserted (False: its
+    condition did not hold). An overlap, a full session or a reached limit raises its
+    conflict (:func:`refused`) and the transaction rolls back. What
+    :func:`insert_last` does there with ``expired``: the statement's condition expires
+    the expert's stale claims over :func:`claim_expiry_window` first
     (``consultbook_hold_begin``), and the claim's triggers make its session and counters
     (migration 0017). ``answers`` is a dict or None (sent as JSON)."""
     from psycopg.types.json import Json  # (PostgreSQL only)
@@ -285,7 +296,7 @@ def insert_new(tx: Transaction, values: Mapping[str, Any]) -> None:
     if params["answers"] is not None:
         params["answers"] = Json(params["answers"])
     try:
-        tx.rows(_NEW_CLAIM, params)
+        return bool(tx.rows(statement, params))
     except IntegrityError as exc:
         error = refused(exc)
         if error is not None:

@@ -50,6 +50,7 @@ from engine.services.claims import (
     expiry_window,
     insert_last,
     insert_new,
+    new_claim_insert,
 )
 from engine.services.shops import ShopRef
 from engine.services.validation import integer
@@ -133,6 +134,18 @@ _HOLD_BEGIN = text("SELECT consultbook_hold_begin(:k, :shop, :visitor, :now, :ex
                    ":hi)").bindparams(bindparam("now", type_=UTCDateTime()),
                                       bindparam("lo", type_=UTCDateTime()),
                                       bindparam("hi", type_=UTCDateTime()))
+
+
+# PostgreSQL, one expert: the whole hold in one statement, run as a transaction of its own
+# (autocommit: no BEGIN, no COMMIT): consultbook_hold_begin (the visitor's lock, the
+# expiry, the visitor's live holds), and the claim inserted only while the visitor is
+# under the limit -- its constraints and triggers deciding the rest.
+_HOLD_INSERT = new_claim_insert(
+    func.consultbook_hold_begin(
+        bindparam("k"), bindparam("shop_id"), bindparam("visitor"),
+        bindparam("now", type_=UTCDateTime()), bindparam("expert_id"),
+        bindparam("lo", type_=UTCDateTime()), bindparam("hi", type_=UTCDateTime()))
+    < bindparam("max"))
 
 
 def _begin(session: Session, shop_id: str, visitor: str, now: datetime,
@@ -278,6 +291,7 @@ def _assign(session: Session, now: datetime, facts: _Facts,
 
 
 _DAY = 86400
+DEADLOCK_ATTEMPTS = 5
 
 # The visitor's live holds (the per-visitor limit), built once.
 _C = Claim.__table__.c
@@ -328,16 +342,19 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
 
     # Two holds of one expert inserting overlapping claims of different sessions at once
     # can each wait for the other in the overlap check (PostgreSQL breaks that with a
-    # deadlock error, 40P01): the one aborted runs again once, and then meets the other's
-    # claim as a plain refusal (or wins, if the other one did not).
-    try:
-        return _write_hold(db, config, shop, req, visitor, now, facts, free, make, answers,
-                           claimed)
-    except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) != "40P01":
-            raise
-    return _write_hold(db, config, shop, req, visitor, now, facts, free, make, answers,
-                       claimed)
+    # deadlock error, 40P01): the one aborted runs again, and then meets the other's
+    # claim as a plain refusal (or wins, if the other one did not). Many such holds at
+    # once (a session and a one-to-one service of one expert sold at the same hour) can
+    # abort one request again with a third: up to DEADLOCK_ATTEMPTS runs in all, each
+    # costing a millisecond; only then 503.
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            return _write_hold(db, config, shop, req, visitor, now, facts, free, make,
+                               answers, claimed)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "40P01" or attempt == DEADLOCK_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _write_hold(db: Database, config: Config, shop: ShopRef, req: HoldRequest,
@@ -409,26 +426,26 @@ def _write_one_pg(db: Database, config: Config, shop: ShopRef, req: HoldRequest,
     :meth:`~engine.store.db.Database.transaction`: no ORM session, no Claim object,
     no Core execution context -- half a hold's CPU in this process before."""
     service = facts.service
-    expert = free[0] if free else None
-    params: dict[str, Any] = {"shop": shop.id, "visitor": visitor, "now": now,
-                              "k": _visitor_key(shop.id, visitor),
-                              "expert": None, "lo": now, "hi": now}
-    end = req.start + timedelta(minutes=service.duration_minutes)
-    if expert is not None:
-        params["expert"] = expert.id
-        params["lo"], params["hi"] = claim_expiry_window(req.start, claimed,
-                                                         facts.window(expert.id))
-    with db.transaction() as tx:
-        live = tx.rows(_HOLD_BEGIN, params)[0][0]
+    key = _visitor_key(shop.id, visitor)
+    too_many = TooManyRequests(
+        f"you already hold {config.max_holds_per_visitor} appointments; book or "
+        "release one first", code="too_many_holds")
+    if not free:  # the provider's busy time: only the visitor's limit to tell first
+        with db.transaction(autocommit=True) as tx:
+            live = tx.rows(_HOLD_BEGIN, {"k": key, "shop": shop.id, "visitor": visitor,
+                                         "now": now, "expert": None, "lo": now,
+                                         "hi": now})[0][0]
         if int(live or 0) >= config.max_holds_per_visitor:
-            raise TooManyRequests(
-                f"you already hold {config.max_holds_per_visitor} appointments; book or "
-                "release one first", code="too_many_holds")
-        if expert is None:
-            raise SlotUnavailable()
-        hold_id = new_id("bk")
-        expires_at = now + timedelta(seconds=config.hold_ttl_seconds)
-        insert_new(tx, {
+            raise too_many
+        raise SlotUnavailable()
+    expert = free[0]
+    end = req.start + timedelta(minutes=service.duration_minutes)
+    lo, hi = claim_expiry_window(req.start, claimed, facts.window(expert.id))
+    hold_id = new_id("bk")
+    expires_at = now + timedelta(seconds=config.hold_ttl_seconds)
+    with db.transaction(autocommit=True) as tx:
+        inserted = insert_new(tx, _HOLD_INSERT, {
+            "k": key, "now": now, "lo": lo, "hi": hi, "max": config.max_holds_per_visitor,
             "id": hold_id, "shop_id": shop.id, "service_id": service.id,
             "expert_id": expert.id, "start_at": req.start, "end_at": end,
             "claim_start": claimed[0], "claim_end": claimed[1], "status": HELD,
@@ -436,6 +453,8 @@ def _write_one_pg(db: Database, config: Config, shop: ShopRef, req: HoldRequest,
             "seats": req.seats, "answers": answers or None,
             "session_key": session_key(expert.id, service.id, req.start),
             "created_at": now, "updated_at": now})
+    if not inserted:
+        raise too_many
     return _answer(shop, req, service, expert, hold_id, expires_at, end, answers)
 
 

@@ -473,7 +473,7 @@ class Database:
             fairy.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self, *, autocommit: bool = False) -> Iterator[Transaction]:
         """A PostgreSQL write transaction on one pooled connection without the ORM and
         Core connection layers (:meth:`rows`, but several statements, committed when the
         block ends without an exception and rolled back otherwise): for a write path
@@ -484,7 +484,9 @@ class Database:
         SQLAlchemy's DBAPIError subclass (IntegrityError, OperationalError), a dropped
         connection invalidated. Like :meth:`write` with ``keep_cache``: the read cache
         is left alone, so write only rows it never holds. PostgreSQL only (SQLite's
-        writers need ``BEGIN IMMEDIATE``: use :meth:`write`)."""
+        writers need ``BEGIN IMMEDIATE``: use :meth:`write`). With ``autocommit`` each
+        statement is a transaction of its own (no BEGIN and COMMIT round trips): for a
+        write that is one statement."""
         assert self.dialect == "postgresql", "Database.transaction is for PostgreSQL"
         try:
             fairy = self.engine.raw_connection()
@@ -493,16 +495,18 @@ class Database:
                                           dialect=self.engine.dialect,
                                           connection_invalidated=True) from error
         cursor = None
+        dbapi: Any = fairy.dbapi_connection
         try:
-            dbapi: Any = fairy.dbapi_connection
-            dbapi.autocommit = False  # (psycopg sends BEGIN before the first statement)
+            # (Without autocommit psycopg sends BEGIN before the first statement.)
+            dbapi.autocommit = autocommit
             cursor = fairy.cursor()
             tx = Transaction(self, fairy, cursor)
             try:
                 yield tx
-                tx.run("COMMIT", None, dbapi.commit)
+                if not autocommit:
+                    tx.run("COMMIT", None, dbapi.commit)
             except BaseException:
-                if not dbapi.closed:
+                if not dbapi.closed and not autocommit:
                     try:
                         dbapi.rollback()
                     except self._driver_error as error:
@@ -511,6 +515,8 @@ class Database:
         finally:
             if cursor is not None:
                 cursor.close()
+            if autocommit and not dbapi.closed:
+                dbapi.autocommit = False
             fairy.close()
 
     def _compiled(self, statement: ClauseElement

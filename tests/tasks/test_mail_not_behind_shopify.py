@@ -249,8 +249,9 @@ def test_the_embedded_worker_mails_every_confirmation_while_shopify_is_down(
         # Every confirmation within seconds of its webhook (the booking loop itself takes
         # a while; none waited for a Shopify call). Mail in line behind the 20 hanging
         # tag calls (1.5 s each) would take 30 s; the bound leaves room for a loaded
-        # machine and still refuses mail that waits behind more than a few of them.
-        assert mailed - booked < 8.0, (booked - started, mailed - booked)
+        # machine (9.7 s once, with the suite on two xdist workers and more beside it)
+        # and still refuses mail that waits behind half of them.
+        assert mailed - booked < 15.0, (booked - started, mailed - booked)
         assert len({m.to[0] for m in MAIL.sent if m.to[0].startswith("c")}) == 20
         # (the row is marked done a moment after its last mail)
         wait_for(lambda: [c.status for c in rows(ctx, "booking.confirmed")] == ["done"] * 20,

@@ -1,4 +1,4 @@
-"""Flash sale (issue 14): many customers at once on one expert's few open slots.
+"""Flash sale: many customers at once on one expert's few open slots.
 
 Run: ``python benchmarks/bench_flash_sale.py`` (``--customers 500 --slots 10`` by default;
 ``--postgres URL`` names the PostgreSQL server, default
@@ -194,7 +194,7 @@ def setup(bench: Bench, slots: int) -> tuple[str, str, str, list[str]]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description="flash-sale benchmark (issue 14)")
+    p = argparse.ArgumentParser(description="flash-sale benchmark")
     p.add_argument("--customers", type=int, default=500)
     p.add_argument("--slots", type=int, default=10)
     p.add_argument("--attempts", type=int, default=5,

@@ -1,4 +1,4 @@
-"""Benchmark of storefront holds (issue 3) against a real ``consultbook serve`` on PostgreSQL.
+"""Benchmark of storefront holds against a real ``consultbook serve`` on PostgreSQL.
 
 Run: ``python benchmarks/bench_holds.py`` (``--workers 2,3 --repeat 2`` by default;
 ``--postgres URL`` names the server, default
@@ -10,7 +10,7 @@ day. Then:
 
 * (a) distinct slots: ``--holds`` ``POST /proxy/holds`` on distinct slots from
   ``--concurrency`` (20) threads, each on a keep-alive connection, every request a
-  different signed ``logged_in_customer_id``. Target >= 600 holds/s (issue 14), every answer 201.
+  different signed ``logged_in_customer_id``. Target >= 600 holds/s, every answer 201.
 * (b) one slot: ``--contenders`` (200) threads, each with an open connection, released at
   once by a barrier onto the same slot (``--rounds`` times, a new slot each round).
   Target: exactly one 201, every other answer 409 ``slot_unavailable``, no 5xx, every
@@ -60,7 +60,7 @@ def code_of(body: bytes) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description="holds benchmark (issue 3)")
+    p = argparse.ArgumentParser(description="holds benchmark")
     p.add_argument("--workers", default="2,3", help="comma-separated gunicorn worker counts")
     p.add_argument("--repeat", type=int, default=2, help="timed runs of (a) and (b) per count")
     p.add_argument("--holds", type=int, default=3000, help="holds per distinct-slot run")

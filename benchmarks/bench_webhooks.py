@@ -1,4 +1,4 @@
-"""Benchmark of webhook ingest (issue 3) against a real ``consultbook serve`` on PostgreSQL.
+"""Benchmark of webhook ingest against a real ``consultbook serve`` on PostgreSQL.
 
 Run: ``python benchmarks/bench_webhooks.py`` (``--workers 2,3 --repeat 2`` by default;
 ``--postgres URL`` names the server). For each ``--workers`` value it creates a fresh
@@ -10,7 +10,7 @@ each twice (same ``X-Shopify-Webhook-Id``, same body: half of all deliveries are
 duplicates), shuffled, from ``--concurrency`` (20) threads on keep-alive connections.
 Each order has one line item carrying ``{"name": "_hold", "value": <hold id>}``.
 
-Targets (issue 14): >= 500 deliveries/s, p99 <= 100 ms, every answer 200. Afterwards the database
+Targets: >= 500 deliveries/s, p99 <= 100 ms, every answer 200. Afterwards the database
 must hold exactly one booking per order (confirmed), one outbox row per booking and no
 refunds. Exits 1 if a target or a check fails.
 """
@@ -78,7 +78,7 @@ def delivery(order_id: int, hold: str, webhook_id: str) -> Request:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description="webhook ingest benchmark (issue 3)")
+    p = argparse.ArgumentParser(description="webhook ingest benchmark")
     p.add_argument("--workers", default="2,3", help="comma-separated gunicorn worker counts")
     p.add_argument("--repeat", type=int, default=2, help="timed runs per worker count")
     p.add_argument("--orders", type=int, default=1500,

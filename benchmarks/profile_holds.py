@@ -1,4 +1,4 @@
-"""Where a hold's time goes, in-process (issue 14): ``POST /proxy/holds`` on distinct slots
+"""Where a hold's time goes, in-process: ``POST /proxy/holds`` on distinct slots
 through falcon's TestClient against a fresh PostgreSQL database (dropped at the end).
 
 Run: ``python benchmarks/profile_holds.py`` (``--holds 2000``; ``--refused`` measures

@@ -1,4 +1,4 @@
-"""Where a webhook delivery's time goes, in one process (issue 14): CPU, statements and
+"""Where a webhook delivery's time goes, in one process: CPU, statements and
 wall time waiting, for first deliveries and for duplicates.
 
 Run: ``python benchmarks/profile_webhooks.py [--orders 300] [--profile first|dup]``.

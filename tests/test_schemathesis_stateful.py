@@ -18,6 +18,7 @@ minute per database).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -194,12 +195,16 @@ def test_linked_sequences_conform(world: World, driver: Driver) -> None:
         suppress_health_check=list(HealthCheck)))
     seen = {label for label, _ in driver.labels}
     succeeded = {label for label, status in driver.labels if status < 300}
+    # What the holds answered, for the failure message: a chain that never ran to its
+    # DELETE says why (every hold refused, or none made).
+    holds = Counter(status for label, status in driver.labels if label == "POST /proxy/holds")
     # The chains ran: creates were followed by the linked reads, changes and deletes.
     for label in ("POST /admin/api/services", "GET /admin/api/services/{item_id}",
                   "PATCH /admin/api/services/{item_id}",
                   "DELETE /admin/api/services/{item_id}", "POST /admin/api/experts",
                   "PUT /admin/api/experts/{item_id}/schedule",
                   "POST /proxy/holds", "DELETE /proxy/holds/{hold_id}"):
-        assert label in seen, (label, sorted(seen))
+        assert label in seen, (label, sorted(seen), "POST /proxy/holds answered", holds)
     for label in ("GET /admin/api/services/{item_id}", "DELETE /proxy/holds/{hold_id}"):
-        assert label in succeeded, (label, sorted(succeeded))
+        assert label in succeeded, (label, sorted(succeeded), "POST /proxy/holds answered",
+                                    holds)

@@ -38,10 +38,12 @@ def hook_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, A
     """Run every ``test_hook_*`` test of tests/plugins (SQLite variants) in a subprocess
     under tests/plugins/hook_recorder.py; per test: its outcome and the hooks the engine
     invoked on the test's own plugin."""
-    from tests.plugins.hook_recorder import RECORD_ENV
+    # (Not imported from tests/plugins/hook_recorder.py: importing it patches
+    # pluggy.PluginManager.register for the rest of this process.)
+    record_env = "CONSULTBOOK_HOOK_RECORD"  # what hook_recorder.RECORD_ENV names
 
     record = tmp_path_factory.mktemp("hooks") / "record.json"
-    env = {**os.environ, RECORD_ENV: str(record)}
+    env = {**os.environ, record_env: str(record)}
     # Under pytest-xdist this process is a worker: the child is a run of its own (its
     # Redis database stays this worker's, already in CONSULTBOOK_TEST_REDIS_URL).
     for name in [n for n in env if n.startswith("PYTEST_XDIST_")]:

@@ -92,6 +92,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if variant == "pgbouncer" and not _in_pgbouncer_subset(item):
             dropped.append(item)
             continue
+        if item.get_closest_marker("child_process_only") and not os.environ.get(
+                "CONSULTBOOK_TEST_STATEFUL_CHILD"):
+            dropped.append(item)  # run by its parent test in a fresh process
+            continue
         if variant in ("postgres", "pgbouncer"):
             item.add_marker(pytest.mark.postgres)
         group = _xdist_group(item)

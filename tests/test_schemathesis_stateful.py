@@ -18,8 +18,13 @@ minute per database).
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import falcon.testing
@@ -187,6 +192,32 @@ def driver(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[Driver]:
     yield Driver(world, ids)
 
 
+#: Set in the child process :func:`test_linked_sequences_in_a_fresh_process` starts.
+CHILD = "CONSULTBOOK_TEST_STATEFUL_CHILD"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("variant", ["sqlite", "postgres"])
+def test_linked_sequences_in_a_fresh_process(variant: str) -> None:
+    """The state machine below, in a pytest process of its own. In full runs (pytest-xdist,
+    thousands of tests before it in the worker) its derandomized draws came out different
+    -- 9 hold calls, 8 of them 404, against 34 holds all 201 when run alone, whatever the
+    hash seed -- so some state an earlier test leaves in the process reaches schemathesis
+    or the app; which one is not found yet. A fresh process gives it the run it was
+    written for."""
+    if variant == "postgres" and not os.environ.get("CONSULTBOOK_TEST_POSTGRES_URL"):
+        pytest.skip("CONSULTBOOK_TEST_POSTGRES_URL is not set")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    env[CHILD] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+         f"{Path(__file__).resolve()}::test_linked_sequences_conform[{variant}]"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0 and re.search(r"(^|\s)1 passed", proc.stdout), (
+        proc.stdout[-6000:] + proc.stderr[-2000:])
+
+
+@pytest.mark.child_process_only
 def test_linked_sequences_conform(world: World, driver: Driver) -> None:
     machine = machine_for(world, driver)
     machine.run(settings=settings(

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import requests
 from playwright.sync_api import Page, Route, expect
 
+from engine.demo import DEMO_TZ
 from tests.browser.conftest import DemoServer
 from tests.browser.test_storefront_calendar import axe, axe_js, new_page, ready  # noqa: F401
 
@@ -219,8 +221,10 @@ def test_waitlist_from_a_day_without_times(demo_server: DemoServer, browser: Any
     page = new_page(browser, "Europe/Berlin")
     page.goto(f"{demo_server.base}/demo/store/apps/consult/book?service={intro}")
     ready(page)
-    today = datetime.now(UTC).date().isoformat()
-    off = page.locator(".cb-grid button.cb-off:not(.cb-outside)")
+    # Today in the shop's zone, not UTC's: past days are shown disabled (an hour before
+    # midnight UTC it is already tomorrow in Berlin).
+    today = datetime.now(ZoneInfo(DEMO_TZ)).date().isoformat()
+    off = page.locator(".cb-grid button.cb-off:not(.cb-outside):not([aria-disabled='true'])")
     dates = [d for d in off.evaluate_all("els => els.map(e => e.dataset.date)") if d >= today]
     if not dates:  # every day of this month has times: the next month has a weekend
         page.get_by_role("button", name="Next month").click()

@@ -436,40 +436,34 @@ class Database:
         as SQLAlchemy's DBAPIError -- with a connection the server dropped invalidated,
         not returned to the pool -- so that it maps (503, 400) like any other. Only
         plain bind parameters: no expanding (IN) ones."""
-        sql, names, defaults = self._compiled(statement)
-        given = {**defaults, **params} if defaults else params
-        args: Any = given if names is None else tuple(given[n] for n in names)
-        listeners = self.engine.dispatch.before_cursor_execute
-        if listeners:  # no Connection or execution context here: None for both
-            listeners(None, None, sql, args, None, False)
+        with self._driver(autocommit=True, write=False) as tx:
+            return tx.rows(statement, params)
+
+    @contextmanager
+    def _driver(self, *, autocommit: bool, write: bool) -> Iterator[Transaction]:
+        """A pooled driver connection and its cursor, for :meth:`rows` and
+        :meth:`transaction`: a failure to connect comes out as Core would say it, and on
+        PostgreSQL the connection runs in ``autocommit`` until it goes back to the pool.
+        Listeners see a ``write``'s statements with the cursor, a read's without."""
         try:
             fairy = self.engine.raw_connection()  # the pool's checkout events still run
-        except self._driver_error as error:  # could not connect: as Core would say it
-            raise exc.DBAPIError.instance(sql, args, error, self._driver_error,
+        except self._driver_error as error:
+            raise exc.DBAPIError.instance("connect", None, error, self._driver_error,
                                           dialect=self.engine.dialect,
                                           connection_invalidated=True) from error
+        dbapi: Any = fairy.dbapi_connection
+        postgres = self.dialect == "postgresql"
         cursor = None
         try:
-            dbapi: Any = fairy.dbapi_connection
-            postgres = self.dialect == "postgresql"
             if postgres:
-                dbapi.autocommit = True
-            try:
-                cursor = fairy.cursor()
-                cursor.execute(sql, args)
-                return list(cursor.fetchall())
-            finally:
-                if cursor is not None:
-                    cursor.close()
-                if postgres and not dbapi.closed:
-                    dbapi.autocommit = False
-        except self._driver_error as error:
-            if self.engine.dialect.is_disconnect(cast(Any, error), fairy.dbapi_connection,
-                                                 cursor):
-                fairy.invalidate(error)
-            raise exc.DBAPIError.instance(sql, args, error, self._driver_error,
-                                          dialect=self.engine.dialect) from error
+                dbapi.autocommit = autocommit
+            cursor = fairy.cursor()
+            yield Transaction(self, fairy, cursor, write)
         finally:
+            if cursor is not None:
+                cursor.close()
+            if postgres and autocommit and not dbapi.closed:
+                dbapi.autocommit = False
             fairy.close()
 
     @contextmanager
@@ -488,36 +482,19 @@ class Database:
         statement is a transaction of its own (no BEGIN and COMMIT round trips): for a
         write that is one statement."""
         assert self.dialect == "postgresql", "Database.transaction is for PostgreSQL"
-        try:
-            fairy = self.engine.raw_connection()
-        except self._driver_error as error:
-            raise exc.DBAPIError.instance("BEGIN", None, error, self._driver_error,
-                                          dialect=self.engine.dialect,
-                                          connection_invalidated=True) from error
-        cursor = None
-        dbapi: Any = fairy.dbapi_connection
-        try:
-            # (Without autocommit psycopg sends BEGIN before the first statement.)
-            dbapi.autocommit = autocommit
-            cursor = fairy.cursor()
-            tx = Transaction(self, fairy, cursor)
+        with self._driver(autocommit=autocommit, write=True) as tx:
+            dbapi: Any = tx._fairy.dbapi_connection
             try:
                 yield tx
-                if not autocommit:
+                if not autocommit:  # (without autocommit psycopg sent BEGIN first)
                     tx.run("COMMIT", None, dbapi.commit)
             except BaseException:
                 if not dbapi.closed and not autocommit:
                     try:
                         dbapi.rollback()
                     except self._driver_error as error:
-                        fairy.invalidate(error)
+                        tx._fairy.invalidate(error)
                 raise
-        finally:
-            if cursor is not None:
-                cursor.close()
-            if autocommit and not dbapi.closed:
-                dbapi.autocommit = False
-            fairy.close()
 
     def _compiled(self, statement: ClauseElement
                   ) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
@@ -540,8 +517,8 @@ class Database:
 class Transaction:
     """The statements of one :meth:`Database.transaction`."""
 
-    def __init__(self, db: Database, fairy: Any, cursor: Any) -> None:
-        self._db, self._fairy, self._cursor = db, fairy, cursor
+    def __init__(self, db: Database, fairy: Any, cursor: Any, write: bool = True) -> None:
+        self._db, self._fairy, self._cursor, self._write = db, fairy, cursor, write
 
     def rows(self, statement: ClauseElement, params: Mapping[str, Any]
              ) -> list[tuple[Any, ...]]:
@@ -552,7 +529,7 @@ class Transaction:
         args: Any = given if names is None else tuple(given[n] for n in names)
         listeners = self._db.engine.dispatch.before_cursor_execute
         if listeners:
-            listeners(None, self._cursor, sql, args, None, False)
+            listeners(None, self._cursor if self._write else None, sql, args, None, False)
         cursor = self._cursor
         self.run(sql, args, lambda: cursor.execute(sql, args))
         return list(cursor.fetchall()) if cursor.description is not None else []

@@ -38,7 +38,7 @@ from engine.errors import Conflict
 from engine.services import capacity
 from engine.store.db import Transaction
 from engine.store.models import CONFIRMED, EXPIRED, HELD, LIVE_STATUSES, PENDING, Claim
-from engine.store.types import UTCDateTime, epoch
+from engine.store.types import UTCDateTime, epoch, overlaps
 
 HOLD_RETENTION = timedelta(days=30)  # expired/released holds are kept this long (>= 7 days)
 
@@ -109,8 +109,9 @@ def _expire_statement(one_expert: bool, in_range: bool) -> Any:
         if one_expert:
             stmt = stmt.where(c.expert_id == bindparam("expert"))
         if in_range:
-            stmt = stmt.where(c.claim_start < bindparam("end", type_=UTCDateTime()),
-                              c.claim_end > bindparam("start", type_=UTCDateTime()))
+            stmt = stmt.where(overlaps(c.claim_start, c.claim_end,
+                                       bindparam("start", type_=UTCDateTime()),
+                                       bindparam("end", type_=UTCDateTime())))
         _EXPIRE[key] = stmt
     return stmt
 

@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import falcon.testing
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import MetaData, create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
@@ -26,7 +26,6 @@ from engine.services.shops import ShopRef, install_shop
 from engine.shopify import encode_session_token, sign_proxy
 from engine.store import Database
 from engine.store.migrate import upgrade
-from engine.store.models import Base
 from web.app import create_app
 
 
@@ -165,16 +164,22 @@ _CLEANERS: dict[str, Any] = {}
 
 
 def _truncate(url: str) -> None:
-    """Empty every table. DELETE in dependency order is much faster than TRUNCATE for the
-    handful of rows a test leaves (TRUNCATE rewrites every table's files); ids are random
-    strings or serials nobody asserts on."""
-    engine = _CLEANERS.get(url)
-    if engine is None:
-        engine = _CLEANERS[url] = create_engine(url, poolclass=NullPool)
-    # One round trip: the DELETEs (in dependency order) as one multi-statement string,
-    # which PostgreSQL runs as one transaction.
-    script = "; ".join(f'DELETE FROM "{table.name}"'
-                       for table in reversed(Base.metadata.sorted_tables))
+    """Empty every table of the database but Alembic's -- the engine's and every plugin's
+    (found in the database once, not only the engine's models). DELETE in dependency
+    order is much faster than TRUNCATE for the handful of rows a test leaves (TRUNCATE
+    rewrites every table's files); ids are random strings or serials nobody asserts on."""
+    found = _CLEANERS.get(url)
+    if found is None:
+        engine = create_engine(url, poolclass=NullPool)
+        tables = MetaData()
+        tables.reflect(engine)
+        # One round trip: the DELETEs (in dependency order) as one multi-statement
+        # string, which PostgreSQL runs as one transaction.
+        script = "; ".join(f'DELETE FROM "{table.name}"'
+                           for table in reversed(tables.sorted_tables)
+                           if not table.name.startswith("alembic_version"))
+        found = _CLEANERS[url] = (engine, script)
+    engine, script = found
     with engine.connect() as conn:
         conn.exec_driver_sql(script)
         conn.commit()

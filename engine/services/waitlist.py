@@ -159,7 +159,8 @@ def join(db: Database, clock: Clock, shop: ShopRef, req: JoinRequest, visitor: s
         today = shop_today(shop.timezone, now)
         if req.day < today:
             raise ValidationError(f"date {req.day.isoformat()} has passed in the shop's "
-                                  f"timezone ({shop.timezone})", field="date")
+                                  f"timezone ({shop.timezone}, where it is "
+                                  f"{today.isoformat()} now)", field="date")
         horizon = shop_today(shop.timezone, now + timedelta(days=service.max_days_ahead))
         if req.day > horizon:
             raise ValidationError(f"date {req.day.isoformat()} is beyond this service's "

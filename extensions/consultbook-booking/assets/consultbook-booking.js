@@ -249,6 +249,23 @@
     return body && body.error ? body.error : { code: "", message: "" };
   }
 
+  // The field of `names` a refusal is about, else "". The server's validation messages
+  // start with the API name of the field they are about ("email is not a valid email
+  // address", "date 2026-12-01 has passed ..."; the admin's forms read them the same
+  // way), and an error may name it outright (`field`). A status alone names no field:
+  // a refusal of something the customer did not type is said as the server's message.
+  function fieldOf(err, names) {
+    if (err && err.field && names.indexOf(err.field) >= 0) return err.field;
+    var message = (err && err.message) || "", best = "";
+    names.forEach(function (name) {
+      if (message.slice(0, name.length) !== name) return;
+      var next = message.charAt(name.length);
+      if (next !== "" && " .[:".indexOf(next) < 0) return;
+      if (name.length > best.length) best = name;
+    });
+    return best;
+  }
+
   // The locale asked for (data-locale, else the page's language), the language whose
   // catalog is used, and the Intl locale: the asked one when its catalog ships, else
   // English; a bare language takes the browser's region ("en" + "en-GB", "de" + "de-CH").
@@ -976,18 +993,35 @@
     this.warn("");
     if (!EMAIL.test(v)) { invalid(email, err, t("email_invalid")); email.focus(); return; }
     valid(email, err);
-    // The waiting list counts in the shop's dates: the shop's date at the customer's noon.
-    var noon = utcNoon(date), shopDate = todayIn(this.shopTz, new Date(noon - offsetOf(this.tz, noon).minutes * 60000));
-    this.post("/waitlist", { service: this.service, date: shopDate, email: v, expert: this.expert || "any", tz: this.tz || undefined }).then(function (res) {
+    this.post("/waitlist", { service: this.service, date: this.shopDateOf(date), email: v, expert: this.expert || "any", tz: this.tz || undefined }).then(function (res) {
+      var e = errorOf(res.body);
       if (res.status === 201) {
         var done = t("wait_done", { date: self.dayLabel(date, true) });
         self.waitBox.textContent = "";
         self.waitBox.appendChild(el("p", { class: "cb-done", text: done }));
         self.say(done);
-      } else if (res.status === 429) self.warn(t("wait_limit"));
-      else if (res.status === 400 || res.status === 422) { invalid(email, err, t("email_invalid")); email.focus(); }
-      else self.warn(errorOf(res.body).message || t("failed"));
+      } else if (e.code === "too_many_entries") self.warn(t("wait_limit"));
+      else if (fieldOf(e, ["email"]) === "email") { invalid(email, err, t("email_invalid")); email.focus(); }
+      else self.warn(e.message || t("failed"));
     }, function () { self.warn(t("failed")); });
+  };
+
+  // The instant (ms) the customer's day `ymd` begins in their zone.
+  Booking.prototype.dayStart = function (ymd) {
+    var wall = utcNoon(ymd).getTime() - 12 * 3600000, at = wall - offsetOf(this.tz, new Date(wall)).minutes * 60000;
+    return wall - offsetOf(this.tz, new Date(at)).minutes * 60000;
+  };
+
+  // The waiting list counts in the shop's dates; the customer chose a day of their own.
+  // Of that day, what is still ahead of them counts (from its start, or from now when it
+  // has begun, to its end): the shop's date at the middle of that stretch, which is the
+  // shop date holding the most of it. For a day still to come that is the shop's date at
+  // the customer's noon; for today it is never a shop date already past, nor one about
+  // to end while most of the customer's evening falls on the next.
+  Booking.prototype.shopDateOf = function (ymd) {
+    var start = this.dayStart(ymd), end = this.dayStart(addDays(ymd, 1));
+    var from = Math.min(Math.max(start, Date.now() - this.skew), end - 1);
+    return todayIn(this.shopTz, new Date(from + (end - from) / 2));
   };
 
   // ------------------------------------------------------------------ seats and questions
@@ -1066,14 +1100,15 @@
     this.doHold(a.slot, a.button, this.seatSelect ? +this.seatSelect.value : 1, answers);
   };
 
-  // 422 invalid_answers names the question (its id in quotes): mark that field.
+  // 422 invalid_answers names the question ("answer to 'id' (label): ..."): mark that
+  // field. One that names none of the asked questions (a question the merchant has since
+  // removed, answers of the wrong shape) is no field's: false, and it is said as is.
   Booking.prototype.badAnswer = function (message) {
     var a = this.asking, hit = null;
     if (!a) return false;
     a.fields.forEach(function (f) {
-      if (!hit && message.indexOf("'" + f.q.id + "'") >= 0) hit = f;
+      if (!hit && message.indexOf("answer to '" + f.q.id + "'") === 0) hit = f;
     });
-    hit = hit || a.fields[0];
     if (!hit) return false;
     invalid(hit.input, hit.err, hit.q.type === "email" ? t("email_invalid") : t("answer_invalid"));
     hit.input.focus();
@@ -1105,12 +1140,18 @@
         // Grouped slots (a server without "any"): another expert free then is as good.
         if (res.status === 409 && candidates.length) return attempt();
         self.say("");
-        if (code === "invalid_answers" && self.badAnswer(err.message || "")) return;
+        if (code === "invalid_answers") {
+          // On the question it names; else the server's words, the answers kept to correct.
+          if (!self.badAnswer(err.message || "")) self.warn(err.message || t("failed"));
+          return;
+        }
         self.closeAsk(false);
+        // Each refusal by its code (a status alone says too little: a 422 may be about the
+        // answers, a 400 about any field); anything else in the server's words.
         if (code === "limit_reached") self.refused(t("limit"), button);
-        else if (res.status === 409 || code === "slot_unavailable") self.refused(t("taken"), button);
-        else if (res.status === 422 || code === "not_a_slot") self.refused(t("not_offered"), button);
-        else if (res.status === 429 || code === "too_many_holds") self.refused(t("too_many"), null);
+        else if (code === "slot_unavailable") self.refused(t("taken"), button);
+        else if (code === "not_a_slot") self.refused(t("not_offered"), button);
+        else if (code === "too_many_holds") self.refused(t("too_many"), null);
         else self.refused(err.message || t("failed"), null);
       });
     };

@@ -223,14 +223,16 @@
     }, function () { button.disabled = false; self.status.textContent = ""; self.alert.textContent = t("failed"); });
   };
 
-  // A refusal said in the customer's words: 403 policy_closed, 409 taken or at a limit,
-  // 422 no longer offered; then `after` (refresh what is shown).
+  // A refusal said in the customer's words, by its code: policy_closed, taken
+  // (slot_unavailable), at a limit, no longer offered (not_a_slot); any other (a booking
+  // cancelled meanwhile is a 409 too, a malformed field a 400) in the server's words.
+  // Then `after` (refresh what is shown).
   Manage.prototype.refused = function (res, after) {
     var t = this.t, e = res.body.error || {};
-    if (e.code === "policy_closed" || res.status === 403) this.alert.textContent = t("m_policy");
+    if (e.code === "policy_closed") this.alert.textContent = t("m_policy");
     else if (e.code === "limit_reached") this.alert.textContent = t("limit");
-    else if (res.status === 409) this.alert.textContent = t("taken");
-    else if (res.status === 422) this.alert.textContent = t("not_offered");
+    else if (e.code === "slot_unavailable") this.alert.textContent = t("taken");
+    else if (e.code === "not_a_slot") this.alert.textContent = t("not_offered");
     else this.alert.textContent = e.message || t("failed");
     if (after) after();
   };

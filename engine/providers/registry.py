@@ -29,7 +29,7 @@ from engine.providers.base import (
     Provider,
     VideoProvider,
 )
-from engine.providers.host import PluginHost
+from engine.providers.host import PluginHost, RouteHost
 
 __all__ = [
     "AUTH_SCHEMES",
@@ -209,7 +209,7 @@ class Route:
     """A Falcon resource a plugin serves. ``factory(host)`` makes it once per app."""
 
     path: str
-    factory: Callable[[PluginHost], object]
+    factory: Callable[[RouteHost], object]
     auth: str
     plugin: str = ""
 
@@ -235,7 +235,7 @@ class RouteRegistry(_Owned):
         super().__init__()
         self._routes: dict[str, Route] = {}
 
-    def add(self, path: str, factory: Callable[[PluginHost], object],
+    def add(self, path: str, factory: Callable[[RouteHost], object],
             auth: str = "admin") -> Route:
         if auth not in AUTH_SCHEMES:
             raise PluginError(f"route {path!r} of {self._who()}: auth must be one of "

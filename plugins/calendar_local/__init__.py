@@ -17,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from engine import hookimpl
@@ -145,7 +146,7 @@ def consultbook_register_jobs(jobs: JobRegistry) -> None:
 
 @hookimpl
 def consultbook_register_secrets(secrets: SecretRegistry) -> None:
-    secrets.add_column(IcsFeed.__table__, "url", lambda row: feed_url_aad(row.id))
+    secrets.add_column(cast(Table, IcsFeed.__table__), "url", lambda row: feed_url_aad(row.id))
 
 
 @hookimpl

@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session
 
 from engine.errors import ConsultbookError
 from engine.providers.base import CalendarProvider
+from engine.providers.retry import deadline as retry_deadline
 from engine.providers.types import CalendarBusy
 from engine.services.provider_cache import ProviderInstances
 from engine.store.models import Expert
@@ -424,8 +425,10 @@ HEALTH_MEMO_SECONDS = 30.0
 
 def lease_timing(plugins: Plugins) -> tuple[float, float]:
     """(lease TTL, longest wait for another process's fetch) in seconds, from the retry
-    settings: a lease outlasts one provider call with its retries (so a slow fetch is not
-    duplicated), within bounds that keep a dead holder from hiding slots for long."""
+    settings: a lease long enough for one provider call with its retries (so a slow fetch
+    is not duplicated), within bounds that keep a dead holder from hiding slots for long.
+    Where the retries could take longer than the bound (60 s), the holder stops retrying
+    before its lease ends (engine.providers.retry.deadline, in :meth:`FreeBusy._refresh`)."""
     config = plugins.config
     attempts = max(1, config.provider_attempts)
     fetch = (config.provider_timeout_seconds * attempts
@@ -566,6 +569,7 @@ class FreeBusy:
         deadline: float | None = None
         seen: dict[str, str] = {}  # key -> the token of the holder we waited on
         while todo:
+            leased_at = self.wall()
             mine = self.cache.acquire(shop_id, todo, token, self.lock_ttl)
             if mine:
                 # Double-checked: the previous holder may have stored the chunk between
@@ -575,8 +579,13 @@ class FreeBusy:
                 failed: dict[str, str] = {}
                 try:
                     if stale:
-                        self._fetch(shop_id, name, provider, mapping, owner, stale, cached,
-                                    failed, now, ttl + max_stale)
+                        # The call with its retries ends while the lease lasts (with
+                        # time to store the answer): past it another process would take
+                        # the lease over and call the provider a second time.
+                        left = self.lock_ttl - (self.wall() - leased_at)
+                        with retry_deadline(left - min(1.0, self.lock_ttl / 4)):
+                            self._fetch(shop_id, name, provider, mapping, owner, stale,
+                                        cached, failed, now, ttl + max_stale)
                 finally:
                     errors.update(failed)
                     self.cache.release(shop_id, sorted(mine), token, failed, self.lock_ttl)

@@ -75,11 +75,18 @@ def provider_timeout() -> float:
 
 
 @pytest.fixture
-def overrides(google: FakeGoogle, store_kind: str, provider_timeout: float
-              ) -> dict[str, Any]:
+def provider_attempts() -> int:
+    """Attempts per provider call (the plugin suite's 3; a test parametrizes it)."""
+    return 3
+
+
+@pytest.fixture
+def overrides(google: FakeGoogle, store_kind: str, provider_timeout: float,
+              provider_attempts: int) -> dict[str, Any]:
     values = {**google_config(google), "freebusy_ttl_seconds": 60,
               "freebusy_max_stale_seconds": 600,
-              "provider_timeout_seconds": provider_timeout}
+              "provider_timeout_seconds": provider_timeout,
+              "provider_attempts": provider_attempts}
     if store_kind == "redis":
         values["redis_url"] = REDIS_URL
     return values
@@ -145,15 +152,18 @@ def calls_per_chunk(google: FakeGoogle) -> dict[int, int]:
 
 
 def concurrently(ctx: Context, store_kind: str, shop: ShopRef,
-                 experts: dict[str, str | None], n: int = N) -> list[dict[str, Any]]:
+                 experts: dict[str, str | None], n: int = N, *,
+                 lease: float = READER_LEASE, wait: float = READER_LEASE
+                 ) -> list[dict[str, Any]]:
     """``n`` threads, each a "process" with its own cache client and provider instances,
-    read the same busy time at the same moment."""
+    read the same busy time at the same moment (each with a lease of ``lease`` seconds
+    and waiting up to ``wait`` for another's)."""
     barrier = threading.Barrier(n)
     results: list[Any] = [None] * n
 
     def run(i: int) -> None:
         cache = own_cache(ctx, store_kind)
-        source = FreeBusy(ctx.plugins, cache, lock_ttl=READER_LEASE, lock_wait=READER_LEASE,
+        source = FreeBusy(ctx.plugins, cache, lock_ttl=lease, lock_wait=wait,
                           poll_seconds=0.02)
         try:
             barrier.wait(10)
@@ -380,3 +390,21 @@ def _leased(cache: BusyCache, ctx: Context, store_kind: str) -> list[str]:
     with ctx.db.read() as session:
         return [k[len(LEASE):] for k in session.scalars(
             select(BusyCacheEntry.key).where(BusyCacheEntry.key.startswith(LEASE)))]
+
+
+@pytest.mark.parametrize(("provider_timeout", "provider_attempts"), [(1.0, 6)])
+def test_the_holder_stops_retrying_before_its_lease_ends(
+        ctx: Context, shop: ShopRef, google: FakeGoogle, store_kind: str,
+        experts: dict[str, str | None]) -> None:
+    """The provider is down and asks for a second between tries (the suite allows at
+    most 1.5 s): with its 5 retries the holder would go on for about 5 s, past its 3 s
+    lease, and waiting readers would take the lease over and call again. The holder
+    starts no retry that its timeout (1 s) could carry past the lease
+    (engine.providers.retry.deadline): two calls, about 1 s apart, then every reader has
+    the holder's failure -- the experts hidden, never shown free."""
+    google.fail("POST", "/freeBusy$", 503, times=50, headers={"Retry-After": "1"})
+    started = time.monotonic()
+    results = concurrently(ctx, store_kind, shop, experts, lease=3.0, wait=10.0)
+    assert len(freebusy_calls(google)) == 2
+    assert time.monotonic() - started < 3.0
+    assert all(r != expected(experts) for r in results)

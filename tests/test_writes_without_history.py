@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from engine.bootstrap import Context
 from engine.services.claims import expire_stale_holds, insert_last
@@ -235,3 +237,42 @@ def test_migration_0018_up_down_and_up_again(bare_engine: Engine) -> None:
         assert hold_begin() == source
     upgrade(bare_engine, "0018", locations=[])
     assert indexes() == after
+
+
+@pytest.mark.parametrize("db_url", ["postgres", "pgbouncer"], indirect=True)
+def test_holds_of_one_expert_take_turns_and_other_experts_do_not_wait(
+        ctx: Context, admin: Admin, shop: ShopRef) -> None:
+    """``consultbook_hold_begin`` given an expert takes that expert's lock after the
+    visitor's: while one hold's statement of the expert is open, a second one -- another
+    visitor -- waits for it (so two overlapping inserts never wait for each other's row
+    and deadlock); a hold of another expert goes on at once. (A hold's statement is its
+    own transaction; here the first is held open to watch the second wait.)"""
+    cat = make_catalog(admin, experts=2)
+    engine = create_engine(ctx.config.database_url, poolclass=NullPool)
+    now = ctx.clock.now()
+    lo, hi = _range(ctx)
+
+    def begin(conn: Any, visitor: str, expert: str) -> None:
+        conn.execute(_HOLD_BEGIN, {"k": _visitor_key(shop.id, visitor), "shop": shop.id,
+                                   "visitor": visitor, "now": now, "expert": expert,
+                                   "lo": lo, "hi": hi})
+
+    try:
+        with engine.connect() as first, engine.connect() as second:
+            held = first.begin()
+            begin(first, "customer:one", cat["experts"][0])
+            other = second.begin()
+            second.execute(text("SET LOCAL lock_timeout = '300ms'"))
+            begin(second, "customer:two", cat["experts"][1])  # another expert: no wait
+            other.rollback()
+            other = second.begin()
+            second.execute(text("SET LOCAL lock_timeout = '300ms'"))
+            with pytest.raises(OperationalError, match="lock timeout"):
+                begin(second, "customer:two", cat["experts"][0])
+            other.rollback()
+            held.commit()
+            with second.begin():  # the first one's statement is over: at once
+                second.execute(text("SET LOCAL lock_timeout = '300ms'"))
+                begin(second, "customer:two", cat["experts"][0])
+    finally:
+        engine.dispose()

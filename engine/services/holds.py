@@ -340,13 +340,14 @@ def create_hold(db: Database, clock: Clock, config: Config, shop: ShopRef, req: 
     def make(expert_id: str) -> Claim:
         return _new_hold(config, shop, req, service, expert_id, claimed, answers, visitor, now)
 
-    # Two holds of one expert inserting overlapping claims of different sessions at once
-    # can each wait for the other in the overlap check (PostgreSQL breaks that with a
-    # deadlock error, 40P01): the one aborted runs again, and then meets the other's
-    # claim as a plain refusal (or wins, if the other one did not). Many such holds at
-    # once (a session and a one-to-one service of one expert sold at the same hour) can
-    # abort one request again with a third: up to DEADLOCK_ATTEMPTS runs in all, each
-    # costing a millisecond; only then 503.
+    # Two writers of one expert inserting overlapping claims of different sessions at
+    # once can each wait for the other in the overlap check (PostgreSQL breaks that with
+    # a deadlock error, 40P01). A one-expert hold on PostgreSQL takes the expert's lock
+    # first (consultbook_hold_begin, migration 0018), so two of those never do; an
+    # "any expert" hold, or a hold meeting another writer of the expert's claims, still
+    # can: the one aborted runs again, and then meets the other's claim as a plain
+    # refusal (or wins, if the other one did not) -- up to DEADLOCK_ATTEMPTS runs in
+    # all; only then 503.
     for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
         try:
             return _write_hold(db, config, shop, req, visitor, now, facts, free, make,

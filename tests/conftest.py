@@ -69,6 +69,9 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)  # a Monday
 
 
 FAULTS = Path(__file__).resolve().parent / "faults"
+#: Modules whose tests each start several processes with their own connection pools.
+PROCESS_HEAVY = frozenset({"test_two_instances.py", "test_claims_concurrency.py",
+                           "capacity/test_concurrency_processes.py"})
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
@@ -117,6 +120,9 @@ def _xdist_group(item: pytest.Item) -> str | None:
     * the fault tests, all together: they share one PostgreSQL cluster
       (tests/faults/conftest.py), start gunicorn, Celery and beat, and time answers, so
       no two run at once;
+    * the modules of :data:`PROCESS_HEAVY`, together: each starts several processes with
+      connection pools of their own (``serve`` instances, fighting processes), and two of
+      them at once, with PgBouncer's pool, can exhaust PostgreSQL's connections;
     * a module whose tests use a module- or class-scoped fixture, whole: the fixture is
       made once, and its tests run in their order, as in a run without xdist;
     * any other test on its own (no group).
@@ -124,6 +130,8 @@ def _xdist_group(item: pytest.Item) -> str | None:
     path = Path(str(item.fspath)).resolve()
     if path.is_relative_to(FAULTS):
         return "faults"
+    if path.is_relative_to(TESTS) and path.relative_to(TESTS).as_posix() in PROCESS_HEAVY:
+        return "processes"
     info = getattr(item, "_fixtureinfo", None)
     defs = info.name2fixturedefs.values() if info is not None else ()
     if any(d[-1].scope in ("module", "class", "package") for d in defs if d):

@@ -218,7 +218,7 @@ def _attach(session: Session, claim: Claim) -> None:
 
 
 def insert_last(session: Session, claim: Claim, now: datetime,
-                window: capacity.Facts | None = None, *, expired: bool = False) -> None:
+                window: capacity.Facts | None = None) -> None:
     """Insert a new claim as the transaction's last write: no savepoint (two round trips
     fewer); an overlap, a full session or a reached limit raises its conflict
     (:func:`refused`) and the caller's transaction rolls back. A live claim first
@@ -230,17 +230,11 @@ def insert_last(session: Session, claim: Claim, now: datetime,
     rows' capacities are the triggers' there, read in this transaction; a limit added
     a moment ago can at worst refuse this claim for a stale hold in its period, never
     let one too many through. SQLite reads the facts here, as its capacities come from
-    them.) ``expired``: the caller has expired the stale claims over
-    :func:`expiry_window` in this transaction already (PostgreSQL's
-    ``consultbook_hold_begin``, migration 0017; with ``window``)."""
+    them.)"""
     if claim.status in LIVE_STATUSES:
         pg = session.get_bind().dialect.name == "postgresql"
-        if window is not None and not pg:
-            window = None
-        if expired and window is not None:
-            known = window
-        else:
-            known = _expire_for_limits(session, claim, now, own_range=True, known=window)
+        known = _expire_for_limits(session, claim, now, own_range=True,
+                                   known=window if pg else None)
         capacity.prepare(session, claim, now, known)  # (PostgreSQL: only the key)
     new = inspect(claim).transient
     try:

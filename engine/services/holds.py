@@ -47,7 +47,6 @@ from engine.services.catalog import live_expert, live_service
 from engine.services.claims import (
     SlotUnavailable,
     claim_expiry_window,
-    expiry_window,
     insert_last,
     insert_new,
     new_claim_insert,
@@ -148,21 +147,19 @@ _HOLD_INSERT = new_claim_insert(
     < bindparam("max"))
 
 
-def _begin(session: Session, shop_id: str, visitor: str, now: datetime,
-           expire: tuple[str, tuple[datetime, datetime]] | None) -> tuple[int, bool]:
+def _begin(session: Session, shop_id: str, visitor: str, now: datetime) -> int:
     """The visitor's live holds (the per-visitor limit), with one visitor's hold
     requests serialized until the transaction ends: the advisory lock on PostgreSQL
     (taken first, then counted), the database lock on SQLite (every writer holds it).
-    On PostgreSQL ``expire`` (an expert and a range) has that expert's stale claims over
-    the range expired in the same call. Returns (live holds, whether it expired)."""
+    (No expert here: on PostgreSQL the expert's lock and the expiry of its stale claims
+    belong to a one-expert hold's single statement, :func:`_write_one_pg`, where the lock
+    lasts that statement; the writes of this transaction expire their own.)"""
     params = {"shop": shop_id, "visitor": visitor, "now": now}
     if session.get_bind().dialect.name == "postgresql":
-        key = _visitor_key(shop_id, visitor)
-        expert, (lo, hi) = expire if expire is not None else (None, (now, now))
-        live = session.scalar(_HOLD_BEGIN, {"k": key, "expert": expert, "lo": lo, "hi": hi,
-                                            **params})
-        return int(live or 0), expire is not None
-    return int(session.scalar(_LIVE_HOLDS, params) or 0), False
+        return int(session.scalar(_HOLD_BEGIN, {"k": _visitor_key(shop_id, visitor),
+                                                "expert": None, "lo": now, "hi": now,
+                                                **params}) or 0)
+    return int(session.scalar(_LIVE_HOLDS, params) or 0)
 
 
 @dataclass(frozen=True)
@@ -369,13 +366,7 @@ def _write_hold(db: Database, config: Config, shop: ShopRef, req: HoldRequest,
     # A hold writes only a claim (and its session and counters), which no cached read
     # holds: the cache stays valid.
     with db.write(keep_cache=True) as session:
-        one = make(free[0].id) if free and req.expert_id != ANY else None
-        expire = None
-        if one is not None:
-            window = expiry_window(session, one, facts.window(one.expert_id))
-            expire = None if window is None else (one.expert_id, window)
-        live, expired = _begin(session, shop.id, visitor, now, expire)
-        if live >= config.max_holds_per_visitor:
+        if _begin(session, shop.id, visitor, now) >= config.max_holds_per_visitor:
             raise TooManyRequests(
                 f"you already hold {config.max_holds_per_visitor} appointments; book or "
                 "release one first", code="too_many_holds")
@@ -384,14 +375,13 @@ def _write_hold(db: Database, config: Config, shop: ShopRef, req: HoldRequest,
         if req.expert_id == ANY:
             hold = _assign(session, now, facts, free, make)
         else:
-            # One expert: no savepoint, the insert is the transaction's last write. A
-            # taken time, a session without that many seats left or a reached limit is
-            # the database's refusal (engine.services.claims.refused). The expert's
-            # stale claims over the range were expired by _begin (PostgreSQL), else
-            # insert_last expires them first.
-            assert one is not None
-            hold = one
-            insert_last(session, hold, now, facts.window(hold.expert_id), expired=expired)
+            # One expert (SQLite; PostgreSQL's is _write_one_pg): no savepoint, the insert
+            # is the transaction's last write, after insert_last expires the expert's
+            # stale claims over its range. A taken time, a session without that many
+            # seats left or a reached limit is the database's refusal
+            # (engine.services.claims.refused).
+            hold = make(free[0].id)
+            insert_last(session, hold, now, facts.window(hold.expert_id))
         assert hold.expires_at is not None
         return _answer(shop, req, service, facts.experts[hold.expert_id], hold.id,
                        hold.expires_at, hold.end_at, answers)

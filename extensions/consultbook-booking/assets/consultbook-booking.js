@@ -249,21 +249,14 @@
     return body && body.error ? body.error : { code: "", message: "" };
   }
 
-  // The field of `names` a refusal is about, else "". The server's validation messages
-  // start with the API name of the field they are about ("email is not a valid email
-  // address", "date 2026-12-01 has passed ..."; the admin's forms read them the same
-  // way), and an error may name it outright (`field`). A status alone names no field:
-  // a refusal of something the customer did not type is said as the server's message.
-  function fieldOf(err, names) {
-    if (err && err.field && names.indexOf(err.field) >= 0) return err.field;
-    var message = (err && err.message) || "", best = "";
-    names.forEach(function (name) {
-      if (message.slice(0, name.length) !== name) return;
-      var next = message.charAt(name.length);
-      if (next !== "" && " .[:".indexOf(next) < 0) return;
-      if (name.length > best.length) best = name;
-    });
-    return best;
+  // Whether a refusal is about the field `name`: the server's validation messages start
+  // with the API name of the field they are about ("email is not a valid email address",
+  // "date 2026-12-01 has passed ..."; the admin's forms read them the same way). A status
+  // alone names no field: a refusal of something the customer did not type is said as
+  // the server's message.
+  function about(err, name) {
+    var message = (err && err.message) || "", next = message.charAt(name.length);
+    return message.slice(0, name.length) === name && (next === "" || " .[:".indexOf(next) >= 0);
   }
 
   // The locale asked for (data-locale, else the page's language), the language whose
@@ -1001,7 +994,7 @@
         self.waitBox.appendChild(el("p", { class: "cb-done", text: done }));
         self.say(done);
       } else if (e.code === "too_many_entries") self.warn(t("wait_limit"));
-      else if (fieldOf(e, ["email"]) === "email") { invalid(email, err, t("email_invalid")); email.focus(); }
+      else if (about(e, "email")) { invalid(email, err, t("email_invalid")); email.focus(); }
       else self.warn(e.message || t("failed"));
     }, function () { self.warn(t("failed")); });
   };

@@ -49,46 +49,36 @@ depends_on = None
 
 _HELD = sa.text("status = 'held'")
 
-# (Literal SQL: nothing here is built from input.) 0017's function with the overlap asked
-# for with the range operator.
-PG_HOLD_BEGIN = """CREATE OR REPLACE FUNCTION consultbook_hold_begin(
+# (Literal SQL: nothing here is built from input.) 0017's function, in which this
+# revision changes two places: the expert's lock, and the overlap asked for with the
+# range operator. Filled with 0017's text it is 0017's function word for word (the
+# downgrade restores it).
+_HOLD_BEGIN = """CREATE OR REPLACE FUNCTION consultbook_hold_begin(
         lock_key bigint, shop varchar, who varchar, at timestamptz,
         expert varchar, lo timestamptz, hi timestamptz) RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
     BEGIN
         PERFORM pg_advisory_xact_lock(lock_key);
-        IF expert IS NOT NULL THEN
-            -- The expert's holds one after the other (the two-key lock space: never a
-            -- visitor's key), so two overlapping inserts never wait for each other.
-            PERFORM pg_advisory_xact_lock(1667, hashtext(expert));
+        IF expert IS NOT NULL THEN{expert_lock}
             -- engine.services.claims.expire_stale_holds, for one expert and range
             UPDATE claims SET status = 'expired', updated_at = at
              WHERE status IN ('held', 'pending') AND expires_at <= at
-               AND expert_id = expert
-               AND tstzrange(claim_start, claim_end, '[)') && tstzrange(lo, hi, '[)');
+               AND expert_id = expert{overlap};
         END IF;
         RETURN (SELECT count(*) FROM claims
                  WHERE shop_id = shop AND visitor = who AND status = 'held'
                    AND expires_at > at);
     END $$"""
 
-# 0017's, word for word (the downgrade restores it).
-OLD_HOLD_BEGIN = """CREATE OR REPLACE FUNCTION consultbook_hold_begin(
-        lock_key bigint, shop varchar, who varchar, at timestamptz,
-        expert varchar, lo timestamptz, hi timestamptz) RETURNS bigint
-LANGUAGE plpgsql VOLATILE AS $$
-    BEGIN
-        PERFORM pg_advisory_xact_lock(lock_key);
-        IF expert IS NOT NULL THEN
-            -- engine.services.claims.expire_stale_holds, for one expert and range
-            UPDATE claims SET status = 'expired', updated_at = at
-             WHERE status IN ('held', 'pending') AND expires_at <= at
-               AND expert_id = expert AND claim_start < hi AND claim_end > lo;
-        END IF;
-        RETURN (SELECT count(*) FROM claims
-                 WHERE shop_id = shop AND visitor = who AND status = 'held'
-                   AND expires_at > at);
-    END $$"""
+PG_HOLD_BEGIN = _HOLD_BEGIN.format(
+    expert_lock="""
+            -- The expert's holds one after the other (the two-key lock space: never a
+            -- visitor's key), so two overlapping inserts never wait for each other.
+            PERFORM pg_advisory_xact_lock(1667, hashtext(expert));""",
+    overlap="""
+               AND tstzrange(claim_start, claim_end, '[)') && tstzrange(lo, hi, '[)')""")
+OLD_HOLD_BEGIN = _HOLD_BEGIN.format(
+    expert_lock="", overlap=" AND claim_start < hi AND claim_end > lo")
 
 
 def _visitor_index(columns: list[str]) -> None:
